@@ -1,0 +1,58 @@
+# scmaskgan — the README's two commands are `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+DEMO_DIR ?= demo_results
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test lint nf-lint bench bench-scale image image-cpu image-sif docs clean
+
+venv: $(STAMP)
+
+# torch first (a CPU build here; `make TORCH_SPEC='torch --index-url ...' ...` for CUDA), then the package.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@
+
+demo: venv
+	$(BIN)/scmaskgan demo-data $(DEMO_DIR)/data
+	$(BIN)/scmaskgan run --input $(DEMO_DIR)/data/samplesheet.csv --outdir $(DEMO_DIR) --params-file assets/params_demo.json
+	@echo "Demo finished. Report: $$(pwd)/$(DEMO_DIR)/report/report.html"
+
+test: venv
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+lint: venv
+	$(BIN)/ruff check src tests bin benchmarks
+	bash tests/nextflow/lint.sh
+
+nf-lint:
+	bash tests/nextflow/lint.sh
+
+bench: venv
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	$(BIN)/python benchmarks/bench_peers.py --outdir benchmarks/results
+
+bench-scale: venv
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	$(BIN)/python benchmarks/bench_scale.py --outdir benchmarks/results
+
+docs: venv
+	$(BIN)/python scripts/schema_to_docs.py nextflow_schema.json docs/parameters.md
+
+IMAGE ?= scmaskgan
+TAG ?= 0.1.0
+image:
+	docker build -f containers/Dockerfile --build-arg VARIANT=cuda -t $(IMAGE):$(TAG)-cuda .
+image-cpu:
+	docker build -f containers/Dockerfile --build-arg VARIANT=cpu -t $(IMAGE):$(TAG) .
+image-sif:
+	apptainer build $(IMAGE)_$(TAG).sif containers/scmaskgan.def
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

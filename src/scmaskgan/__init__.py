@@ -1,0 +1,20 @@
+"""scMASKGAN: masked, attention-augmented, label-conditioned GAN imputation of scRNA-seq dropouts.
+
+Python API (scanpy style)::
+
+    import scmaskgan
+    scmaskgan.impute(adata, label_key="cell_type")      # fills adata in place
+    model = scmaskgan.ScMaskGAN(random_state=0).fit(adata)
+    imputed = model.transform(adata)
+"""
+
+from __future__ import annotations
+
+from importlib import metadata
+
+try:
+    __version__ = metadata.version("scmaskgan")
+except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+__all__ = ["__version__"]

@@ -1,0 +1,203 @@
+"""The ``scmaskgan`` command line (typer).
+
+Step commands are built from the parameter dataclasses in :mod:`scmaskgan.config`,
+so every step parameter is a ``--option`` with the same name, default and help text
+everywhere (CLI, runner params file, Nextflow ``ext.args``). Errors the user can act
+on print one line ``scmaskgan: error: ...`` and exit non-zero; set
+``SCMASKGAN_DEBUG=1`` to see tracebacks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import os
+import sys
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+
+from scmaskgan import steps
+from scmaskgan.config import (
+    STEP_PARAMS,
+)
+from scmaskgan.errors import InputError, ScMaskGANError
+
+app = typer.Typer(
+    name="scmaskgan",
+    help="scMASKGAN: GAN imputation of scRNA-seq dropouts (pipeline steps, runner, API).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+_KW = inspect.Parameter.KEYWORD_ONLY
+
+
+def _param_options(cls: type) -> list[inspect.Parameter]:
+    """typer options for every field of a parameter dataclass."""
+    hints = typing.get_type_hints(cls)
+    options = []
+    for f in dataclasses.fields(cls):
+        help_text = f.metadata.get("help", "")
+        if "choices" in f.metadata:
+            help_text += f" [{'|'.join(f.metadata['choices'])}]"
+        annotation = Annotated[hints[f.name], typer.Option(help=help_text, show_default=True)]
+        options.append(inspect.Parameter(f.name, _KW, default=f.default, annotation=annotation))
+    return options
+
+
+def _argument(name: str, help_text: str, kind: Any = Path) -> inspect.Parameter:
+    return inspect.Parameter(name, _KW, annotation=Annotated[kind, typer.Argument(help=help_text)])
+
+
+def _option(name: str, default: Any, help_text: str, kind: Any) -> inspect.Parameter:
+    annotation = Annotated[kind, typer.Option(help=help_text)]
+    return inspect.Parameter(name, _KW, default=default, annotation=annotation)
+
+
+OUTDIR = _option("outdir", Path("."), "Output folder.", Path)
+SAMPLE_ID = _option("sample_id", None, "Sample id used in output names (default: the input's name).", str | None)
+
+
+def sample_id_from_path(path: Path) -> str:
+    """Sample id from a file or folder name, without data suffixes (.qc.h5ad, .csv.gz, ...)."""
+    name = Path(path).name
+    for suffix in (".gz", ".h5ad", ".h5", ".csv", ".tsv", ".txt", ".mtx", ".qc", ".images", ".imputed"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+    return name or "sample"
+
+
+def register_step(
+    name: str,
+    func: Callable[..., dict[str, Path]],
+    arguments: list[inspect.Parameter],
+    params_cls: type | None,
+    help_text: str,
+    extra: list[inspect.Parameter] | None = None,
+) -> None:
+    """Add a command that builds ``params_cls`` from its options and calls ``func``.
+
+    ``func`` receives the arguments and extra options by name, plus ``params=`` when a
+    parameter class is given; the outputs it returns are printed one per line.
+    """
+    field_names = [f.name for f in dataclasses.fields(params_cls)] if params_cls else []
+    signature = arguments + list(extra or []) + (_param_options(params_cls) if params_cls else [])
+
+    def command(**kwargs: Any) -> None:
+        values = {k: kwargs.pop(k) for k in field_names}
+        if "sample_id" in kwargs and kwargs["sample_id"] is None:
+            kwargs["sample_id"] = sample_id_from_path(kwargs[arguments[0].name])
+        if params_cls is not None:
+            kwargs["params"] = params_cls(**values)
+        outputs = func(**kwargs)
+        for key, path in (outputs or {}).items():
+            typer.echo(f"{key}\t{path}")
+
+    command.__signature__ = inspect.Signature(signature)  # type: ignore[attr-defined]
+    command.__doc__ = help_text
+    command.__name__ = name.replace("-", "_")
+    app.command(name)(command)
+
+
+# ---------------------------------------------------------------- per-sample steps
+register_step(
+    "qc", steps.qc,
+    [_argument("input_path", "Counts: .h5ad, 10x folder, 10x .h5, or CSV/TSV(.gz).")],
+    STEP_PARAMS["qc"], "QC: read counts, attach labels, filter cells and genes.",
+    [OUTDIR, SAMPLE_ID],
+)
+register_step(
+    "prepare", steps.prepare,
+    [_argument("qc_h5ad", "The QC step's {id}.qc.h5ad.")],
+    STEP_PARAMS["prepare"], "PREPARE: labels and the N x N images with masks ({id}.images.h5).",
+    [OUTDIR, SAMPLE_ID],
+)
+register_step(
+    "train", steps.train,
+    [_argument("images_h5", "The PREPARE step's {id}.images.h5.")],
+    STEP_PARAMS["train"], "TRAIN: fit the conditional masked GAN.",
+    [OUTDIR, SAMPLE_ID],
+)
+register_step(
+    "generate", steps.generate,
+    [_argument("model_pt", "The TRAIN step's {id}.model.pt."),
+     _argument("images_h5", "The PREPARE step's {id}.images.h5.")],
+    STEP_PARAMS["generate"], "GENERATE: candidate cells per label.",
+    [OUTDIR, SAMPLE_ID],
+)
+register_step(
+    "filter", steps.filter_candidates,
+    [_argument("candidates_h5", "The GENERATE step's {id}.candidates.h5.")],
+    STEP_PARAMS["filter"], "FILTER: drop anomalous candidates (IsolationForest).",
+    [OUTDIR, SAMPLE_ID],
+)
+register_step(
+    "impute-step", steps.impute,
+    [_argument("qc_h5ad", "The QC step's {id}.qc.h5ad."),
+     _argument("images_h5", "The PREPARE step's {id}.images.h5."),
+     _argument("filtered_h5", "The FILTER step's {id}.candidates.filtered.h5.")],
+    STEP_PARAMS["impute"], "IMPUTE: fill dropouts from the nearest retained candidates.",
+    [OUTDIR, SAMPLE_ID],
+)
+
+# ---------------------------------------------------------------- cross-sample steps
+register_step(
+    "integrate", steps.integrate,
+    [_argument("imputed", "The IMPUTE step's {id}.imputed.h5ad files.", list[Path])],
+    STEP_PARAMS["integrate"], "INTEGRATE: batch-correct, cluster and find markers across samples.",
+    [OUTDIR, _option("samplesheet", None, "Samplesheet (adds batch and metadata columns).", Path | None)],
+)
+register_step(
+    "report", steps.report,
+    [_argument("results_dir", "A pipeline results folder.")],
+    None, "REPORT: one self-contained report.html.",
+    [OUTDIR],
+)
+
+
+@app.command("versions")
+def versions_command() -> None:
+    """Print the versions of scmaskgan and its main dependencies (YAML, as nf-core's versions.yml)."""
+    from scmaskgan.versions import package_versions
+
+    for name, version in package_versions().items():
+        typer.echo(f"{name}: {version}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``scmaskgan`` console script; returns the exit code."""
+    try:
+        app(args=argv, prog_name="scmaskgan", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        typer.echo("scmaskgan: aborted", err=True)
+        return 130
+    except (ScMaskGANError, InputError) as exc:
+        if os.environ.get("SCMASKGAN_DEBUG"):
+            raise
+        typer.echo(f"scmaskgan: error: {exc}", err=True)
+        return exc.exit_code
+    except Exception as exc:  # a bug, or an error we did not anticipate: still one line
+        if os.environ.get("SCMASKGAN_DEBUG"):
+            raise
+        typer.echo(
+            f"scmaskgan: internal error: {type(exc).__name__}: {exc} "
+            "(set SCMASKGAN_DEBUG=1 for the traceback)",
+            err=True,
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,268 @@
+"""Parameters of every pipeline step, with their defaults and help texts.
+
+This module is the single source of truth for step parameters: the CLI builds its
+options from these dataclasses, the embedded runner fills them from a params file,
+the Nextflow schema is checked against them by a test, and every artefact records
+the instance it was made with (``dataclasses.asdict``).
+
+Each field carries ``metadata={"help": ...}``; ``choices`` restricts a string field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from scmaskgan.errors import InputError
+
+
+def _p(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
+    meta: dict[str, Any] = {"help": help}
+    if choices is not None:
+        meta["choices"] = choices
+    return field(default=default, metadata=meta)
+
+
+class _Validated:
+    """Mixin: validates ``choices`` and simple ranges after construction."""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            choices = f.metadata.get("choices")
+            if choices is not None and value not in choices:
+                raise InputError(
+                    f"parameter {f.name}={value!r} is not one of {', '.join(choices)}"
+                )
+
+
+@dataclass
+class QCParams(_Validated):
+    """Reading the counts and the scanpy quality control (QC step)."""
+
+    min_genes: int = _p(200, "Keep cells with at least this many detected genes.")
+    min_cells: int = _p(3, "Keep genes detected in at least this many cells.")
+    max_mito_pct: float = _p(5.0, "Drop cells whose mitochondrial count percentage is this or more.")
+    mito_prefix: str | None = _p(
+        None, "Prefix of mitochondrial gene names; auto-detects 'MT-' or 'mt-' when unset."
+    )
+    max_genes: int | None = _p(None, "Drop cells with more detected genes than this (doublets); off when unset.")
+    max_counts: int | None = _p(None, "Drop cells with more total counts than this; off when unset.")
+    orientation: str = _p(
+        "auto",
+        "Layout of CSV/TSV input: 'genes-rows' (GEO style, first column gene ids), "
+        "'cells-rows', or 'auto' (genes in rows when the row names look like genes or "
+        "there are more rows than columns).",
+        ("auto", "genes-rows", "cells-rows"),
+    )
+    input_scale: str = _p(
+        "counts",
+        "Scale of the input values: 'counts' (non-negative integers) or 'lognorm' "
+        "(log1p of library-normalised values; the output is returned on that scale).",
+        ("counts", "lognorm"),
+    )
+    label_key: str | None = _p(
+        None,
+        "Cell-type labels: an obs column of the input, or a CSV file with columns "
+        "'cell,label'. Unset: labels come from automatic Leiden clustering in PREPARE.",
+    )
+    min_cells_after: int = _p(10, "Fail when fewer cells than this remain after QC.")
+
+
+@dataclass
+class PrepareParams(_Validated):
+    """Encoding cells as N x N images with masks (PREPARE step)."""
+
+    target_sum: float = _p(1e4, "Library size every cell is normalised to before log1p.")
+    leiden_resolution: float = _p(
+        0.8, "Leiden resolution for automatic labels when no label_key is given."
+    )
+    n_pcs: int = _p(30, "Principal components used for automatic labelling.")
+    min_label_cells: int = _p(
+        5, "Labels with fewer cells are merged into the label with the nearest centroid."
+    )
+    chunk_cells: int = _p(1024, "Cells read, encoded and written per chunk (bounds memory).")
+    seed: int = _p(0, "Random seed.")
+
+
+@dataclass
+class TrainParams(_Validated):
+    """Training the conditional masked GAN (TRAIN step)."""
+
+    epochs: int = _p(300, "Maximum number of epochs.")
+    batch_size: int = _p(64, "Mini-batch size.")
+    lr_g: float = _p(1e-3, "Adam learning rate of the generator (paper: 1e-3).")
+    lr_d: float = _p(1e-4, "Adam learning rate of the discriminator (paper: 1e-4).")
+    beta1: float = _p(0.5, "Adam beta1.")
+    beta2: float = _p(0.999, "Adam beta2.")
+    lambda_rec: float = _p(10.0, "Weight of the masked reconstruction loss.")
+    rec_loss: str = _p(
+        "moments",
+        "Reconstruction term: 'moments' (masked per-label mean and detection rate), "
+        "'inpaint' (generator conditioned on a masked real cell) or 'none'.",
+        ("moments", "inpaint", "none"),
+    )
+    base_channels: int = _p(32, "Channels of the first convolution block (paper: 32).")
+    latent_dim: int | None = _p(None, "Noise dimension; the image side N when unset (as in the paper).")
+    patience: int = _p(25, "Early stopping: epochs without improvement of the smoothed validation loss.")
+    min_epochs: int = _p(20, "Never stop before this many epochs.")
+    val_fraction: float = _p(0.1, "Fraction of cells held out for the validation signal.")
+    grad_clip: float = _p(1.0, "Gradient norm clipping (0 disables).")
+    checkpoint_every: int = _p(10, "Write a checkpoint every this many epochs.")
+    resume: bool = _p(False, "Resume from the last checkpoint in the output folder.")
+    device: str = _p("auto", "'auto' (CUDA, then MPS, then CPU), 'cpu', 'cuda', 'cuda:N' or 'mps'.")
+    amp: bool = _p(True, "Mixed precision on CUDA (ignored elsewhere).")
+    threads: int | None = _p(None, "CPU threads for torch; all available when unset.")
+    seed: int = _p(0, "Random seed.")
+
+
+@dataclass
+class GenerateParams(_Validated):
+    """Sampling candidate cells per label (GENERATE step)."""
+
+    candidates_per_cell: float = _p(2.0, "Candidates generated per real cell of a label.")
+    min_candidates: int = _p(200, "At least this many candidates per label.")
+    max_candidates: int = _p(4000, "At most this many candidates per label.")
+    batch_size: int = _p(256, "Candidates generated per forward pass.")
+    device: str = _p("auto", "Device, as for TRAIN.")
+    seed: int = _p(0, "Random seed.")
+
+
+@dataclass
+class FilterParams(_Validated):
+    """Dropping anomalous candidates with IsolationForest (FILTER step)."""
+
+    tau: float | None = _p(
+        None,
+        "Anomaly-score threshold: candidates with s(x) > tau are dropped. Unset: "
+        "tau = Q3 + 1.5 IQR of the label's scores (Tukey fence).",
+    )
+    n_estimators: int = _p(200, "Trees per IsolationForest.")
+    max_features: float = _p(1.0, "Fraction of genes each tree draws from.")
+    seed: int = _p(0, "Random seed.")
+
+
+@dataclass
+class ImputeParams(_Validated):
+    """Filling dropouts from the nearest retained candidates (IMPUTE step)."""
+
+    mode: str = _p(
+        "zeros",
+        "'zeros' (the paper: only zero entries are filled, observed counts are kept) or "
+        "'denoise' (observed values are also replaced by their neighbour estimate).",
+        ("zeros", "denoise"),
+    )
+    k: int | None = _p(None, "Nearest candidates per cell; tuned with Optuna when unset.")
+    k_max: int = _p(50, "Upper bound of the k search.")
+    theta_sigma: float | None = _p(
+        None, "Distance threshold theta = mu + theta_sigma * sigma; tuned when unset."
+    )
+    n_trials: int = _p(25, "Optuna trials for tuning k and theta_sigma.")
+    holdout_fraction: float = _p(
+        0.05, "Fraction of observed entries hidden for tuning (a real validation set)."
+    )
+    tune_cells: int = _p(2000, "At most this many cells are used for tuning.")
+    seed: int = _p(0, "Random seed.")
+
+
+@dataclass
+class IntegrateParams(_Validated):
+    """Cross-sample integration of the imputed samples (INTEGRATE step)."""
+
+    method: str = _p(
+        "harmony", "Batch correction: harmony, bbknn, scanorama, combat or none.",
+        ("harmony", "bbknn", "scanorama", "combat", "none"),
+    )
+    gene_join: str = _p(
+        "inner", "'inner' keeps genes present in every sample; 'outer' fills missing genes with 0.",
+        ("inner", "outer"),
+    )
+    n_hvg: int = _p(2000, "Highly variable genes (batch-aware).")
+    n_pcs: int = _p(30, "Principal components.")
+    n_neighbors: int = _p(15, "Neighbours of the kNN graph.")
+    leiden_resolution: float = _p(0.8, "Leiden resolution of the integrated clusters.")
+    markers: str | None = _p(None, "Comma-separated marker genes to plot and tabulate across samples.")
+    seed: int = _p(0, "Random seed.")
+
+
+StepParams = TypeVar("StepParams")
+
+#: Step name -> its parameter class, in pipeline order.
+STEP_PARAMS: dict[str, type] = {
+    "qc": QCParams,
+    "prepare": PrepareParams,
+    "train": TrainParams,
+    "generate": GenerateParams,
+    "filter": FilterParams,
+    "impute": ImputeParams,
+    "integrate": IntegrateParams,
+}
+
+
+def params_from_dict(cls: type[StepParams], values: dict[str, Any] | None) -> StepParams:
+    """Build a parameter dataclass from a mapping, rejecting unknown keys.
+
+    Parameters
+    ----------
+    cls
+        One of the classes in :data:`STEP_PARAMS`.
+    values
+        Field names to values; missing fields keep their defaults.
+
+    Returns
+    -------
+    An instance of ``cls``.
+    """
+    values = dict(values or {})
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise InputError(f"unknown {cls.__name__} parameter(s): {', '.join(unknown)}")
+    return cls(**values)
+
+
+#: Pipeline-wide (flat) parameter names that differ from the field name. Nextflow params,
+#: the runner's params file and ``nextflow_schema.json`` use these flat names; a field
+#: not listed here is its own flat name. ``seed`` and ``device`` are shared by all steps.
+FLAT_NAME_OVERRIDES: dict[tuple[str, str], str] = {
+    ("prepare", "leiden_resolution"): "label_leiden_resolution",
+    ("prepare", "n_pcs"): "label_n_pcs",
+    ("generate", "batch_size"): "generate_batch_size",
+    ("impute", "mode"): "impute_mode",
+    ("impute", "k"): "impute_k",
+    ("impute", "n_trials"): "impute_n_trials",
+    ("integrate", "method"): "integration_method",
+    ("integrate", "n_pcs"): "integrate_n_pcs",
+    ("integrate", "leiden_resolution"): "integrate_leiden_resolution",
+    ("integrate", "n_neighbors"): "integrate_n_neighbors",
+}
+
+
+def flat_name(step: str, field_name: str) -> str:
+    """The pipeline-wide parameter name of a step's field (see :data:`FLAT_NAME_OVERRIDES`)."""
+    return FLAT_NAME_OVERRIDES.get((step, field_name), field_name)
+
+
+def step_params_from_flat(step: str, flat: dict[str, Any]) -> Any:
+    """Build one step's parameters from pipeline-wide flat params (unknown keys ignored).
+
+    Parameters
+    ----------
+    step
+        A key of :data:`STEP_PARAMS`.
+    flat
+        Flat params, as in a Nextflow ``-params-file`` or ``scmaskgan run --params-file``.
+    """
+    cls = STEP_PARAMS[step]
+    values = {}
+    for f in dataclasses.fields(cls):
+        name = flat_name(step, f.name)
+        if name in flat and flat[name] is not None:
+            values[f.name] = flat[name]
+    return cls(**values)
+
+
+def all_flat_names() -> set[str]:
+    """Every flat parameter name the steps understand."""
+    return {flat_name(s, f.name) for s, cls in STEP_PARAMS.items() for f in dataclasses.fields(cls)}

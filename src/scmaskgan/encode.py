@@ -1,0 +1,175 @@
+"""Cells as N x N images with masks, and the exact way back.
+
+A cell's gene vector is library-size normalised to ``target_sum``, log1p-transformed
+and divided by one global ``scale`` (the largest log-normalised value of the sample),
+so every pixel lies in [0, 1] and the generator's sigmoid can reach it. The vector is
+zero-padded to N*N (N = ceil(sqrt(n_genes))) and laid out row-wise. The mask is 1
+where the gene was observed (count > 0) and 0 for dropouts and for padding.
+
+The inverse :func:`decode` restores the input scale: counts are
+``expm1(unit * scale) * library_size / target_sum``; log-normalised input
+(``input_scale='lognorm'``) is returned as ``unit * scale``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from scmaskgan.errors import InputError
+
+FORMAT_VERSION = 1
+
+
+def image_side(n_genes: int) -> int:
+    """Side N of the square image that holds ``n_genes`` pixels (N*N >= n_genes)."""
+    if n_genes < 1:
+        raise InputError(f"cannot encode {n_genes} genes into an image")
+    return math.isqrt(n_genes - 1) + 1
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """Everything needed to map gene vectors to images and back.
+
+    Attributes
+    ----------
+    n_genes
+        Genes per cell (the image holds ``side**2 - n_genes`` padding pixels).
+    side
+        Image side N.
+    target_sum
+        Library size each cell is normalised to before log1p.
+    scale
+        Global divisor that maps log-normalised values into [0, 1].
+    input_scale
+        ``'counts'`` or ``'lognorm'``: the scale :func:`decode` returns.
+    """
+
+    n_genes: int
+    side: int
+    target_sum: float
+    scale: float
+    input_scale: str = "counts"
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain-types dict (for HDF5 attributes, JSON and model configs)."""
+        return asdict(self)
+
+
+def _dense_rows(x: np.ndarray | sp.spmatrix) -> np.ndarray:
+    return np.asarray(x.toarray() if sp.issparse(x) else x, dtype=np.float64)
+
+
+def library_sizes(x: np.ndarray | sp.spmatrix, input_scale: str = "counts") -> np.ndarray:
+    """Per-cell library sizes (row sums); ``target_sum`` placeholder 1 for lognorm input."""
+    if input_scale == "lognorm":
+        return np.ones(x.shape[0], dtype=np.float64)
+    return np.asarray(x.sum(axis=1), dtype=np.float64).ravel()
+
+
+def lognormalise(
+    x: np.ndarray | sp.spmatrix, target_sum: float, input_scale: str = "counts"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Log-normalise rows of counts (cells x genes).
+
+    Parameters
+    ----------
+    x
+        Counts (or log-normalised values when ``input_scale='lognorm'``).
+    target_sum
+        Library size to normalise to.
+    input_scale
+        ``'counts'`` or ``'lognorm'`` (values are returned unchanged).
+
+    Returns
+    -------
+    ``(lognorm, library_size)``: dense float64 array and per-cell library sizes.
+    """
+    dense = _dense_rows(x)
+    lib = library_sizes(x, input_scale)
+    if input_scale == "lognorm":
+        return dense, lib
+    safe = np.where(lib > 0, lib, 1.0)
+    return np.log1p(dense / safe[:, None] * target_sum), lib
+
+
+def fit_encoding(
+    x: np.ndarray | sp.spmatrix, target_sum: float = 1e4, input_scale: str = "counts"
+) -> Encoding:
+    """Choose the encoding of a sample from its counts (only ``scale`` is learned)."""
+    n_genes = x.shape[1]
+    scale = max_lognorm(x, target_sum, input_scale)
+    return Encoding(n_genes, image_side(n_genes), float(target_sum), scale, input_scale)
+
+
+def max_lognorm(x: np.ndarray | sp.spmatrix, target_sum: float, input_scale: str = "counts") -> float:
+    """Largest log-normalised value of ``x`` (1.0 for an all-zero matrix), sparse-friendly."""
+    lib = library_sizes(x, input_scale)
+    if sp.issparse(x):
+        csr = sp.csr_matrix(x)
+        if csr.nnz == 0:
+            return 1.0
+        row_max = np.asarray(csr.max(axis=1).toarray()).ravel()
+    else:
+        row_max = np.asarray(x, dtype=np.float64).max(axis=1) if x.shape[0] else np.zeros(0)
+    if input_scale == "lognorm":
+        top = float(row_max.max()) if row_max.size else 0.0
+    else:
+        safe = np.where(lib > 0, lib, 1.0)
+        top = float(np.log1p(row_max / safe * target_sum).max()) if row_max.size else 0.0
+    return top if top > 0 else 1.0
+
+
+def to_unit(x: np.ndarray | sp.spmatrix, enc: Encoding) -> tuple[np.ndarray, np.ndarray]:
+    """Encode rows of input values into [0, 1] gene vectors.
+
+    Returns
+    -------
+    ``(unit, library_size)``: float32 array (cells x genes) and float64 library sizes.
+    """
+    lognorm, lib = lognormalise(x, enc.target_sum, enc.input_scale)
+    return (lognorm / enc.scale).astype(np.float32), lib
+
+
+def decode(unit: np.ndarray, library_size: np.ndarray, enc: Encoding) -> np.ndarray:
+    """Map [0, 1] gene vectors back to the input scale (exact inverse of :func:`to_unit`).
+
+    Parameters
+    ----------
+    unit
+        Cells x genes in the encoded scale (padding already stripped).
+    library_size
+        The cells' library sizes as returned by :func:`to_unit`.
+    enc
+        The sample's encoding.
+    """
+    lognorm = np.asarray(unit, dtype=np.float64) * enc.scale
+    if enc.input_scale == "lognorm":
+        return lognorm
+    return np.expm1(lognorm) * (np.asarray(library_size, dtype=np.float64)[:, None] / enc.target_sum)
+
+
+def to_images(vectors: np.ndarray, side: int) -> np.ndarray:
+    """Zero-pad gene vectors to ``side**2`` and reshape them row-wise to (n, side, side)."""
+    n, g = vectors.shape
+    if g > side * side:
+        raise InputError(f"{g} genes do not fit an image of side {side}")
+    out = np.zeros((n, side * side), dtype=vectors.dtype)
+    out[:, :g] = vectors
+    return out.reshape(n, side, side)
+
+
+def from_images(images: np.ndarray, n_genes: int) -> np.ndarray:
+    """Flatten (n, N, N) images row-wise and strip the padding: (n, n_genes)."""
+    n = images.shape[0]
+    return images.reshape(n, -1)[:, :n_genes]
+
+
+def observed_mask(x: np.ndarray | sp.spmatrix, side: int) -> np.ndarray:
+    """Mask images (uint8): 1 where the input value is > 0, 0 for dropouts and padding."""
+    observed = (_dense_rows(x) > 0).astype(np.uint8)
+    return to_images(observed, side)
