@@ -161,6 +161,28 @@ register_step(
 )
 
 
+@app.command("run")
+def run_command(
+    input: Annotated[Path, typer.Option("--input", "-i", help="Samplesheet CSV (sample,path[,label_key][,batch]).")],
+    outdir: Annotated[Path, typer.Option("--outdir", "-o", help="Results folder.")] = Path("results"),
+    params_file: Annotated[
+        Path | None, typer.Option(help="Flat params (JSON/YAML), the same file as nextflow -params-file.")
+    ] = None,
+    max_workers: Annotated[int, typer.Option(help="Samples processed in parallel.")] = 1,
+    resume: Annotated[bool, typer.Option(help="Skip steps whose outputs are complete and up to date.")] = True,
+) -> None:
+    """Run the whole pipeline (all samples, integration, report) without Nextflow."""
+    from scmaskgan.runner import load_params_file, run_pipeline
+
+    records = run_pipeline(
+        input, outdir, load_params_file(params_file), max_workers=max_workers, resume=resume,
+        show_progress=sys.stderr.isatty(),
+    )
+    cached = sum(r.status == "cached" for r in records)
+    typer.echo(f"{len(records)} steps ({cached} reused from a previous run); results in {outdir}")
+    typer.echo(f"report\t{outdir / 'report' / 'report.html'}")
+
+
 @app.command("versions")
 def versions_command() -> None:
     """Print the versions of scmaskgan and its main dependencies (YAML, as nf-core's versions.yml)."""
