@@ -32,7 +32,7 @@ from typing import Any
 
 from scmaskgan import steps
 from scmaskgan.atomic import write_text_atomic
-from scmaskgan.config import step_params_from_flat
+from scmaskgan.config import STEP_PARAMS, step_params_from_flat
 from scmaskgan.errors import InputError, ScMaskGANError, StepError
 from scmaskgan.samplesheet import Sample, read_samplesheet
 from scmaskgan.versions import package_versions
@@ -293,6 +293,8 @@ def run_pipeline(
         When a sample fails (after the other samples finished).
     """
     flat = dict(params or {})
+    for step in STEP_PARAMS:  # fail on a bad value before any work is done
+        step_params_from_flat(step, flat)
     outdir = Path(outdir)
     samples = read_samplesheet(samplesheet)
     info = outdir / "pipeline_info"
