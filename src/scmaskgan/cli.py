@@ -192,6 +192,59 @@ def versions_command() -> None:
         typer.echo(f"{name}: {version}")
 
 
+def _load_mapping(path: Path | None) -> dict[str, Any]:
+    """A JSON/YAML mapping file (as ``--params-file``), or ``{}`` without one."""
+    if path is None:
+        return {}
+    from scmaskgan.runner import load_params_file
+
+    return load_params_file(path)
+
+
+@app.command("evaluate")
+def evaluate_command(
+    original: Annotated[Path, typer.Argument(help="Original counts (any format QC reads); with --mcv, the counts to cross-validate.")],
+    imputed: Annotated[
+        Path | None, typer.Argument(help="Imputed .h5ad (the IMPUTE step's {id}.imputed.h5ad); not with --mcv.")
+    ] = None,
+    mcv: Annotated[bool, typer.Option("--mcv", help="Molecular cross-validation of ORIGINAL: split, impute (both modes), score.")] = False,
+    outdir: Annotated[Path, typer.Option("--outdir", "-o", help="Output folder.")] = Path("."),
+    sample_id: Annotated[str | None, typer.Option(help="Name used in output files (default: from the input's name).")] = None,
+    label_key: Annotated[
+        str | None, typer.Option(help="obs column with known labels (default: scmaskgan_label when present).")
+    ] = None,
+    genes: Annotated[str | None, typer.Option(help="Comma-separated genes of the gene-gene correlation (default: 30 most variable).")] = None,
+    input_scale: Annotated[str, typer.Option(help="Scale of both inputs: counts or lognorm.")] = "counts",
+    resolution: Annotated[float, typer.Option(help="Leiden resolution of the clusters scored against the labels.")] = 1.0,
+    modes: Annotated[str, typer.Option(help="--mcv: comma-separated imputation modes to score.")] = "zeros,denoise",
+    p_train: Annotated[float, typer.Option(help="--mcv: binomial probability of a molecule going to the train part.")] = 0.9,
+    params_file: Annotated[
+        Path | None, typer.Option(help="--mcv: keyword arguments of scmaskgan.impute (JSON/YAML).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Metrics of an imputation (the paper's), or molecular cross-validation with --mcv."""
+    from scmaskgan import evaluate
+
+    name = sample_id or sample_id_from_path(imputed if imputed is not None else original)
+    if mcv:
+        if imputed is not None:
+            raise InputError("--mcv takes one counts file; it imputes the train part itself")
+        outputs = evaluate.mcv_file(
+            original, outdir, name, modes=[m.strip() for m in modes.split(",") if m.strip()],
+            label_key=label_key, p_train=p_train, seed=seed, impute_kwargs=_load_mapping(params_file),
+        )
+    else:
+        if imputed is None:
+            raise InputError("evaluate needs ORIGINAL and IMPUTED (or --mcv INPUT)")
+        outputs = evaluate.evaluate_files(
+            original, imputed, outdir, name, label_key=label_key, input_scale=input_scale,
+            genes=[g.strip() for g in genes.split(",")] if genes else None, resolution=resolution, seed=seed,
+        )
+    for key, path in outputs.items():
+        typer.echo(f"{key}\t{path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``scmaskgan`` console script; returns the exit code."""
     try:
