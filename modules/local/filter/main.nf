@@ -1,0 +1,35 @@
+process FILTER {
+    tag "$meta.id"
+    label 'process_low'
+
+    conda "${moduleDir}/environment.yml"
+    container 'ghcr.io/scmaskgan/scmaskgan:0.1.0'
+
+    input:
+    tuple val(meta), path(candidates)
+
+    output:
+    tuple val(meta), path("${meta.id}.candidates.filtered.h5"), emit: filtered
+    path "versions.yml", emit: versions
+
+    script:
+    def args = task.ext.args ?: ''
+    """
+    scmaskgan-filter '${candidates}' --outdir . --sample-id '${meta.id}' ${args}
+
+    cat <<-END_VERSIONS > versions.yml
+    "${task.process}":
+        scmaskgan: \$(scmaskgan versions | sed -n "s/^scmaskgan: //p")
+    END_VERSIONS
+    """
+
+    stub:
+    """
+    touch ${meta.id}.candidates.filtered.h5
+
+    cat <<-END_VERSIONS > versions.yml
+    "${task.process}":
+        scmaskgan: \$(scmaskgan versions | sed -n "s/^scmaskgan: //p")
+    END_VERSIONS
+    """
+}

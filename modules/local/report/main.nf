@@ -1,0 +1,39 @@
+process REPORT {
+    tag "all samples"
+    label 'process_single'
+
+    conda "${moduleDir}/environment.yml"
+    container 'ghcr.io/scmaskgan/scmaskgan:0.1.0'
+
+    input:
+    path qc, stageAs: 'results/qc/*'
+    path train, stageAs: 'results/train/*'
+    path filtered, stageAs: 'results/filter/*'
+    path impute, stageAs: 'results/impute/*'
+    path integrate, stageAs: 'results/integrate/*'
+
+    output:
+    path "report.html", emit: html
+    path "versions.yml", emit: versions
+
+    script:
+    def args = task.ext.args ?: ''
+    """
+    scmaskgan-report results --outdir . ${args}
+
+    cat <<-END_VERSIONS > versions.yml
+    "${task.process}":
+        scmaskgan: \$(scmaskgan versions | sed -n "s/^scmaskgan: //p")
+    END_VERSIONS
+    """
+
+    stub:
+    """
+    touch report.html
+
+    cat <<-END_VERSIONS > versions.yml
+    "${task.process}":
+        scmaskgan: \$(scmaskgan versions | sed -n "s/^scmaskgan: //p")
+    END_VERSIONS
+    """
+}

@@ -1,0 +1,74 @@
+/*
+ * Strict-syntax lint of Nextflow scripts and configs with the Nextflow language
+ * server's own compiler (the one behind the editor extensions), without an editor.
+ *
+ *   java -cp language-server-all.jar groovy.ui.GroovyMain NfLint.groovy ROOT FILE...
+ *
+ * Every .nf file is compiled together (includes resolved, names checked), every
+ * .config file on its own. Prints `path:line:col: error|warning: message` per
+ * diagnostic and a summary line; exits 1 on any error.
+ */
+import nextflow.lsp.ast.ASTNodeCache
+import nextflow.lsp.file.FileCache
+import nextflow.lsp.services.ErrorReportingMode
+import nextflow.lsp.services.LanguageServerConfiguration
+import nextflow.lsp.services.config.ConfigAstCache
+import nextflow.lsp.services.script.ScriptAstCache
+import nextflow.lsp.spec.PluginSpecCache
+
+// Config scopes of plugins: their specs come from the plugin registry, which is not
+// reachable offline, so "Unrecognized config option" warnings about them are dropped.
+def pluginScopes = ['validation']
+
+def root = new File(args[0]).canonicalFile
+def files = args.drop(1).collect { new File(it).canonicalFile }
+
+def config = new LanguageServerConfiguration(
+    'TB', false, ErrorReportingMode.WARNINGS, [], false, false, false, 100,
+    'https://registry.nextflow.io/api/', false, false)
+def plugins = new PluginSpecCache(config.pluginRegistryUrl())
+def scripts = new ScriptAstCache(root.toURI().toString())
+scripts.initialize(config, plugins)
+def configs = new ConfigAstCache()
+configs.initialize(config, plugins)
+
+def relevant = { String message ->
+    !pluginScopes.any { message.startsWith("Unrecognized config option '${it}.") }
+}
+
+def lint = { ASTNodeCache cache, List<File> group ->
+    def fileCache = new FileCache()
+    def uris = group.collect { f ->
+        def uri = f.toURI()
+        fileCache.setContents(uri, f.text)
+        fileCache.markChanged(uri)
+        uri
+    } as Set
+    def stderr = System.err  // the failed registry look-up prints a stack trace
+    System.err = new PrintStream(OutputStream.nullOutputStream())
+    try {
+        cache.update(uris, fileCache)
+    } finally {
+        System.err = stderr
+    }
+    def counts = [errors: 0, warnings: 0]
+    for (f in group) {
+        def rel = root.toPath().relativize(f.toPath())
+        for (e in cache.getErrors(f.toURI()) ?: []) {
+            println "${rel}:${e.line}:${e.startColumn}: error: ${e.originalMessage}"
+            counts.errors++
+        }
+        for (w in cache.getWarnings(f.toURI()) ?: []) {
+            if (!relevant(w.message)) continue
+            println "${rel}:${w.context?.startLine ?: 0}:${w.context?.startColumn ?: 0}: warning: ${w.message}"
+            counts.warnings++
+        }
+    }
+    counts
+}
+
+def s = lint(scripts, files.findAll { it.name.endsWith('.nf') })
+def c = lint(configs, files.findAll { it.name.endsWith('.config') })
+int errors = s.errors + c.errors
+println "nf-lint: ${files.size()} files, ${errors} error(s), ${s.warnings + c.warnings} warning(s)"
+System.exit(errors > 0 ? 1 : 0)

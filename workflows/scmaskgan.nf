@@ -1,0 +1,53 @@
+/*
+ * The scMASKGAN DAG: per sample QC -> PREPARE -> TRAIN -> GENERATE -> FILTER -> IMPUTE,
+ * then INTEGRATE over all imputed samples and one REPORT.
+ */
+
+include { QC        } from '../modules/local/qc'
+include { PREPARE   } from '../modules/local/prepare'
+include { TRAIN     } from '../modules/local/train'
+include { GENERATE  } from '../modules/local/generate'
+include { FILTER    } from '../modules/local/filter'
+include { IMPUTE    } from '../modules/local/impute'
+include { INTEGRATE } from '../modules/local/integrate'
+include { REPORT    } from '../modules/local/report'
+
+workflow SCMASKGAN {
+    take:
+    ch_samples   // channel: [ val(meta), path(counts), path(labels) or [] ]
+    samplesheet  // path: the samplesheet (batch and metadata columns for INTEGRATE)
+
+    main:
+    QC(ch_samples)
+    PREPARE(QC.out.h5ad)
+    TRAIN(PREPARE.out.images)
+    GENERATE(TRAIN.out.model.join(PREPARE.out.images))
+    FILTER(GENERATE.out.candidates)
+    IMPUTE(QC.out.h5ad.join(PREPARE.out.images).join(FILTER.out.filtered))
+
+    // cross-sample steps; inputs sorted so that -resume finds the same task hash
+    ch_imputed = IMPUTE.out.h5ad.map { _meta, h5ad -> h5ad }.collect(sort: true)
+    INTEGRATE(ch_imputed, samplesheet)
+
+    ch_qc = QC.out.json.mix(QC.out.png).map { _meta, f -> f }.collect(sort: true)
+    ch_train = TRAIN.out.log.mix(TRAIN.out.png).map { _meta, f -> f }.collect(sort: true)
+    ch_filter = FILTER.out.filtered.map { _meta, f -> f }.collect(sort: true)
+    ch_impute = IMPUTE.out.json.map { _meta, f -> f }.collect(sort: true)
+    ch_integrate = INTEGRATE.out.h5ad
+        .mix(INTEGRATE.out.markers, INTEGRATE.out.metrics, INTEGRATE.out.genes, INTEGRATE.out.figures)
+        .collect(sort: true)
+    REPORT(ch_qc, ch_train, ch_filter, ch_impute, ch_integrate)
+
+    ch_versions = QC.out.versions.first()
+        .mix(
+            PREPARE.out.versions.first(), TRAIN.out.versions.first(), GENERATE.out.versions.first(),
+            FILTER.out.versions.first(), IMPUTE.out.versions.first(), INTEGRATE.out.versions,
+            REPORT.out.versions,
+        )
+
+    emit:
+    imputed = IMPUTE.out.h5ad        // channel: [ val(meta), path(imputed.h5ad) ]
+    integrated = INTEGRATE.out.h5ad  // channel: path(integrated.h5ad)
+    report = REPORT.out.html         // channel: path(report.html)
+    versions = ch_versions           // channel: path(versions.yml)
+}
