@@ -204,10 +204,10 @@ def _groovy(value: Any) -> str:
 def render_params_block() -> str:
     """The step-parameter defaults of ``nextflow.config`` (inside its ``params {}`` block)."""
     lines = []
-    for name, group in step_properties().items():
+    for group in step_properties().values():
         lines.append(f"    // {group['title']}")
-        for pname, entry in group["properties"].items():
-            lines.append(f"    {pname} = {_groovy(entry.get('default'))}")
+        for name, entry in group["properties"].items():
+            lines.append(f"    {name} = {_groovy(entry.get('default'))}")
     return "\n".join(lines)
 
 

@@ -1,0 +1,71 @@
+"""The Nextflow strict-syntax lint passes on the pipeline and catches broken copies of it."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+LINT = REPO / "tests" / "nextflow" / "lint.sh"
+PIPELINE = ("main.nf", "nextflow.config", "workflows", "modules", "conf", "assets")
+
+pytestmark = pytest.mark.skipif(shutil.which("java") is None, reason="java (17+) is needed to run the lint")
+
+
+def _lint(root: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(LINT), str(root)], capture_output=True, text=True, timeout=300)
+
+
+def _copy_pipeline(dest: Path) -> Path:
+    for name in PIPELINE:
+        src = REPO / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / name)
+    return dest
+
+
+def test_lint_passes_on_the_pipeline() -> None:
+    result = _lint(REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = result.stdout.strip().splitlines()[-1]
+    n_files = int(summary.split()[1])
+    expected = 2 + len(list((REPO / "modules" / "local").glob("*/main.nf"))) + len(list((REPO / "conf").glob("*.config")))
+    assert n_files == expected + 1, summary  # + workflows/scmaskgan.nf
+    assert " 0 error(s)" in summary
+
+
+# (file, text to replace, replacement, message the lint must print)
+BREAKAGES = [
+    # a statement outside any process/workflow: not allowed in strict syntax
+    ("modules/local/train/main.nf", "process TRAIN {", 'println "hello"\nprocess TRAIN {',
+     "Statements cannot be mixed with script declarations"),
+    # an undefined variable in the command line
+    ("modules/local/filter/main.nf", "--sample-id '${meta.id}'", "--sample-id '${sample_name}'",
+     "`sample_name` is not defined"),
+    # a syntax error: unbalanced braces
+    ("modules/local/qc/main.nf", "    tuple val(meta), path(counts), path(labels)\n",
+     "    tuple val(meta), path(counts), path(labels)\n    }\n", "Unexpected input"),
+    # the workflow calls a process that is not included
+    ("workflows/scmaskgan.nf", "    PREPARE(QC.out.h5ad)", "    PREPARATION(QC.out.h5ad)", "`PREPARATION` is not defined"),
+    # an include of a module folder that does not exist
+    ("workflows/scmaskgan.nf", "'../modules/local/report'", "'../modules/local/reports'", "Invalid include source"),
+    # a variable declaration in a config file
+    ("conf/base.config", "process {", "def big = 2\nprocess {", "Variable declarations cannot be mixed"),
+]
+
+
+def test_lint_fails_on_a_broken_copy(tmp_path: Path) -> None:
+    """Every breakage is made in one copy (one JVM start); each must be reported at its file."""
+    root = _copy_pipeline(tmp_path)
+    for path, old, new, _ in BREAKAGES:
+        target = root / path
+        text = target.read_text()
+        assert old in text, f"{path} no longer contains {old!r}: update this test"
+        target.write_text(text.replace(old, new, 1))
+    result = _lint(root)
+    assert result.returncode == 1, result.stdout + result.stderr
+    errors = [line for line in result.stdout.splitlines() if ": error: " in line]
+    for path, _, _, message in BREAKAGES:
+        assert any(line.startswith(f"{path}:") and message in line for line in errors), (path, message, result.stdout)
