@@ -192,6 +192,19 @@ def versions_command() -> None:
         typer.echo(f"{name}: {version}")
 
 
+@app.command("demo-data")
+def demo_data_command(
+    outdir: Annotated[Path, typer.Argument(help="Folder for the demo samples and samplesheet.csv.")],
+    n_samples: Annotated[int, typer.Option(help="Samples to split the 700 real PBMCs into.")] = 2,
+    seed: Annotated[int, typer.Option(help="Seed of the stratified split.")] = 0,
+) -> None:
+    """Write a real multi-sample demo (scanpy's pbmc68k_reduced as counts) and its samplesheet."""
+    from scmaskgan.demo_data import write_demo
+
+    for key, path in write_demo(outdir, n_samples=n_samples, seed=seed).items():
+        typer.echo(f"{key}\t{path}")
+
+
 def _load_mapping(path: Path | None) -> dict[str, Any]:
     """A JSON/YAML mapping file (as ``--params-file``), or ``{}`` without one."""
     if path is None:

@@ -62,12 +62,76 @@ def qc(input_path: Path, outdir: Path, sample_id: str, params: QCParams | None =
     Writes ``{id}.qc.h5ad`` (counts in X, QC metrics in obs/var, labels in
     ``obs['scmaskgan_label']`` when given), ``{id}.qc.json`` and ``{id}.qc.png``.
     """
-    raise NotImplementedError("QC step: foundation work in progress")
+    import dataclasses
+    import json
+
+    from scmaskgan.atomic import atomic_path, write_text_atomic
+    from scmaskgan.io import attach_labels, read_counts, write_h5ad
+    from scmaskgan.qc import plot_qc, run_qc
+    from scmaskgan.versions import package_versions
+
+    params = params or QCParams()
+    paths = output_paths("qc", outdir, sample_id)
+    adata = read_counts(input_path, orientation=params.orientation, input_scale=params.input_scale)
+    label_source = attach_labels(adata, params.label_key, source=input_path) if params.label_key else "none"
+    filtered, summary = run_qc(adata, params)
+    record = {
+        "sample": sample_id, "input_path": str(input_path), "input_scale": params.input_scale,
+        "label_source": label_source, "params": dataclasses.asdict(params),
+    }
+    with atomic_path(paths["png"]) as tmp:
+        plot_qc(adata.obs, params, summary, tmp, title=sample_id)
+    write_text_atomic(paths["json"], json.dumps({**record, **summary}, indent=2) + "\n")
+    filtered.uns["scmaskgan_qc"] = {**record, "versions": package_versions()}
+    write_h5ad(filtered, paths["h5ad"])
+    return paths
 
 
 def prepare(qc_h5ad: Path, outdir: Path, sample_id: str, params: PrepareParams | None = None) -> dict[str, Path]:
-    """PREPARE: labels (given or Leiden) and the images/masks file ``{id}.images.h5``."""
-    raise NotImplementedError("PREPARE step: foundation work in progress")
+    """PREPARE: labels (given or Leiden) and the images/masks file ``{id}.images.h5``.
+
+    The counts are read from the backed h5ad in chunks of ``params.chunk_cells`` cells:
+    one pass finds the encoding's global scale, a second encodes and writes the images,
+    so the sample is never dense in memory (it is loaded sparse only when labels must be
+    computed or small labels merged). attrs record ``label_source`` and the label merges.
+    """
+    import dataclasses
+    import json
+
+    from scmaskgan.atomic import atomic_path
+    from scmaskgan.encode import Encoding, image_side, max_lognorm
+    from scmaskgan.images_h5 import ImageWriter
+    from scmaskgan.io import LABEL_COLUMN, iter_row_chunks, load_sparse, open_backed
+    from scmaskgan.labels import resolve_labels
+    from scmaskgan.versions import package_versions
+
+    params = params or PrepareParams()
+    paths = output_paths("prepare", outdir, sample_id)
+    chunk = params.chunk_cells
+    with open_backed(qc_h5ad) as adata:
+        qc_info = dict(adata.uns.get("scmaskgan_qc", {}))
+        scale_in = str(qc_info.get("input_scale", "counts"))
+        given = adata.obs[LABEL_COLUMN].astype(str).to_numpy() if LABEL_COLUMN in adata.obs else None
+        labels = resolve_labels(
+            given, lambda: load_sparse(adata, chunk), source=str(qc_info.get("label_source", f"obs:{LABEL_COLUMN}")),
+            resolution=params.leiden_resolution, n_pcs=params.n_pcs, min_cells=params.min_label_cells,
+            seed=params.seed, target_sum=params.target_sum, input_scale=scale_in,
+        )
+        scale = max((max_lognorm(x, params.target_sum, scale_in) for x in iter_row_chunks(adata, chunk) if x.nnz),
+                    default=1.0)
+        enc = Encoding(adata.n_vars, image_side(adata.n_vars), float(params.target_sum), scale, scale_in)
+        attrs = {
+            "label_source": labels.source, "params_json": json.dumps(dataclasses.asdict(params)),
+            "label_merges_json": json.dumps(labels.merges), "versions_json": json.dumps(package_versions()),
+        }
+        with atomic_path(paths["images"]) as tmp, ImageWriter(
+            tmp, adata.n_obs, enc, adata.obs_names, adata.var_names, labels.names, attrs
+        ) as writer:
+            start = 0
+            for x in iter_row_chunks(adata, chunk):
+                writer.append(x, labels.codes[start:start + x.shape[0]])
+                start += x.shape[0]
+    return paths
 
 
 def train(images_h5: Path, outdir: Path, sample_id: str, params: TrainParams | None = None) -> dict[str, Path]:

@@ -1,0 +1,137 @@
+"""The samplesheet: one row per sample, validated with the rules of ``assets/schema_input.json``.
+
+Columns (header required, order free; ``.tsv`` files are tab-separated, others comma):
+
+``sample`` (required)
+    Unique id matching :data:`SAMPLE_PATTERN` (letters, digits, ``.``, ``_``, ``-``).
+``path`` (required)
+    An existing file whose name matches :data:`PATH_PATTERN` (``.h5ad``, ``.h5``, ``.csv``,
+    ``.tsv``, ``.txt``, each optionally ``.gz``), or an existing folder (10x Cell Ranger
+    output). A relative path is resolved against the samplesheet's folder.
+``label_key`` (optional)
+    An obs column of the sample, or a ``cell,label`` CSV; empty means automatic labels.
+``batch`` (optional)
+    Batch of the sample for integration; empty means the sample is its own batch.
+
+Any other column is kept as metadata (e.g. ``risk``). Empty cells count as missing. Every
+problem found is reported in one message naming its row (1 = first sample) and column.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scmaskgan.errors import InputError
+
+SAMPLE_PATTERN = r"^[A-Za-z0-9._-]+$"
+PATH_PATTERN = r"^.*\.(h5ad|h5|csv|tsv|txt)(\.gz)?$"
+REQUIRED_COLUMNS = ("sample", "path")
+OPTIONAL_COLUMNS = ("label_key", "batch")
+
+
+@dataclass
+class Sample:
+    """One samplesheet row.
+
+    Attributes
+    ----------
+    sample
+        Sample id (used in every output name).
+    path
+        Absolute path of the counts file or 10x folder.
+    label_key
+        obs column or labels CSV, or None for automatic labels.
+    batch
+        Batch name, or None.
+    meta
+        Extra columns (name -> value, None when empty).
+    """
+
+    sample: str
+    path: Path
+    label_key: str | None = None
+    batch: str | None = None
+    meta: dict[str, str | None] = field(default_factory=dict)
+
+
+def _path_problem(value: str, base: Path) -> tuple[Path, str | None]:
+    path = Path(value) if Path(value).is_absolute() else base / value
+    if not path.exists():
+        return path, f"{value!r} does not exist"
+    if path.is_file() and not re.search(PATH_PATTERN, value):
+        return path, f"{value!r} is not a .h5ad, .h5, .csv, .tsv or .txt file (optionally .gz) nor a 10x folder"
+    return path.resolve(), None
+
+
+def read_samplesheet(path: str | Path) -> list[Sample]:
+    """Read and validate a samplesheet.
+
+    Parameters
+    ----------
+    path
+        CSV (or ``.tsv``) file with a header line.
+
+    Returns
+    -------
+    The samples in file order.
+
+    Raises
+    ------
+    InputError
+        Listing every problem as ``row N, column 'c': ...``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"samplesheet {path}: no such file")
+    delimiter = "\t" if path.name.lower().endswith(".tsv") else ","
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            lines = list(csv.reader(handle, delimiter=delimiter))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"samplesheet {path}: cannot read ({exc})") from exc
+    lines = [line for line in lines if any(cell.strip() for cell in line)]
+    if not lines:
+        raise InputError(f"samplesheet {path}: empty file")
+    header = lines[0]
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        raise InputError(
+            f"samplesheet {path}: missing column(s) {', '.join(missing)} (header: {','.join(header)})"
+        )
+    duplicated = sorted({c for c in header if header.count(c) > 1})
+    if duplicated:
+        raise InputError(f"samplesheet {path}: duplicate column(s) {', '.join(duplicated)}")
+    if len(lines) == 1:
+        raise InputError(f"samplesheet {path}: no samples after the header")
+    base = path.resolve().parent
+    problems: list[str] = []
+    samples: list[Sample] = []
+    seen: dict[str, int] = {}
+    for row_no, line in enumerate(lines[1:], start=1):
+        if len(line) != len(header):
+            problems.append(f"row {row_no}: {len(line)} fields, the header has {len(header)}")
+            continue
+        row = {c: (v if v != "" else None) for c, v in zip(header, line, strict=True)}
+        sid, value = row["sample"], row["path"]
+        if sid is None:
+            problems.append(f"row {row_no}, column 'sample': missing")
+        elif not re.search(SAMPLE_PATTERN, sid):
+            problems.append(f"row {row_no}, column 'sample': {sid!r} may only hold letters, digits, '.', '_', '-'")
+        elif sid in seen:
+            problems.append(f"row {row_no}, column 'sample': {sid!r} already used in row {seen[sid]}")
+        else:
+            seen[sid] = row_no
+        if value is None:
+            problems.append(f"row {row_no}, column 'path': missing")
+            continue
+        resolved, problem = _path_problem(value, base)
+        if problem:
+            problems.append(f"row {row_no}, column 'path': {problem}")
+        meta = {c: v for c, v in row.items() if c not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS}
+        samples.append(Sample(str(sid), resolved, row.get("label_key"), row.get("batch"), meta))
+    if problems:
+        raise InputError(f"samplesheet {path}: " + "; ".join(problems))
+    return samples

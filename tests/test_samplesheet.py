@@ -1,0 +1,105 @@
+"""Samplesheet reading and validation; the demo data and its samplesheet."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from scmaskgan.errors import InputError
+from scmaskgan.io import attach_labels, read_counts
+from scmaskgan.samplesheet import Sample, read_samplesheet
+
+
+@pytest.fixture
+def data(tmp_path):
+    """A folder with two counts files and a 10x folder (contents are not read here)."""
+    (tmp_path / "a.h5ad").write_text("x")
+    (tmp_path / "b.csv.gz").write_text("x")
+    (tmp_path / "tenx").mkdir()
+    (tmp_path / "notes.xlsx").write_text("x")
+    return tmp_path
+
+
+def _sheet(folder, text: str, name: str = "samplesheet.csv"):
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+def test_valid_sheet_resolves_paths_and_keeps_metadata(data):
+    sub = data / "sheets"
+    sub.mkdir()
+    sheet = _sheet(sub, "sample,path,label_key,batch,risk\n"
+                        "s1,../a.h5ad,cell_type,b1,high\n"
+                        f"s2,{data / 'b.csv.gz'},,b1,low\n"
+                        "s_3.x-y,../tenx,,,\n")
+    samples = read_samplesheet(sheet)
+    assert samples == [
+        Sample("s1", data / "a.h5ad", "cell_type", "b1", {"risk": "high"}),
+        Sample("s2", data / "b.csv.gz", None, "b1", {"risk": "low"}),
+        Sample("s_3.x-y", data / "tenx", None, None, {"risk": None}),
+    ]
+
+
+def test_minimal_columns_and_tsv(data):
+    sheet = _sheet(data, "path\tsample\na.h5ad\tonly\n", "sheet.tsv")
+    assert read_samplesheet(sheet) == [Sample("only", data / "a.h5ad")]
+
+
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        ("sample,file\ns1,a.h5ad\n", r"missing column\(s\) path"),
+        ("sample,path,path\ns1,a.h5ad,a.h5ad\n", "duplicate column"),
+        ("sample,path\n", "no samples after the header"),
+        ("\n\n", "empty file"),
+        ("sample,path\ns1,a.h5ad\ns1,b.csv.gz\n", r"row 2, column 'sample': 's1' already used in row 1"),
+        ("sample,path\nmy sample,a.h5ad\n", r"row 1, column 'sample': 'my sample' may only hold"),
+        ("sample,path\n,a.h5ad\n", r"row 1, column 'sample': missing"),
+        ("sample,path\ns1,\n", r"row 1, column 'path': missing"),
+        ("sample,path\ns1,missing.h5ad\n", r"row 1, column 'path': 'missing.h5ad' does not exist"),
+        ("sample,path\ns1,notes.xlsx\n", r"row 1, column 'path': 'notes.xlsx' is not a \.h5ad"),
+        ("sample,path\ns1,a.h5ad,extra\n", r"row 1: 3 fields, the header has 2"),
+    ],
+)
+def test_errors_name_row_and_column(data, text, match):
+    with pytest.raises(InputError, match=match):
+        read_samplesheet(_sheet(data, text))
+
+
+def test_all_problems_reported_at_once(data):
+    sheet = _sheet(data, "sample,path\nbad id,a.h5ad\ns2,gone.csv\n")
+    with pytest.raises(InputError) as err:
+        read_samplesheet(sheet)
+    message = str(err.value)
+    assert "row 1, column 'sample'" in message and "row 2, column 'path'" in message
+    assert "\n" not in message
+    with pytest.raises(InputError, match="no such file"):
+        read_samplesheet(data / "nope.csv")
+
+
+def test_demo_data_round_trip(pbmc_counts, tmp_path):
+    from scmaskgan.demo_data import write_demo
+
+    written = write_demo(tmp_path / "demo", n_samples=2, seed=0)
+    samples = read_samplesheet(written["samplesheet"])
+    assert [s.sample for s in samples] == ["sampleA", "sampleB"]
+    assert [s.path.name for s in samples] == ["sampleA.h5ad", "sampleB.csv.gz"]
+    assert [s.batch for s in samples] == ["batch1", "batch2"]
+    parts = []
+    for s in samples:
+        adata = read_counts(s.path)
+        attach_labels(adata, s.label_key)
+        parts.append(adata)
+    assert sum(p.n_obs for p in parts) == pbmc_counts.n_obs
+    assert all(list(p.var_names) == list(pbmc_counts.var_names) for p in parts)
+    for part in parts:  # counts and labels survive both formats unchanged
+        ref = pbmc_counts[part.obs_names]
+        np.testing.assert_array_equal(part.X.toarray(), ref.X.toarray())
+        assert list(part.obs["scmaskgan_label"]) == list(ref.obs["cell_type"])
+        # stratified: every cell type is split evenly (sizes differ by at most one)
+        share = part.obs["scmaskgan_label"].value_counts()
+        total = pbmc_counts.obs["cell_type"].value_counts()
+        assert ((share.reindex(total.index) - total / 2).abs() <= 0.5).all()
+    with pytest.raises(InputError, match="1 to 7 samples"):
+        write_demo(tmp_path / "x", n_samples=0)
