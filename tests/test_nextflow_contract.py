@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from scmaskgan import steps
 from scmaskgan.config import step_params_from_flat
@@ -210,3 +211,26 @@ def test_module_command_runs_and_emits_its_outputs(contract: dict[str, Any], ste
     versions = (workdir / "versions.yml").read_text()
     assert versions.startswith(f'"{task["process"]}":\n    scmaskgan: '), versions
     assert re.search(r"scmaskgan: \d+\.\d+", versions), versions
+
+
+def declared_outputs(step: str) -> dict[str, str]:
+    """Emit name -> the file name expression of a module's ``output:`` block (versions excluded)."""
+    text = (REPO / "modules" / "local" / step / "main.nf").read_text()
+    block = text.split("\n    output:\n", 1)[1].split("\n    script:\n", 1)[0]
+    found = dict((m[1], m[0]) for m in re.findall(r"path\(?\s*\"([^\"]+)\"\)?, emit: (\w+)", block))
+    assert found.pop("versions") == "versions.yml", step
+    return found
+
+
+@pytest.mark.parametrize("step", MODULES)
+def test_module_outputs_are_the_step_outputs(step: str) -> None:
+    """Emit names and file names are those of scmaskgan.steps, and meta.yml lists them."""
+    if step in SAMPLE_STEPS:
+        expected = {k: v.replace("{id}", "${meta.id}") for k, v in steps.SAMPLE_OUTPUTS[step].items()}
+    else:
+        expected = steps.INTEGRATE_OUTPUTS if step == "integrate" else steps.REPORT_OUTPUTS
+    assert declared_outputs(step) == expected
+    meta = yaml.safe_load((REPO / "modules" / "local" / step / "meta.yml").read_text())
+    assert [next(iter(o)) for o in meta["output"]] == [*expected, "versions"]
+    inputs = [name for name, _ in module_parts(step)["inputs"]]
+    assert [next(iter(i)) for i in meta["input"] if next(iter(i)) != "meta"] == inputs
