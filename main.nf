@@ -18,15 +18,45 @@ workflow {
     log.info(paramsSummaryLog(workflow))
 
     // rows: [ meta (id, label_key, batch), counts path ] as declared in assets/schema_input.json
+    samplesheet = resolvedSamplesheet(params.input)
     ch_samples = channel
-        .fromList(samplesheetToList(params.input, "${projectDir}/assets/schema_input.json"))
+        .fromList(samplesheetToList(samplesheet, "${projectDir}/assets/schema_input.json"))
         .map { meta, counts -> withLabels(meta, counts, params.label_key) }
 
-    SCMASKGAN(ch_samples, file(params.input, checkIfExists: true))
+    SCMASKGAN(ch_samples, samplesheet)
 
     SCMASKGAN.out.versions
         .unique()
         .collectFile(name: 'software_versions.yml', storeDir: "${params.outdir}/pipeline_info", sort: true)
+}
+
+/*
+ * The samplesheet with every relative `path` resolved against the samplesheet's own folder
+ * (the rule of `scmaskgan run`), written to the work folder, so that nf-schema checks and
+ * stages the same files whatever folder Nextflow was launched from. Absolute paths and
+ * URLs are kept, and so are lines holding quotes (nf-schema then resolves them itself).
+ */
+def resolvedSamplesheet(input) {
+    def sheet = file(input, checkIfExists: true)
+    def sep = sheet.name.endsWith('.tsv') ? '\t' : ','
+    def lines = sheet.readLines()
+    def column = lines ? lines[0].split(sep, -1).toList().indexOf('path') : -1
+    if (column < 0) {
+        return sheet
+    }
+    def resolved = lines.indexed().collect { i, line ->
+        def fields = line.split(sep, -1).toList()
+        def value = fields.size() > column ? fields[column] : ''
+        if (i == 0 || line.contains('"') || !value || value.startsWith('/') || value ==~ /^[a-z0-9]+:\/\/.*/) {
+            return line
+        }
+        fields[column] = sheet.parent.resolve(value).toString()
+        return fields.join(sep)
+    }
+    def copy = file("${workflow.workDir}/scmaskgan-input/${sheet.name}")
+    copy.parent.mkdirs()
+    copy.text = resolved.join('\n') + '\n'
+    return copy
 }
 
 /*
