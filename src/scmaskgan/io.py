@@ -349,9 +349,10 @@ def _finalise(adata: ad.AnnData, path: Path, input_scale: str) -> ad.AnnData:
     x = sp.csr_matrix(x)
     x.sum_duplicates()
     check_values(x, path, input_scale, adata.obs_names, adata.var_names)
-    if x.nnz == 0 or not np.any(x.data):
+    x.eliminate_zeros()
+    if x.nnz == 0:
         raise InputError(f"{path}: every value is zero (empty matrix)")
-    adata.X = x.astype(np.float32)
+    adata.X = x.astype(np.float32, copy=False)
     for axis, names in (("gene", adata.var_names), ("cell", adata.obs_names)):
         if not names.is_unique:
             dup = names[names.duplicated()]

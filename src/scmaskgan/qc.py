@@ -90,8 +90,10 @@ def run_qc(adata: ad.AnnData, params: QCParams) -> tuple[ad.AnnData, dict[str, A
     if n_mito:
         fails["max_mito_pct"] = (obs["pct_counts_mt"] >= params.max_mito_pct).to_numpy()
     keep_cells = ~np.logical_or.reduce(list(fails.values()))
-    x = sp.csr_matrix(adata.X)[keep_cells]
-    detected_in = np.asarray((x > 0).sum(axis=0)).ravel()
+    x = sp.csr_matrix(adata.X)
+    if not keep_cells.all():
+        x = x[keep_cells]
+    detected_in = np.bincount(x.indices[x.data > 0], minlength=adata.n_vars)
     keep_genes = detected_in >= params.min_cells
     summary: dict[str, Any] = {
         "cells_before": int(adata.n_obs),
@@ -105,8 +107,11 @@ def run_qc(adata: ad.AnnData, params: QCParams) -> tuple[ad.AnnData, dict[str, A
         "n_mito_genes": n_mito,
     }
     _check_enough(summary, params)
-    filtered = adata[keep_cells, keep_genes].copy()
-    filtered.X = sp.csr_matrix(filtered.X, dtype=np.float32)
+    if not keep_genes.all():
+        x = x[:, keep_genes]
+    filtered = ad.AnnData(
+        X=x.astype(np.float32, copy=False), obs=adata.obs.loc[keep_cells].copy(), var=adata.var.loc[keep_genes].copy()
+    )
     _add_metrics(filtered, prefix if n_mito else None)
     summary["median_genes_per_cell_after"] = float(filtered.obs["n_genes_by_counts"].median())
     summary["median_counts_per_cell_after"] = float(filtered.obs["total_counts"].median())
