@@ -1,0 +1,310 @@
+"""The scMASKGAN networks: a label-conditioned generator and a masked patch discriminator.
+
+Pure torch modules (no data handling, no IO). Images are ``(B, N, N)`` for any side N;
+internally the networks work on a side ``S = 4 * ceil(N / 4)`` and crop or pad at
+their boundaries, so N need not be a multiple of 4.
+
+The generator describes a cell by two maps: the *level* (sigmoid, the encoded value a
+gene has when it is detected) and the *detection* logit (the probability that the gene
+is observed). A sampled cell is ``level * Bernoulli(sigmoid(detection))``, which has
+the dropouts of a real cell; the discriminator sees such a cell together with its
+detection mask, exactly as it sees a real cell with its observed mask.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from scmaskgan.errors import InputError
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Hyper-parameters that fix the networks' shapes.
+
+    Attributes
+    ----------
+    side
+        Image side N (genes are laid out row-wise on N x N pixels).
+    n_labels
+        Number of cell-type labels (the one-hot width).
+    latent_dim
+        Noise dimension (the paper uses N).
+    base_channels
+        Channels of the generator's first convolution block (paper: 32); later blocks
+        halve it, the discriminator uses ``base_channels // 2`` and ``// 4``.
+    label_channels
+        Channels of the spatial label map (paper: 8).
+    attn_side
+        Self-attention runs on the feature map average-pooled to at most this side,
+        so its matrix has at most ``attn_side**4`` entries per cell.
+    inpaint
+        The generator is also conditioned on a masked real cell (``rec_loss='inpaint'``).
+    """
+
+    side: int
+    n_labels: int
+    latent_dim: int
+    base_channels: int = 32
+    label_channels: int = 8
+    attn_side: int = 8
+    inpaint: bool = False
+
+    def __post_init__(self) -> None:
+        if self.side < 1 or self.n_labels < 1 or self.latent_dim < 1:
+            raise InputError(
+                f"model needs side, n_labels and latent_dim >= 1 (got {self.side}, {self.n_labels}, {self.latent_dim})"
+            )
+        if self.base_channels < 4:
+            raise InputError(f"base_channels={self.base_channels} must be at least 4")
+
+    @property
+    def base_side(self) -> int:
+        """Side of the generator's first feature map, ``ceil(N / 4)``."""
+        return math.ceil(self.side / 4)
+
+    @property
+    def work_side(self) -> int:
+        """Side S the networks compute on (``4 * base_side >= N``)."""
+        return 4 * self.base_side
+
+    @property
+    def code_dim(self) -> int:
+        """Size of the masked-cell code in inpainting mode (0 otherwise)."""
+        return max(self.latent_dim // 2, 1) if self.inpaint else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-types dict (stored in the model file)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an :class:`InputError`."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise InputError(f"model config has unknown key(s): {', '.join(unknown)}")
+        return cls(**values)
+
+
+def gene_mask(side: int, n_genes: int, device: torch.device | None = None) -> torch.Tensor:
+    """``(N, N)`` float mask: 1 on the ``n_genes`` gene pixels, 0 on the padding."""
+    flat = torch.zeros(side * side, device=device)
+    flat[:n_genes] = 1.0
+    return flat.view(side, side)
+
+
+def _pad_to(x: torch.Tensor, side: int) -> torch.Tensor:
+    extra = side - x.shape[-1]
+    return F.pad(x, (0, extra, 0, extra)) if extra else x
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+class SelfAttention(nn.Module):
+    """SAGAN self-attention with a learnable residual weight ``gamma`` (starts at 0).
+
+    The attention is computed on the feature map average-pooled to at most
+    ``max_side x max_side`` positions and its output is upsampled back, so the cost
+    is bounded whatever the image size (never N^2 x N^2).
+    """
+
+    def __init__(self, channels: int, max_side: int) -> None:
+        super().__init__()
+        inner = max(channels // 2, 4)
+        self.query = nn.Conv2d(channels, inner, 1)
+        self.key = nn.Conv2d(channels, inner, 1)
+        self.value = nn.Conv2d(channels, channels, 1)
+        self.gamma = nn.Parameter(torch.zeros(1))
+        self.max_side = max_side
+        self.scale = inner**-0.5
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        b, c, height, width = h.shape
+        small = h
+        if max(height, width) > self.max_side:
+            small = F.adaptive_avg_pool2d(h, (min(height, self.max_side), min(width, self.max_side)))
+        q = self.query(small).flatten(2)  # (b, inner, n)
+        k = self.key(small).flatten(2)
+        v = self.value(small).flatten(2)  # (b, c, n)
+        attn = torch.softmax(q.transpose(1, 2) @ k * self.scale, dim=-1)  # (b, n, n)
+        out = (v @ attn.transpose(1, 2)).view(b, c, small.shape[2], small.shape[3])
+        if small is not h:
+            out = F.interpolate(out, size=(height, width), mode="nearest")
+        return h + self.gamma * out
+
+
+class LabelMap(nn.Module):
+    """One-hot label -> ``channels`` spatial maps: a learned coarse map, upsampled, then a 3x3 conv."""
+
+    def __init__(self, n_labels: int, channels: int, coarse_side: int, out_side: int) -> None:
+        super().__init__()
+        self.embed = nn.Linear(n_labels, channels * coarse_side * coarse_side)
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.shape = (channels, coarse_side, coarse_side)
+        self.out_side = out_side
+
+    def forward(self, onehot: torch.Tensor) -> torch.Tensor:
+        coarse = self.embed(onehot).view(-1, *self.shape)
+        return F.relu(self.conv(F.interpolate(coarse, size=self.out_side, mode="nearest")))
+
+
+class UpBlock(nn.Module):
+    """x2 upsampling by sub-pixel convolution (Conv 3x3 + PixelShuffle) + BatchNorm + ReLU.
+
+    Each of the four sub-pixels gets its own filters, which suits images whose pixels
+    are unrelated genes better than nearest-neighbour upsampling.
+    """
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, 4 * c_out, 3, padding=1)
+        self.norm = nn.BatchNorm2d(c_out)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.norm(F.pixel_shuffle(self.conv(h), 2)))
+
+
+class CellEncoder(nn.Module):
+    """Masked real cell ``(value * mask, mask)`` -> a code of ``cfg.code_dim`` (inpainting mode)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        c = max(cfg.base_channels // 4, 4)
+        self.convs = nn.Sequential(
+            nn.Conv2d(2, c, 3, stride=2, padding=1), nn.LeakyReLU(0.2),
+            nn.Conv2d(c, c, 3, stride=2, padding=1), nn.LeakyReLU(0.2),
+        )
+        self.linear = nn.Linear(c * cfg.base_side**2, cfg.code_dim)
+        self.side = cfg.work_side
+
+    def forward(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = _pad_to(torch.stack([values * mask, mask], dim=1), self.side)
+        return self.linear(self.convs(x).flatten(1))
+
+
+class Generator(nn.Module):
+    """Noise + one-hot label (+ a masked real cell) -> level and detection maps.
+
+    Linear + BatchNorm + ReLU -> reshape ``(cn1, N/4, N/4)`` -> Conv block -> two x2
+    upsampling blocks -> self-attention -> concatenation with the spatial label map
+    -> two 3x3 convolutions -> (level logit, detection logit) plus a learned per-gene
+    bias -> cropped to N x N.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        c1 = cfg.base_channels
+        c2, c3 = max(c1 // 2, 4), max(c1 // 4, 4)
+        s0, s = cfg.base_side, cfg.work_side
+        self.project = nn.Sequential(
+            nn.Linear(cfg.latent_dim + cfg.n_labels + cfg.code_dim, c1 * s0 * s0),
+            nn.BatchNorm1d(c1 * s0 * s0),
+            nn.ReLU(),
+        )
+        self.conv0 = nn.Sequential(nn.Conv2d(c1, c1, 3, padding=1), nn.BatchNorm2d(c1), nn.ReLU())
+        self.up = nn.Sequential(UpBlock(c1, c2), UpBlock(c2, c3))
+        self.attention = SelfAttention(c3, cfg.attn_side)
+        self.label_map = LabelMap(cfg.n_labels, cfg.label_channels, s0, s)
+        self.head = nn.Sequential(
+            nn.Conv2d(c3 + cfg.label_channels, c3, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(c3, 2, 3, padding=1),
+        )
+        self.gene_bias = nn.Parameter(torch.zeros(2, s, s))
+        self.encoder = CellEncoder(cfg) if cfg.inpaint else None
+
+    def forward(
+        self,
+        z: torch.Tensor,
+        onehot: torch.Tensor,
+        cond: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Generate level (in [0, 1]) and detection logits, each ``(B, N, N)``.
+
+        Parameters
+        ----------
+        z
+            Noise ``(B, latent_dim)``.
+        onehot
+            One-hot labels ``(B, n_labels)``.
+        cond
+            ``(values, mask)`` of masked real cells ``(B, N, N)``; required exactly
+            when the model was built with ``inpaint=True``.
+        """
+        parts = [z, onehot]
+        if self.encoder is not None:
+            if cond is None:
+                raise ValueError("an inpainting generator needs the masked cells (cond)")
+            parts.append(self.encoder(*cond))
+        elif cond is not None:
+            raise ValueError("this generator is not conditioned on cells (inpaint=False)")
+        s0 = self.cfg.base_side
+        h = self.project(torch.cat(parts, dim=1)).view(z.shape[0], -1, s0, s0)
+        h = self.attention(self.up(self.conv0(h)))
+        out = self.head(torch.cat([h, self.label_map(onehot)], dim=1)) + self.gene_bias
+        n = self.cfg.side
+        out = out[:, :, :n, :n]
+        return torch.sigmoid(out[:, 0]), out[:, 1]
+
+
+class _Residual(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            spectral_norm(nn.Conv2d(channels, channels, 3, padding=1)), nn.LeakyReLU(0.2),
+            spectral_norm(nn.Conv2d(channels, channels, 3, padding=1)),
+        )
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return F.leaky_relu(h + self.body(h), 0.2)
+
+
+class Discriminator(nn.Module):
+    """Image + observed mask (+ label) -> patch logits on an ``S/2 x S/2`` grid.
+
+    Conv 3x3 + max-pool + residual block -> Conv 3x3 -> self-attention ->
+    concatenation with the spatial label map -> Conv 3x3 -> 1x1 logits. Convolutions
+    are spectrally normalised for a stable adversarial game. Use with
+    ``BCEWithLogits``; :meth:`patch_weights` tells which patches hold genes.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        c1, c2 = max(cfg.base_channels // 2, 4), max(cfg.base_channels // 4, 4)
+        half = cfg.work_side // 2
+        self.stem = nn.Sequential(
+            spectral_norm(nn.Conv2d(2, c1, 3, padding=1)), nn.LeakyReLU(0.2), nn.MaxPool2d(2), _Residual(c1),
+            spectral_norm(nn.Conv2d(c1, c2, 3, padding=1)), nn.LeakyReLU(0.2),
+        )
+        self.attention = SelfAttention(c2, cfg.attn_side)
+        self.label_map = LabelMap(cfg.n_labels, cfg.label_channels, cfg.base_side, half)
+        self.head = nn.Sequential(
+            spectral_norm(nn.Conv2d(c2 + cfg.label_channels, c2, 3, padding=1)), nn.LeakyReLU(0.2),
+            spectral_norm(nn.Conv2d(c2, 1, 1)),
+        )
+
+    def forward(self, values: torch.Tensor, mask: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+        """Patch logits ``(B, S/2, S/2)`` for cells ``values`` with masks ``mask`` (both ``(B, N, N)``).
+
+        Callers zero the padding pixels of both inputs (see :func:`gene_mask`).
+        """
+        x = _pad_to(torch.stack([values, mask], dim=1), self.cfg.work_side)
+        h = self.attention(self.stem(x))
+        return self.head(torch.cat([h, self.label_map(onehot)], dim=1))[:, 0]
+
+    def patch_weights(self, genes: torch.Tensor) -> torch.Tensor:
+        """``(S/2, S/2)`` weights: 1 for output patches over at least one gene pixel, else 0."""
+        padded = _pad_to(genes[None, None], self.cfg.work_side)
+        return F.max_pool2d(padded, 2)[0, 0]

@@ -1,0 +1,801 @@
+"""TRAIN: fit the conditional masked GAN on an images file.
+
+Pieces, each usable alone: the cells as tensors (:class:`CellTensors`, held in memory
+as one contiguous tensor when they fit, otherwise streamed in blocks from the HDF5
+file), the masked losses, one adversarial step (:class:`GanTrainer`), the epoch loop
+with validation, early stopping and checkpoints (:func:`fit`), and the model file
+(:func:`save_model`, :func:`load_model`).
+
+Losses never see padding pixels: real cells are multiplied by their observed mask and
+the gene mask, generated cells by the gene mask, and the discriminator's patch logits
+are averaged only over patches that contain genes.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import math
+import pickle
+import sys
+import time
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from scmaskgan.atomic import atomic_path
+from scmaskgan.config import TrainParams
+from scmaskgan.device import amp_enabled, autocast, grad_scaler, select_device, set_threads
+from scmaskgan.encode import Encoding
+from scmaskgan.errors import InputError, StepError
+from scmaskgan.images_h5 import ImageStore
+from scmaskgan.model import Discriminator, Generator, ModelConfig, count_parameters, gene_mask
+from scmaskgan.versions import package_versions
+
+MODEL_FORMAT = 1
+#: Training data larger than this is streamed from the HDF5 file instead of held in memory.
+IN_MEMORY_BYTES = 4 * 2**30
+#: Weight of the newest epoch in the exponentially smoothed validation signal.
+SMOOTHING = 0.3
+
+
+# ---------------------------------------------------------------- data
+@dataclass
+class CellTensors:
+    """Cells as tensors: ``values`` and ``masks`` ``(n, N, N)`` float32, ``labels`` ``(n,)`` int64.
+
+    ``values`` is zero wherever ``masks`` is (dropouts and padding).
+    """
+
+    values: torch.Tensor
+    masks: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def subset(self, index: torch.Tensor) -> CellTensors:
+        """The cells at ``index``."""
+        return CellTensors(self.values[index], self.masks[index], self.labels[index])
+
+    def to(self, device: torch.device) -> CellTensors:
+        """A copy on ``device``."""
+        return CellTensors(self.values.to(device), self.masks.to(device), self.labels.to(device))
+
+
+def clean_cells(images: np.ndarray, masks: np.ndarray, labels: np.ndarray, n_genes: int) -> CellTensors:
+    """Tensors from an images file's arrays, with dropouts and padding set to zero in both."""
+    side = images.shape[-1]
+    genes = gene_mask(side, n_genes)
+    m = torch.from_numpy(np.ascontiguousarray(masks, dtype=np.float32)) * genes
+    x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)) * m
+    return CellTensors(x, m, torch.from_numpy(np.asarray(labels, dtype=np.int64)))
+
+
+def read_cells(store: ImageStore, index: np.ndarray | None = None, block: int = 1024) -> CellTensors:
+    """Read cells (all, or the sorted ``index``) into one contiguous set of tensors, block by block."""
+    index = np.arange(store.n_cells) if index is None else np.asarray(index)
+    side, n_genes = store.encoding.side, store.encoding.n_genes
+    out = CellTensors(
+        torch.empty(len(index), side, side), torch.empty(len(index), side, side), torch.empty(len(index), dtype=torch.long)
+    )
+    for start in range(0, len(index), block):
+        part = index[start:start + block]
+        sl = slice(int(part[0]), int(part[-1]) + 1)
+        if np.array_equal(part, np.arange(sl.start, sl.stop)):
+            images, masks, labels = store.read(sl)
+        else:
+            images, masks, labels = store.read(part)
+        cells = clean_cells(images, masks, labels, n_genes)
+        out.values[start:start + len(part)] = cells.values
+        out.masks[start:start + len(part)] = cells.masks
+        out.labels[start:start + len(part)] = cells.labels
+    return out
+
+
+def split_validation(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of validation cells, stratified by label.
+
+    Each label with at least two cells gives ``round(fraction * n)`` cells (at least
+    one, never all of them); labels with a single cell stay in training.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise InputError(f"val_fraction={fraction} must be in [0, 1)")
+    rng = np.random.default_rng(seed)
+    val = np.zeros(len(labels), dtype=bool)
+    if fraction == 0:
+        return val
+    for label in np.unique(labels):
+        idx = np.flatnonzero(labels == label)
+        if len(idx) < 2:
+            continue
+        k = min(max(int(round(fraction * len(idx))), 1), len(idx) - 1)
+        val[rng.choice(idx, size=k, replace=False)] = True
+    return val
+
+
+class TrainingCells:
+    """The training cells, yielding shuffled batches each epoch.
+
+    Held in memory as one contiguous tensor when they fit in :data:`IN_MEMORY_BYTES`;
+    otherwise every epoch reads contiguous blocks of the file in random order and
+    shuffles within each block (memory grows with the block, not the sample).
+    """
+
+    def __init__(self, store: ImageStore, train_index: np.ndarray, block_cells: int = 8192) -> None:
+        self.store = store
+        self.index = np.sort(train_index)
+        side = store.encoding.side
+        self.in_memory = len(self.index) * side * side * 8 <= IN_MEMORY_BYTES
+        self.block_cells = block_cells
+        self.cells = read_cells(store, self.index) if self.in_memory else None
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def blocks(self, gen: torch.Generator | None = None) -> Iterator[CellTensors]:
+        """All training cells in blocks (one block when in memory); random block order with ``gen``."""
+        if self.cells is not None:
+            yield self.cells
+            return
+        starts = torch.arange(0, len(self.index), self.block_cells)
+        if gen is not None:
+            starts = starts[torch.randperm(len(starts), generator=gen)]
+        for start in starts.tolist():
+            yield read_cells(self.store, self.index[start:start + self.block_cells])
+
+    def batches(self, batch_size: int, gen: torch.Generator) -> Iterator[CellTensors]:
+        """Shuffled mini-batches covering every training cell once (a last batch of 1 is dropped)."""
+        for block in self.blocks(gen):
+            order = torch.randperm(len(block), generator=gen)
+            for start in range(0, len(order), batch_size):
+                idx = order[start:start + batch_size]
+                if len(idx) > 1 or len(order) == 1:
+                    yield block.subset(idx)
+
+
+@dataclass
+class LabelStats:
+    """Per-label statistics of the training cells (targets of ``rec_loss='moments'``).
+
+    Attributes
+    ----------
+    detection
+        ``(L, N, N)`` fraction of the label's cells in which each gene is observed.
+    level
+        ``(L, N, N)`` mean encoded value over the cells that observe the gene (0 if none).
+    """
+
+    detection: torch.Tensor
+    level: torch.Tensor
+
+    def to(self, device: torch.device) -> LabelStats:
+        """A copy on ``device``."""
+        return LabelStats(self.detection.to(device), self.level.to(device))
+
+
+def label_stats(cells: TrainingCells, n_labels: int, side: int) -> LabelStats:
+    """Detection rates and observed mean levels per label, accumulated block by block."""
+    count = torch.zeros(n_labels)
+    observed = torch.zeros(n_labels, side, side, dtype=torch.float64)
+    total = torch.zeros(n_labels, side, side, dtype=torch.float64)
+    for block in cells.blocks():
+        count += torch.bincount(block.labels, minlength=n_labels).float()
+        observed.index_add_(0, block.labels, block.masks.double())
+        total.index_add_(0, block.labels, block.values.double())
+    detection = observed / count.clamp_min(1).double()[:, None, None]
+    level = torch.where(observed > 0, total / observed.clamp_min(1), torch.zeros_like(total))
+    return LabelStats(detection.float(), level.float())
+
+
+# ---------------------------------------------------------------- losses
+def sample_cells(
+    level: torch.Tensor, logits: torch.Tensor, uniform: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sampled cells from level and detection maps, differentiable by straight-through.
+
+    The forward pass draws a binary detection mask ``uniform < sigmoid(logits)``;
+    gradients reach the detection logits as if the mask were its probability.
+
+    Returns
+    -------
+    ``(values, mask)``, both ``(B, N, N)``.
+    """
+    prob = torch.sigmoid(logits)
+    hard = (uniform < prob).to(prob.dtype)
+    mask = hard + prob - prob.detach()
+    return level * mask, mask
+
+
+def patch_bce(logits: torch.Tensor, target: float, weights: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of patch logits ``(B, h, w)`` against a constant, over weighted patches."""
+    w = weights.expand_as(logits)
+    loss = F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target), weight=w, reduction="sum")
+    return loss / w.sum()
+
+
+def _cross_term(a: torch.Tensor, b: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Unbiased estimate of ``sum(weight * (E[a] - target)^2) / sum(weight)`` from two independent halves.
+
+    Squaring one batch mean would also penalise the spread of the generated cells (its
+    variance), pushing the generator towards one mean cell; multiplying the errors of
+    two independent halves keeps the gradient of the squared bias only.
+    """
+    ea, eb = a - target, b - target
+    cross = 0.5 * (ea.detach() * eb + eb.detach() * ea)
+    return (weight * cross).sum() / weight.sum().clamp_min(1e-8)
+
+
+def moment_loss(
+    level: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, stats: LabelStats, genes: torch.Tensor
+) -> torch.Tensor:
+    """``rec_loss='moments'``: match each label's detection rates and observed mean levels.
+
+    For every label with at least two generated cells in the batch, the cells are split
+    into two halves; the detection term compares the mean detection probability with
+    the label's detection rate on gene pixels, the level term compares the
+    detection-weighted mean level with the label's mean over observed pixels, weighted
+    by the detection rate (genes never observed in the label do not count). Labels are
+    averaged weighted by their number of cells.
+    """
+    prob = torch.sigmoid(logits)
+    total = level.new_zeros(())
+    n_used = 0
+    for label in torch.unique(labels).tolist():
+        idx = torch.nonzero(labels == label).flatten()
+        if len(idx) < 2:
+            continue
+        halves = (idx[0::2], idx[1::2])
+        p = [prob[h].mean(0) for h in halves]
+        lev = [(level[h] * prob[h]).sum(0) / prob[h].sum(0).clamp_min(1e-6) for h in halves]
+        det_rate = stats.detection[label]
+        det = _cross_term(p[0], p[1], det_rate, genes)
+        lvl = _cross_term(lev[0], lev[1], stats.level[label], det_rate * genes)
+        total = total + len(idx) * (det + lvl)
+        n_used += len(idx)
+    return total / max(n_used, 1)
+
+
+def inpaint_split(masks: torch.Tensor, fraction: float, uniform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hide ``fraction`` of the observed pixels: returns ``(kept, held_out)`` masks."""
+    kept = masks * (uniform >= fraction).to(masks.dtype)
+    return kept, masks - kept
+
+
+def inpaint_loss(
+    level: torch.Tensor,
+    logits: torch.Tensor,
+    cells: CellTensors,
+    kept: torch.Tensor,
+    held: torch.Tensor,
+    genes: torch.Tensor,
+) -> torch.Tensor:
+    """``rec_loss='inpaint'``: predict the held-out observed pixels of the conditioning cell.
+
+    Squared error of the level on held-out observed pixels, plus the cross-entropy of the
+    detection logits against the observed mask on every gene pixel the generator did
+    not see (held-out observed = 1, dropouts = 0).
+    """
+    value_err = (held * (level - cells.values) ** 2).sum() / held.sum().clamp_min(1.0)
+    unseen = genes * (1.0 - kept)
+    det_err = F.binary_cross_entropy_with_logits(logits, cells.masks, weight=unseen, reduction="sum")
+    return value_err + det_err / unseen.sum().clamp_min(1.0)
+
+
+# ---------------------------------------------------------------- one adversarial step
+def model_config(params: TrainParams, encoding: Encoding, n_labels: int) -> ModelConfig:
+    """The network shapes for a sample and the training parameters."""
+    return ModelConfig(
+        side=encoding.side,
+        n_labels=n_labels,
+        latent_dim=params.latent_dim or encoding.side,
+        base_channels=params.base_channels,
+        inpaint=params.rec_loss == "inpaint",
+    )
+
+
+class GanTrainer:
+    """Generator, discriminator, optimisers and the masked losses of one training step.
+
+    Parameters
+    ----------
+    cfg
+        Network shapes.
+    params
+        Training parameters (learning rates, betas, lambda, reconstruction choice, clipping).
+    n_genes
+        Genes of the sample (pixels beyond are padding).
+    stats
+        Per-label targets (needed for ``rec_loss='moments'``).
+    device
+        Where to compute.
+    """
+
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        params: TrainParams,
+        n_genes: int,
+        stats: LabelStats | None,
+        device: torch.device,
+    ) -> None:
+        self.cfg, self.params, self.device = cfg, params, device
+        self.generator = Generator(cfg).to(device)
+        self.discriminator = Discriminator(cfg).to(device)
+        betas = (params.beta1, params.beta2)
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=params.lr_g, betas=betas)
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=params.lr_d, betas=betas)
+        self.amp = amp_enabled(device, params.amp)
+        self.scaler_g, self.scaler_d = grad_scaler(device, self.amp), grad_scaler(device, self.amp)
+        self.genes = gene_mask(cfg.side, n_genes, device)
+        self.patches = self.discriminator.patch_weights(self.genes)
+        self.stats = stats.to(device) if stats is not None else None
+        if params.rec_loss == "moments" and stats is None:
+            raise ValueError("rec_loss='moments' needs the label statistics")
+
+    def state_dict(self) -> dict[str, Any]:
+        """Networks, optimisers and loss scalers (plain types and tensors)."""
+        return {
+            "generator": self.generator.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "scaler_g": self.scaler_g.state_dict(),
+            "scaler_d": self.scaler_d.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        self.generator.load_state_dict(state["generator"])
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        if state["scaler_g"]:
+            self.scaler_g.load_state_dict(state["scaler_g"])
+            self.scaler_d.load_state_dict(state["scaler_d"])
+
+    def _noise(self, cells: CellTensors, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        b, side = len(cells), self.cfg.side
+        draws = {
+            "z": torch.randn(b, self.cfg.latent_dim, generator=gen),
+            "detect": torch.rand(b, side, side, generator=gen),
+        }
+        if self.cfg.inpaint:
+            draws["hide"] = torch.rand(b, side, side, generator=gen)
+        return {k: v.to(self.device) for k, v in draws.items()}
+
+    def losses(self, cells: CellTensors, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        """Discriminator loss and the generator's adversarial and reconstruction losses of one batch.
+
+        ``cells`` is on the training device; padding and dropout pixels of its values
+        are ignored. Random draws come from ``gen`` (CPU), so a seed fixes the result.
+        """
+        real = CellTensors(cells.values * cells.masks * self.genes, cells.masks * self.genes, cells.labels)
+        onehot = F.one_hot(real.labels, self.cfg.n_labels).float()
+        noise = self._noise(real, gen)
+        cond, kept, held = None, None, None
+        if self.cfg.inpaint:
+            kept, held = inpaint_split(real.masks, self.params.inpaint_fraction, noise["hide"])
+            cond = (real.values * kept, kept)
+        with autocast(self.device, self.amp):
+            level, logits = self.generator(noise["z"], onehot, cond)
+            level, logits = level.float(), logits.float()
+            fake_values, fake_mask = sample_cells(level, logits, noise["detect"])
+            fake_values, fake_mask = fake_values * self.genes, fake_mask * self.genes
+            d_real = self.discriminator(real.values, real.masks, onehot).float()
+            d_fake = self.discriminator(fake_values.detach(), fake_mask.detach(), onehot).float()
+            loss_d = patch_bce(d_real, 1.0, self.patches) + patch_bce(d_fake, 0.0, self.patches)
+        return {
+            "loss_d": loss_d,
+            "fake": (fake_values, fake_mask, onehot),  # type: ignore[dict-item]
+            "rec": self._rec(level, logits, real, kept, held),
+        }
+
+    def _rec(
+        self,
+        level: torch.Tensor,
+        logits: torch.Tensor,
+        real: CellTensors,
+        kept: torch.Tensor | None,
+        held: torch.Tensor | None,
+    ) -> torch.Tensor:
+        if self.params.rec_loss == "moments":
+            assert self.stats is not None
+            return moment_loss(level, logits, real.labels, self.stats, self.genes)
+        if self.params.rec_loss == "inpaint":
+            assert kept is not None and held is not None
+            return inpaint_loss(level, logits, real, kept, held, self.genes)
+        return level.new_zeros(())
+
+    def generator_adversarial(self, fake: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Non-saturating generator loss: generated cells should be judged real."""
+        with autocast(self.device, self.amp):
+            return patch_bce(self.discriminator(*fake).float(), 1.0, self.patches)
+
+    def step(self, cells: CellTensors, gen: torch.Generator) -> dict[str, float]:
+        """One discriminator update then one generator update; returns the losses."""
+        self.generator.train()
+        self.discriminator.train()
+        out = self.losses(cells, gen)
+        self._update(out["loss_d"], self.opt_d, self.scaler_d, self.discriminator)
+        adv = self.generator_adversarial(out["fake"])
+        loss_g = adv + self.params.lambda_rec * out["rec"]
+        self._update(loss_g, self.opt_g, self.scaler_g, self.generator)
+        return {"loss_d": float(out["loss_d"].detach()), "loss_g_adv": float(adv.detach()), "loss_rec": float(out["rec"].detach())}
+
+    def _update(self, loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: Any, net: nn.Module) -> None:
+        if not torch.isfinite(loss):
+            raise StepError(f"training diverged (loss {float(loss)}); try a smaller --lr-g/--lr-d")
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if self.params.grad_clip > 0:
+            scaler.unscale_(opt)
+            nn.utils.clip_grad_norm_(net.parameters(), self.params.grad_clip)
+        scaler.step(opt)
+        scaler.update()
+
+
+# ---------------------------------------------------------------- model file
+@dataclass
+class LoadedModel:
+    """A trained generator with everything needed to use it."""
+
+    generator: Generator
+    config: ModelConfig
+    encoding: Encoding
+    label_names: list[str]
+    train: dict[str, Any]
+
+
+def save_model(
+    path: Path,
+    trainer: GanTrainer,
+    encoding: Encoding,
+    label_names: list[str],
+    train_meta: dict[str, Any],
+    weights: dict[str, Any] | None = None,
+) -> None:
+    """Write ``{id}.model.pt`` atomically (state_dicts + plain-type config; ``weights_only`` loadable).
+
+    ``weights`` (``generator``/``discriminator`` state_dicts) replaces the trainer's
+    current weights, e.g. with the best epoch's.
+    """
+    weights = weights or {"generator": trainer.generator.state_dict(), "discriminator": trainer.discriminator.state_dict()}
+    payload = {
+        "format_version": MODEL_FORMAT,
+        "kind": "scmaskgan-model",
+        "config": {"model": trainer.cfg.to_dict(), "encoding": encoding.to_dict()},
+        "generator": _cpu(weights["generator"]),
+        "discriminator": _cpu(weights["discriminator"]),
+        "label_names": list(label_names),
+        "train": train_meta,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in state.items()}
+
+
+def _torch_load(path: Path, what: str) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: {what} not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path}: not a readable {what} (truncated or corrupt? {first})") from exc
+    if not isinstance(payload, dict) or payload.get("format_version") != MODEL_FORMAT:
+        raise InputError(f"{path}: not a scmaskgan {what} (format_version {MODEL_FORMAT} expected)")
+    return payload
+
+
+def load_model(path: Path, device: torch.device | str = "cpu") -> LoadedModel:
+    """Read ``{id}.model.pt`` with ``torch.load(..., weights_only=True)``; the generator is in eval mode.
+
+    Raises
+    ------
+    InputError
+        The file is missing, truncated, corrupt or not a scmaskgan model.
+    """
+    payload = _torch_load(path, "model file")
+    if payload.get("kind") != "scmaskgan-model":
+        raise InputError(f"{path}: not a scmaskgan model file (kind={payload.get('kind')!r})")
+    try:
+        cfg = ModelConfig.from_dict(dict(payload["config"]["model"]))
+        encoding = Encoding(**payload["config"]["encoding"])
+        generator = Generator(cfg)
+        generator.load_state_dict(payload["generator"])
+    except (KeyError, TypeError, RuntimeError) as exc:
+        raise InputError(f"{path}: model file is inconsistent ({str(exc).splitlines()[0]})") from exc
+    generator.to(device).eval()
+    return LoadedModel(generator, cfg, encoding, list(payload["label_names"]), dict(payload["train"]))
+
+
+def check_compatible(model: LoadedModel, model_path: Path, store: ImageStore) -> None:
+    """Raise :class:`InputError` when a model does not belong to an images file (side, genes, labels)."""
+    enc = store.encoding
+    if (model.encoding.side, model.encoding.n_genes) != (enc.side, enc.n_genes):
+        raise InputError(
+            f"{model_path} was trained on images of side N={model.encoding.side} ({model.encoding.n_genes} genes) "
+            f"but {store.path} has N={enc.side} ({enc.n_genes} genes)"
+        )
+    if model.label_names != list(store.label_names):
+        raise InputError(f"{model_path} was trained on other labels than those of {store.path}")
+
+
+# ---------------------------------------------------------------- validation
+class Validator:
+    """Candidate quality on held-out cells: the validation signal for early stopping.
+
+    Generates a fixed set of candidates per label (fixed noise) as GENERATE would, and
+    returns the energy distance between them and the held-out real cells of the label,
+    averaged over labels weighted by held-out cells. The energy distance is zero only
+    when the two distributions agree, so it penalises both wrong per-label profiles and
+    collapsed (too uniform) candidates.
+    """
+
+    def __init__(
+        self, val: CellTensors, pool: CellTensors | None, n_genes: int, params: TrainParams, per_label: int = 64
+    ) -> None:
+        from scmaskgan.generate import label_vectors
+
+        self.labels = val.labels.numpy()
+        self.vectors = label_vectors(val.values, val.labels, n_genes)
+        self.pool, self.n_genes, self.params = pool, n_genes, params
+        present = np.unique(self.labels)
+        counts = np.bincount(self.labels)
+        self.cand_labels = np.repeat(present, [max(per_label, 2 * counts[k]) for k in present])
+
+    def __call__(self, generator: Generator, device: torch.device) -> float:
+        from scmaskgan.generate import energy_distance, sample_images
+
+        images = sample_images(
+            generator, self.cand_labels, batch_size=256, seed=self.params.seed + 1, device=device,
+            pool=self.pool, inpaint_fraction=self.params.inpaint_fraction,
+        )
+        total, weight = 0.0, 0
+        for label, real in self.vectors.items():
+            cand = torch.from_numpy(images[self.cand_labels == label].reshape(-1, images.shape[1] ** 2)[:, : self.n_genes])
+            n = len(real)
+            total += n * energy_distance(cand, real)
+            weight += n
+        return total / max(weight, 1)
+
+
+# ---------------------------------------------------------------- the loop
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch * 7_919) % (2**63 - 1)
+
+
+def _checkpoint_path(outdir: Path, sample_id: str) -> Path:
+    return Path(outdir) / f"{sample_id}.train_checkpoint.pt"
+
+
+LOG_COLUMNS = ("epoch", "loss_d", "loss_g_adv", "loss_rec", "val_energy", "val_smoothed", "seconds")
+
+
+def fit(
+    images_h5: Path,
+    paths: dict[str, Path],
+    sample_id: str,
+    params: TrainParams,
+    progress: bool | None = None,
+) -> dict[str, Any]:
+    """Train on an images file and write the model, the log CSV and the loss curve.
+
+    Parameters
+    ----------
+    images_h5
+        The PREPARE step's ``{id}.images.h5``.
+    paths
+        Output paths: ``model``, ``log``, ``png`` (the checkpoint goes beside the model).
+    sample_id
+        Used in the checkpoint name and the progress bar.
+    params
+        Training parameters.
+    progress
+        Show a progress bar; default: when stderr is a terminal.
+
+    Returns
+    -------
+    The training summary stored in the model file (epochs run, best epoch, ...).
+    """
+    set_threads(params.threads)
+    device = select_device(params.device)
+    if params.batch_size < 2:
+        raise InputError(f"batch_size={params.batch_size} must be at least 2")
+    with ImageStore(images_h5) as store:
+        enc, label_names = store.encoding, list(store.label_names)
+        if store.n_cells < 2:
+            raise StepError(f"{images_h5}: {store.n_cells} cell(s); training needs at least 2")
+        val_mask = split_validation(store.labels, params.val_fraction, params.seed)
+        cells = TrainingCells(store, np.flatnonzero(~val_mask))
+        cfg = model_config(params, enc, len(label_names))
+        stats = label_stats(cells, cfg.n_labels, enc.side) if params.rec_loss == "moments" else None
+        torch.manual_seed(params.seed)
+        trainer = GanTrainer(cfg, params, enc.n_genes, stats, device)
+        validator = None
+        if val_mask.any():
+            pool = cells.cells if cfg.inpaint and cells.cells is not None else None
+            if cfg.inpaint and pool is None:
+                pool = read_cells(store, np.sort(np.flatnonzero(~val_mask))[:20000])
+            validator = Validator(read_cells(store, np.flatnonzero(val_mask)), pool, enc.n_genes, params)
+        state = _resume_state(paths, sample_id, params, cfg, trainer)
+        _run_epochs(trainer, cells, validator, state, paths, sample_id, params, progress)
+    meta = _train_meta(params, state, trainer, len(cells), int(val_mask.sum()))
+    save_model(paths["model"], trainer, enc, label_names, meta, state["best"]["weights"])
+    _write_log(paths["log"], state["history"])
+    _plot_log(paths["png"], state["history"], sample_id)
+    return meta
+
+
+def _fresh_state() -> dict[str, Any]:
+    return {
+        "epoch": 0, "history": [], "smoothed": None, "bad_epochs": 0, "stopped": False,
+        "best": {"epoch": 0, "score": math.inf, "weights": None},
+    }
+
+
+def _resume_state(
+    paths: dict[str, Path], sample_id: str, params: TrainParams, cfg: ModelConfig, trainer: GanTrainer
+) -> dict[str, Any]:
+    ckpt = _checkpoint_path(paths["model"].parent, sample_id)
+    if not (params.resume and ckpt.exists()):
+        return _fresh_state()
+    payload = _torch_load(ckpt, "training checkpoint")
+    if payload.get("kind") != "scmaskgan-checkpoint" or payload.get("config") != cfg.to_dict():
+        raise InputError(f"{ckpt} was made with other data or model settings; delete it or drop --resume")
+    saved = {k: v for k, v in payload["params"].items() if k not in {"epochs", "resume", "patience", "min_epochs",
+                                                                     "checkpoint_every", "device", "threads"}}
+    current = {k: v for k, v in dataclasses.asdict(params).items() if k in saved}
+    if saved != current:
+        changed = sorted(k for k in saved if saved[k] != current.get(k))
+        raise InputError(f"{ckpt} was made with other training parameters ({', '.join(changed)}); drop --resume")
+    trainer.load_state_dict(payload["trainer"])
+    return payload["state"]
+
+
+def _save_checkpoint(trainer: GanTrainer, state: dict[str, Any], params: TrainParams, path: Path) -> None:
+    payload = {
+        "format_version": MODEL_FORMAT,
+        "kind": "scmaskgan-checkpoint",
+        "config": trainer.cfg.to_dict(),
+        "params": dataclasses.asdict(params),
+        "trainer": trainer.state_dict(),
+        "state": state,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def _run_epochs(
+    trainer: GanTrainer,
+    cells: TrainingCells,
+    validator: Validator | None,
+    state: dict[str, Any],
+    paths: dict[str, Path],
+    sample_id: str,
+    params: TrainParams,
+    progress: bool | None,
+) -> None:
+    from tqdm.auto import tqdm
+
+    ckpt = _checkpoint_path(paths["model"].parent, sample_id)
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = tqdm(total=params.epochs, initial=state["epoch"], desc=f"train {sample_id}", disable=not show, leave=False)
+    while state["epoch"] < params.epochs and not state["stopped"]:
+        epoch = state["epoch"] + 1
+        started = time.perf_counter()
+        gen = torch.Generator().manual_seed(_epoch_seed(params.seed, epoch))
+        sums: dict[str, float] = {}
+        n_batches = 0
+        for batch in cells.batches(params.batch_size, gen):
+            for key, value in trainer.step(batch.to(trainer.device), gen).items():
+                sums[key] = sums.get(key, 0.0) + value
+            n_batches += 1
+        row: dict[str, float] = {"epoch": epoch, **{k: v / max(n_batches, 1) for k, v in sums.items()}}
+        improved = _early_stopping(trainer, validator, state, row, epoch, params)
+        row["seconds"] = time.perf_counter() - started
+        state["history"].append(row)
+        state["epoch"] = epoch
+        if improved or epoch % max(params.checkpoint_every, 1) == 0 or state["stopped"]:
+            _save_checkpoint(trainer, state, params, ckpt)
+        bar.set_postfix({k: f"{row[k]:.3g}" for k in ("loss_d", "loss_g_adv", "loss_rec", "val_smoothed") if k in row})
+        bar.update(1)
+    bar.close()
+    if state["best"]["weights"] is None:  # no validation cells: the last epoch is the model
+        state["best"] = {"epoch": state["epoch"], "score": math.nan, "weights": _weights(trainer)}
+
+
+def _weights(trainer: GanTrainer) -> dict[str, Any]:
+    return {"generator": _cpu(trainer.generator.state_dict()), "discriminator": _cpu(trainer.discriminator.state_dict())}
+
+
+def _early_stopping(
+    trainer: GanTrainer,
+    validator: Validator | None,
+    state: dict[str, Any],
+    row: dict[str, float],
+    epoch: int,
+    params: TrainParams,
+) -> bool:
+    """Update the smoothed validation signal, the best weights and the stop flag; True on a new best."""
+    if validator is None:
+        return False
+    value = validator(trainer.generator, trainer.device)
+    smoothed = value if state["smoothed"] is None else SMOOTHING * value + (1 - SMOOTHING) * state["smoothed"]
+    state["smoothed"] = smoothed
+    row["val_energy"], row["val_smoothed"] = value, smoothed
+    if smoothed < state["best"]["score"]:
+        state["best"] = {"epoch": epoch, "score": smoothed, "weights": _weights(trainer)}
+        state["bad_epochs"] = 0
+        return True
+    state["bad_epochs"] += 1
+    if epoch >= params.min_epochs and state["bad_epochs"] >= params.patience:
+        state["stopped"] = True
+    return False
+
+
+def _train_meta(
+    params: TrainParams, state: dict[str, Any], trainer: GanTrainer, n_train: int, n_val: int
+) -> dict[str, Any]:
+    history = state["history"]
+    return {
+        "params": dataclasses.asdict(params),
+        "seed": params.seed,
+        "epochs_run": state["epoch"],
+        "best_epoch": state["best"]["epoch"],
+        "best_val_energy": float(state["best"]["score"]),
+        "early_stopped": bool(state["stopped"]),
+        "n_train_cells": n_train,
+        "n_val_cells": n_val,
+        "seconds_per_epoch": float(np.mean([r["seconds"] for r in history])) if history else 0.0,
+        "parameters_generator": count_parameters(trainer.generator),
+        "parameters_discriminator": count_parameters(trainer.discriminator),
+        "device": str(trainer.device),
+        "versions": package_versions(),
+    }
+
+
+def _write_log(path: Path, history: list[dict[str, float]]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=LOG_COLUMNS, restval="", extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(history)
+    with atomic_path(path) as tmp:
+        tmp.write_text(buf.getvalue())
+
+
+def _plot_log(path: Path, history: list[dict[str, float]], sample_id: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in history]
+    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(9, 3.5))
+    for key, name in (("loss_d", "discriminator"), ("loss_g_adv", "generator (adversarial)"), ("loss_rec", "reconstruction")):
+        ax_loss.plot(epochs, [r.get(key, math.nan) for r in history], label=name)
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("loss")
+    ax_loss.legend(fontsize=8)
+    ax_val.plot(epochs, [r.get("val_energy", math.nan) for r in history], label="held-out energy distance", alpha=0.5)
+    ax_val.plot(epochs, [r.get("val_smoothed", math.nan) for r in history], label="smoothed")
+    ax_val.set_xlabel("epoch")
+    ax_val.legend(fontsize=8)
+    fig.suptitle(f"{sample_id}: training")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,99 @@
+"""The networks: shapes for any image side, attention cost, label conditioning, size."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from scmaskgan.errors import InputError
+from scmaskgan.model import (
+    Discriminator,
+    Generator,
+    ModelConfig,
+    SelfAttention,
+    count_parameters,
+    gene_mask,
+)
+
+
+@pytest.mark.parametrize("side", [5, 13, 28, 30])
+@pytest.mark.parametrize("inpaint", [False, True])
+def test_shapes_for_any_side(side: int, inpaint: bool):
+    torch.manual_seed(0)
+    cfg = ModelConfig(side=side, n_labels=3, latent_dim=side, base_channels=8, inpaint=inpaint)
+    gen, disc = Generator(cfg), Discriminator(cfg)
+    z, onehot = torch.randn(4, side), torch.eye(3)[[0, 1, 2, 0]]
+    cond = (torch.rand(4, side, side), torch.ones(4, side, side)) if inpaint else None
+    level, logits = gen(z, onehot, cond)
+    assert level.shape == logits.shape == (4, side, side)
+    assert float(level.detach().min()) >= 0.0 and float(level.detach().max()) <= 1.0
+    patches = disc(level, torch.ones_like(level), onehot)
+    assert patches.shape == (4, cfg.work_side // 2, cfg.work_side // 2)
+    assert disc.patch_weights(gene_mask(side, side * side - 1)).shape == patches.shape[1:]
+
+
+def test_inpainting_generator_requires_its_condition():
+    cfg = ModelConfig(side=6, n_labels=2, latent_dim=6, base_channels=8)
+    with pytest.raises(ValueError, match="not conditioned"):
+        Generator(cfg)(torch.randn(2, 6), torch.eye(2), (torch.rand(2, 6, 6), torch.ones(2, 6, 6)))
+    inpaint = ModelConfig(side=6, n_labels=2, latent_dim=6, base_channels=8, inpaint=True)
+    with pytest.raises(ValueError, match="needs the masked cells"):
+        Generator(inpaint)(torch.randn(2, 6), torch.eye(2))
+
+
+def test_patch_weights_cover_exactly_the_gene_pixels():
+    cfg = ModelConfig(side=10, n_labels=2, latent_dim=10, base_channels=8)
+    weights = Discriminator(cfg).patch_weights(gene_mask(10, 21))  # genes fill rows 0-1 and one pixel of row 2
+    assert weights.shape == (6, 6)
+    assert weights[0].tolist() == [1, 1, 1, 1, 1, 0]
+    assert weights[1].tolist() == [1, 0, 0, 0, 0, 0]
+    assert float(weights[2:].sum()) == 0
+
+
+def test_attention_starts_as_identity_and_pools_large_maps():
+    torch.manual_seed(0)
+    attn = SelfAttention(channels=8, max_side=8)
+    h = torch.randn(2, 8, 64, 64)
+    assert torch.equal(attn(h), h)  # gamma starts at 0: a pure residual
+    with torch.no_grad():
+        attn.gamma.fill_(1.0)
+    seen = []
+    handle = torch.nn.modules.module.register_module_forward_hook(
+        lambda mod, inp, out: seen.append(out.shape) if mod is attn.key else None
+    )
+    try:
+        out = attn(h)
+    finally:
+        handle.remove()
+    assert out.shape == h.shape and not torch.equal(out, h)
+    assert seen[0][-2:] == (8, 8)  # keys on the pooled 8 x 8 map: attention is 64 x 64, not 4096 x 4096
+
+
+def test_label_changes_the_generated_cell():
+    torch.manual_seed(0)
+    cfg = ModelConfig(side=12, n_labels=3, latent_dim=12, base_channels=8)
+    gen = Generator(cfg)
+    with torch.no_grad():  # move the label embedding away from its initial scale so it matters
+        gen.label_map.embed.weight.mul_(10)
+    gen.eval()
+    z = torch.randn(1, 12).repeat(3, 1)
+    level, _ = gen(z, torch.eye(3))
+    assert not torch.allclose(level[0], level[1])
+
+
+def test_parameter_count_at_n128_is_single_digit_millions():
+    cfg = ModelConfig(side=128, n_labels=12, latent_dim=128)
+    total = count_parameters(Generator(cfg)) + count_parameters(Discriminator(cfg))
+    assert 1e6 < total < 10e6
+    inpaint = ModelConfig(side=128, n_labels=12, latent_dim=128, inpaint=True)
+    assert count_parameters(Generator(inpaint)) + count_parameters(Discriminator(inpaint)) < 10e6
+
+
+def test_config_round_trip_and_bad_values():
+    cfg = ModelConfig(side=9, n_labels=2, latent_dim=4, inpaint=True)
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    assert (cfg.base_side, cfg.work_side, cfg.code_dim) == (3, 12, 2)
+    with pytest.raises(InputError, match="unknown key"):
+        ModelConfig.from_dict({**cfg.to_dict(), "depth": 3})
+    with pytest.raises(InputError):
+        ModelConfig(side=0, n_labels=2, latent_dim=4)

@@ -1,0 +1,188 @@
+"""TRAIN: masked losses, determinism, checkpoints and resume, the model file and its errors."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import simulate_counts, write_images
+
+from scmaskgan import steps
+from scmaskgan.config import TrainParams
+from scmaskgan.errors import InputError
+from scmaskgan.images_h5 import ImageStore
+from scmaskgan.model import gene_mask
+from scmaskgan.train import (
+    CellTensors,
+    GanTrainer,
+    LabelStats,
+    TrainingCells,
+    _early_stopping,
+    _fresh_state,
+    check_compatible,
+    label_stats,
+    load_model,
+    model_config,
+    moment_loss,
+    split_validation,
+)
+
+TINY = {"base_channels": 8, "batch_size": 32, "device": "cpu", "threads": 1}
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """120 simulated cells x 46 genes (N = 7, three padding pixels per image), three types."""
+    adata, _ = simulate_counts(n_cells=120, n_genes=46, n_types=3, seed=5)
+    return write_images(tmp_path_factory.mktemp("img") / "sim.images.h5", adata)
+
+
+def _trainer(images: Path, rec_loss: str, seed: int = 0) -> tuple[GanTrainer, CellTensors]:
+    params = TrainParams(rec_loss=rec_loss, **TINY)
+    with ImageStore(images) as store:
+        cells = TrainingCells(store, np.arange(store.n_cells))
+        cfg = model_config(params, store.encoding, len(store.label_names))
+        stats = label_stats(cells, cfg.n_labels, cfg.side)
+        torch.manual_seed(seed)
+        return GanTrainer(cfg, params, store.encoding.n_genes, stats, torch.device("cpu")), cells.cells
+
+
+def _losses(trainer: GanTrainer, batch: CellTensors) -> list[float]:
+    out = trainer.losses(batch, torch.Generator().manual_seed(3))
+    return [float(out["loss_d"]), float(out["rec"]), float(trainer.generator_adversarial(out["fake"]))]
+
+
+@pytest.mark.parametrize("rec_loss", ["moments", "inpaint"])
+def test_padding_and_dropout_pixels_never_change_a_loss(images: Path, rec_loss: str):
+    trainer, cells = _trainer(images, rec_loss)
+    batch = cells.subset(torch.arange(40))
+    genes = gene_mask(trainer.cfg.side, 46)
+    assert float(genes.sum()) == 46 and trainer.cfg.side == 7
+    reference = _losses(trainer, batch)
+    noise = torch.rand_like(batch.values)
+    unobserved = (1 - batch.masks) * noise  # new values on dropouts and padding
+    padding_on = (1 - genes).expand_as(batch.masks)  # padding claimed observed
+    perturbed = CellTensors(batch.values + unobserved, torch.clamp(batch.masks + padding_on, max=1), batch.labels)
+    fresh, _ = _trainer(images, rec_loss)
+    assert _losses(fresh, perturbed) == pytest.approx(reference, rel=1e-6, abs=1e-7)
+    # an observed gene pixel does change the losses (the test can fail)
+    changed = CellTensors(batch.values.clone(), batch.masks, batch.labels)
+    observed = torch.nonzero(batch.masks[0] * genes)
+    changed.values[0, observed[:, 0], observed[:, 1]] = 1.0
+    other, _ = _trainer(images, rec_loss)
+    assert _losses(other, changed)[0] != pytest.approx(reference[0], rel=1e-6)
+
+
+def test_moment_loss_targets_the_label_statistics():
+    genes = torch.ones(2, 2)
+    stats = LabelStats(detection=torch.full((1, 2, 2), 0.5), level=torch.full((1, 2, 2), 0.4))
+    labels = torch.zeros(4, dtype=torch.long)
+    level = torch.tensor([0.2, 0.6, 0.6, 0.2]).view(4, 1, 1).expand(4, 2, 2).clone().requires_grad_()
+    logits = torch.zeros(4, 2, 2, requires_grad=True)  # p = 0.5 everywhere: detection on target
+    loss = moment_loss(level, logits, labels, stats, genes)
+    loss.backward()
+    assert abs(float(loss)) < 1e-7  # cells differ, but each half averages to the targets: no penalty
+    assert float(level.grad.abs().max()) < 1e-7
+    off = moment_loss(torch.full((4, 2, 2), 0.8), torch.full((4, 2, 2), 2.0), labels, stats, genes)
+    assert float(off) > 0.1
+
+
+def test_validation_split_is_stratified_and_keeps_single_cells_in_training():
+    labels = np.array([0] * 50 + [1] * 10 + [2])
+    val = split_validation(labels, 0.1, seed=0)
+    assert val[labels == 0].sum() == 5 and val[labels == 1].sum() == 1 and not val[labels == 2].any()
+    assert np.array_equal(val, split_validation(labels, 0.1, seed=0))
+    with pytest.raises(InputError, match="val_fraction"):
+        split_validation(labels, 1.0, seed=0)
+
+
+def _train(images: Path, outdir: Path, **kw) -> dict[str, Path]:
+    params = TrainParams(**{**TINY, "epochs": 3, "min_epochs": 1, **kw})
+    return steps.train(images, outdir, "sim", params)
+
+
+def _state(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["generator"]
+
+
+def test_same_seed_same_model_and_outputs_written(images: Path, tmp_path: Path):
+    a = _train(images, tmp_path / "a", seed=1)
+    b = _train(images, tmp_path / "b", seed=1)
+    c = _train(images, tmp_path / "c", seed=2)
+    sa, sb, sc = _state(a["model"]), _state(b["model"]), _state(c["model"])
+    assert sa.keys() == sb.keys()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+    rows = list(csv.DictReader(a["log"].open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert {"loss_d", "loss_g_adv", "loss_rec", "val_energy", "val_smoothed", "seconds"} <= set(rows[0])
+    assert a["png"].stat().st_size > 1000
+
+
+def test_resume_continues_from_the_checkpoint(images: Path, tmp_path: Path):
+    straight = _train(images, tmp_path / "straight", epochs=4, checkpoint_every=1)
+    _train(images, tmp_path / "resumed", epochs=2, checkpoint_every=1)
+    resumed = _train(images, tmp_path / "resumed", epochs=4, checkpoint_every=1, resume=True)
+    s1, s2 = _state(straight["model"]), _state(resumed["model"])
+    assert all(torch.equal(s1[k], s2[k]) for k in s1)
+    log1, log2 = (list(csv.DictReader(p["log"].open())) for p in (straight, resumed))
+    assert [r["loss_d"] for r in log1] == [r["loss_d"] for r in log2]
+    with pytest.raises(InputError, match="other training parameters"):
+        _train(images, tmp_path / "resumed", epochs=5, lr_g=0.5, resume=True)
+
+
+def test_early_stopping_follows_the_smoothed_signal_with_patience(images: Path):
+    trainer, _ = _trainer(images, "moments")
+    signal = iter([1.0, 0.5, 0.4, 0.9, 0.9, 0.9, 0.9])
+    state = _fresh_state()
+    params = TrainParams(patience=2, min_epochs=1)
+    improved = []
+    for epoch in range(1, 8):
+        if state["stopped"]:
+            break
+        improved.append(_early_stopping(trainer, lambda g, d: next(signal), state, {}, epoch, params))
+    # smoothed: 1, 0.85, 0.715, 0.7705, 0.809...: best at epoch 3, two worse epochs -> stop after epoch 5
+    assert improved == [True, True, True, False, False]
+    assert state["stopped"] and state["best"]["epoch"] == 3
+    assert state["best"]["weights"]["generator"].keys() == trainer.generator.state_dict().keys()
+
+
+def test_model_file_loads_weights_only_and_checks_its_images(images: Path, tmp_path: Path):
+    out = _train(images, tmp_path, epochs=1)
+    payload = torch.load(out["model"], weights_only=True)
+    assert {"config", "generator", "discriminator", "label_names", "train"} <= set(payload)
+    assert payload["train"]["params"] == dataclasses.asdict(TrainParams(**{**TINY, "epochs": 1, "min_epochs": 1}))
+    model = load_model(out["model"])
+    assert model.config.side == 7 and model.label_names == ["type0", "type1", "type2"]
+    with ImageStore(images) as store:
+        check_compatible(model, out["model"], store)
+    bigger, _ = simulate_counts(n_cells=60, n_genes=70, n_types=3, seed=1)
+    other = write_images(tmp_path / "other.images.h5", bigger)
+    with ImageStore(other) as store, pytest.raises(InputError, match="side N=7 .* N=9"):
+        check_compatible(model, out["model"], store)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "pickle"])
+def test_corrupt_model_file_is_an_input_error(images: Path, tmp_path: Path, damage: str):
+    out = _train(images, tmp_path, epochs=1)
+    data = out["model"].read_bytes()
+    bad = tmp_path / "bad.model.pt"
+    if damage == "truncate":
+        bad.write_bytes(data[: len(data) // 2])
+    elif damage == "garbage":
+        bad.write_bytes(b"not a model at all")
+    else:  # an arbitrary pickled object must never be unpickled
+        torch.save({"format_version": 1, "obj": Path("x")}, bad)
+    with pytest.raises(InputError, match="bad.model.pt"):
+        load_model(bad)
+
+
+def test_truncated_images_file_is_an_input_error(images: Path, tmp_path: Path):
+    bad = tmp_path / "cut.images.h5"
+    bad.write_bytes(images.read_bytes()[:2000])
+    with pytest.raises(InputError, match="cut.images.h5"):
+        _train(bad, tmp_path / "out", epochs=1)
