@@ -61,3 +61,16 @@ def simulate_counts(
 def simulated() -> tuple[ad.AnnData, np.ndarray]:
     """A seeded simulation: (observed AnnData, true counts before dropout)."""
     return simulate_counts()
+
+
+def write_images(path, adata: ad.AnnData, label_key: str = "cell_type"):
+    """Write ``{id}.images.h5`` straight from counts and an obs label column (no QC/PREPARE run)."""
+    from scmaskgan.encode import fit_encoding
+    from scmaskgan.images_h5 import ImageWriter
+
+    enc = fit_encoding(adata.X)
+    labels = adata.obs[label_key].astype("category")
+    with ImageWriter(path, adata.n_obs, enc, adata.obs_names, adata.var_names, list(labels.cat.categories),
+                     {"label_source": f"obs:{label_key}", "params_json": "{}"}) as writer:
+        writer.append(adata.X, labels.cat.codes.to_numpy())
+    return path

@@ -103,6 +103,9 @@ class TrainParams(_Validated):
         "'inpaint' (generator conditioned on a masked real cell) or 'none'.",
         ("moments", "inpaint", "none"),
     )
+    inpaint_fraction: float = _p(
+        0.2, "With rec_loss='inpaint': fraction of a cell's observed genes hidden from the generator."
+    )
     base_channels: int = _p(32, "Channels of the first convolution block (paper: 32).")
     latent_dim: int | None = _p(None, "Noise dimension; the image side N when unset (as in the paper).")
     patience: int = _p(25, "Early stopping: epochs without improvement of the smoothed validation loss.")
@@ -125,6 +128,12 @@ class GenerateParams(_Validated):
     min_candidates: int = _p(200, "At least this many candidates per label.")
     max_candidates: int = _p(4000, "At most this many candidates per label.")
     batch_size: int = _p(256, "Candidates generated per forward pass.")
+    dropouts: str = _p(
+        "sample",
+        "'sample': candidates have dropouts like real cells (level x Bernoulli detection draw); "
+        "'expected': level x detection probability (no zeros).",
+        ("sample", "expected"),
+    )
     device: str = _p("auto", "Device, as for TRAIN.")
     seed: int = _p(0, "Random seed.")
 

@@ -135,22 +135,40 @@ def prepare(qc_h5ad: Path, outdir: Path, sample_id: str, params: PrepareParams |
 
 
 def train(images_h5: Path, outdir: Path, sample_id: str, params: TrainParams | None = None) -> dict[str, Path]:
-    """TRAIN: fit the conditional masked GAN; writes the model, the log and the loss curve."""
-    raise NotImplementedError("TRAIN step: method work in progress")
+    """TRAIN: fit the conditional masked GAN; writes the model, the log and the loss curve.
+
+    A checkpoint ``{id}.train_checkpoint.pt`` is kept beside the model for ``--resume``.
+    """
+    from scmaskgan.train import fit
+
+    params = params or TrainParams()
+    paths = output_paths("train", outdir, sample_id)
+    fit(Path(images_h5), paths, sample_id, params)
+    return paths
 
 
 def generate(
     model_pt: Path, images_h5: Path, outdir: Path, sample_id: str, params: GenerateParams | None = None
 ) -> dict[str, Path]:
     """GENERATE: sample candidate cells for every label into ``{id}.candidates.h5``."""
-    raise NotImplementedError("GENERATE step: method work in progress")
+    from scmaskgan.generate import generate_candidates
+
+    params = params or GenerateParams()
+    paths = output_paths("generate", outdir, sample_id)
+    generate_candidates(Path(model_pt), Path(images_h5), paths["candidates"], params)
+    return paths
 
 
 def filter_candidates(
     candidates_h5: Path, outdir: Path, sample_id: str, params: FilterParams | None = None
 ) -> dict[str, Path]:
     """FILTER: IsolationForest per label; keeps scores and the threshold tau."""
-    raise NotImplementedError("FILTER step: method work in progress")
+    from scmaskgan.filter import filter_candidates as run_filter
+
+    params = params or FilterParams()
+    paths = output_paths("filter", outdir, sample_id)
+    run_filter(Path(candidates_h5), paths["filtered"], params)
+    return paths
 
 
 def impute(
