@@ -450,7 +450,7 @@ def _save(fig: Figure, path: Path) -> Path:
 
 
 def _umap_figure(arrays: dict[str, Any]) -> Figure:
-    fig = Figure(figsize=(10, 4.5))
+    fig = Figure(figsize=(10, 4.5), layout="constrained")
     labels = np.asarray(arrays["labels"]).astype(str)
     names = list(np.unique(labels))
     cmap = matplotlib.colormaps["tab20"]
@@ -467,7 +467,7 @@ def _umap_figure(arrays: dict[str, Any]) -> Figure:
 
 
 def _overlay_hist_figure(a: np.ndarray, b: np.ndarray, xlabel: str, bins: int = 60) -> Figure:
-    fig = Figure(figsize=(6, 3.5))
+    fig = Figure(figsize=(6, 3.5), layout="constrained")
     ax = fig.subplots()
     a, b = a[np.isfinite(a)], b[np.isfinite(b)]
     edges = np.histogram_bin_edges(np.concatenate([a, b]), bins=bins)
@@ -480,7 +480,7 @@ def _overlay_hist_figure(a: np.ndarray, b: np.ndarray, xlabel: str, bins: int = 
 
 
 def _correlation_figure(arrays: dict[str, Any], genes: Sequence[str]) -> Figure:
-    fig = Figure(figsize=(11, 5))
+    fig = Figure(figsize=(11, 5), layout="constrained")
     for ax, key, title in zip(fig.subplots(1, 2), ("corr_original", "corr_imputed"), ("original", "imputed"), strict=True):
         image = ax.imshow(np.nan_to_num(arrays[key]), vmin=-1, vmax=1, cmap="RdBu_r")
         ax.set_title(f"gene-gene correlation, {title}")

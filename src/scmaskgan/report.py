@@ -1,0 +1,702 @@
+"""The REPORT step: one self-contained ``report.html`` from whatever a pipeline run left.
+
+Files are found by name anywhere under the results folder (the embedded runner's
+``<step>/`` folders and Nextflow's published folders have the same names), so a
+partial run still gives a report: a section whose inputs are missing says which
+files it looked for, and a file that cannot be read is named with the reason;
+neither stops the report. Figures are embedded as base64 PNG and the CSS is inline,
+so the file opens offline and can be mailed around.
+
+Sections (``<section id=...>``): ``summary``, ``qc``, ``training``, ``filtering``,
+``tuning``, ``imputation``, ``evaluation``, ``integration``, ``parameters``.
+
+When an ``{id}.imputed.h5ad`` has no up-to-date ``{id}.evaluation.json`` (from
+``scmaskgan evaluate``), the report evaluates it against its ``layers['counts']``
+(:func:`scmaskgan.evaluate.evaluate_imputation`, at most
+:data:`AUTO_EVALUATE_MAX_CELLS` cells) and writes the results under
+``outdir/evaluation/``.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import io
+import json
+import logging
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from string import Template
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from scmaskgan.atomic import write_text_atomic
+from scmaskgan.steps import SAMPLE_OUTPUTS
+
+log = logging.getLogger("scmaskgan.report")
+
+#: Section ids and headings, in report order.
+SECTIONS: tuple[tuple[str, str], ...] = (
+    ("summary", "Run summary"),
+    ("qc", "Quality control"),
+    ("training", "Training"),
+    ("filtering", "Candidate filtering"),
+    ("tuning", "Neighbourhood: chosen k and θ"),
+    ("imputation", "Imputation statistics"),
+    ("evaluation", "Evaluation"),
+    ("integration", "Integration"),
+    ("parameters", "Parameters and versions"),
+)
+#: Cells evaluated per sample when the report computes a missing evaluation.
+AUTO_EVALUATE_MAX_CELLS = 5000
+#: Label histograms drawn per sample in the filtering section.
+MAX_LABEL_PANELS = 12
+_IGNORED_DIRS = {"work", "pipeline_info", "__pycache__"}
+
+
+# ------------------------------------------------------------------ finding files
+def _suffix(step: str, key: str) -> str:
+    return SAMPLE_OUTPUTS[step][key].replace("{id}", "")
+
+
+class RunFiles:
+    """The files under a results folder, found by name.
+
+    Parameters
+    ----------
+    root
+        The results folder (``--outdir`` of the run).
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._files = sorted(
+            p for p in self.root.rglob("*")
+            if p.is_file() and not p.name.startswith(".")
+            and not any(part.startswith(".") or part in _IGNORED_DIRS for part in p.relative_to(self.root).parts[:-1])
+        )
+
+    def ending(self, suffix: str) -> list[Path]:
+        """Files (outside ``pipeline_info/``) whose name ends with ``suffix``."""
+        return [p for p in self._files if p.name.endswith(suffix) and len(p.name) > len(suffix)]
+
+    def per_sample(self, suffix: str) -> dict[str, Path]:
+        """Sample id -> file for names ``{id}{suffix}`` (the first found, in path order)."""
+        found: dict[str, Path] = {}
+        for path in self.ending(suffix):
+            found.setdefault(path.name[: -len(suffix)], path)
+        return found
+
+    def named(self, name: str) -> Path | None:
+        """The first file called ``name`` (outside ``pipeline_info/``), or None."""
+        return next((p for p in self._files if p.name == name), None)
+
+    def in_folder(self, folder: str, pattern: str = "*.png") -> list[Path]:
+        """Files matching ``pattern`` directly in any folder called ``folder``."""
+        return sorted(p for p in self._files if p.parent.name == folder and p.match(pattern))
+
+    def info(self, name: str) -> Path | None:
+        """``pipeline_info/<name>`` (Nextflow and the runner both write that folder)."""
+        hits = sorted(self.root.glob(f"**/pipeline_info/{name}"))
+        return hits[0] if hits else None
+
+
+# ------------------------------------------------------------------ HTML pieces
+def _esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def fmt(value: Any) -> str:
+    """A value as report text: floats with 4 significant digits, None as an en dash."""
+    if value is None:
+        return "–"
+    if isinstance(value, bool | np.bool_):
+        return "yes" if value else "no"
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    if isinstance(value, float | np.floating):
+        value = float(value)
+        if math.isnan(value):
+            return "NaN"
+        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else f"{value:.4g}"
+    if isinstance(value, list | tuple):
+        return ", ".join(fmt(v) for v in value)
+    return str(value)
+
+
+def missing(text: str) -> str:
+    """A highlighted 'not available' paragraph."""
+    return f'<p class="missing">Not available: {_esc(text)}</p>'
+
+
+def note(text: str) -> str:
+    """A muted explanatory paragraph (``text`` is escaped)."""
+    return f'<p class="note">{_esc(text)}</p>'
+
+
+def table(rows: Sequence[dict[str, Any]] | pd.DataFrame, columns: Sequence[str] | None = None) -> str:
+    """An HTML table of dict rows (or a DataFrame); numbers right-aligned and formatted by :func:`fmt`."""
+    if isinstance(rows, pd.DataFrame):
+        rows = rows.to_dict(orient="records")
+    if not rows:
+        return note("(empty table)")
+    columns = list(columns or dict.fromkeys(k for row in rows for k in row))
+    head = "".join(f"<th>{_esc(c)}</th>" for c in columns)
+    body = []
+    for row in rows:
+        cells = []
+        for c in columns:
+            v = row.get(c)
+            numeric = isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
+            cells.append(f'<td class="num">{_esc(fmt(v))}</td>' if numeric else f"<td>{_esc(fmt(v))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+
+
+def cards(items: Iterable[tuple[str, Any]]) -> str:
+    """Key numbers as a row of cards."""
+    inner = "".join(
+        f'<div class="card"><div class="value">{_esc(fmt(v))}</div><div class="label">{_esc(k)}</div></div>'
+        for k, v in items
+    )
+    return f'<div class="cards">{inner}</div>'
+
+
+def _img(data: bytes, caption: str) -> str:
+    b64 = base64.b64encode(data).decode("ascii")
+    return (f'<figure><img alt="{_esc(caption)}" src="data:image/png;base64,{b64}">'
+            f"<figcaption>{_esc(caption)}</figcaption></figure>")
+
+
+def png_file(path: Path, caption: str | None = None) -> str:
+    """An existing PNG embedded as a figure."""
+    return _img(Path(path).read_bytes(), caption or Path(path).name)
+
+
+def png_figure(fig: Figure, caption: str) -> str:
+    """A matplotlib figure embedded as a PNG."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    return _img(buffer.getvalue(), caption)
+
+
+def guarded(render: Callable[[], str], what: str) -> str:
+    """``render()``, or a 'could not read' paragraph naming ``what`` when it raises.
+
+    A report must survive a truncated or foreign file: the failure is shown where
+    the content would have been, and logged.
+    """
+    try:
+        return render()
+    except Exception as exc:  # noqa: BLE001 - any failure becomes a visible note, never a crash
+        log.warning("report: could not read %s: %s", what, exc)
+        return f'<p class="missing">Could not read {_esc(what)}: {_esc(type(exc).__name__)}: {_esc(exc)}</p>'
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    value = json.loads(Path(path).read_text())
+    if not isinstance(value, dict):
+        raise ValueError("expected a JSON object")
+    return value
+
+
+def _flatten(record: dict[str, Any], skip: Iterable[str] = ()) -> dict[str, Any]:
+    """Scalars of a JSON record, nested dicts one level deep as ``outer.inner``; lists skipped."""
+    flat: dict[str, Any] = {}
+    for key, value in record.items():
+        if key in skip:
+            continue
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in value.items() if not isinstance(v, dict | list)})
+        elif not isinstance(value, list):
+            flat[key] = value
+    return flat
+
+
+# ------------------------------------------------------------------ what the sections share
+@dataclass
+class _Context:
+    files: RunFiles
+    outdir: Path
+    impute: dict[str, dict[str, Any]] = field(default_factory=dict)
+    evaluations: dict[str, Path] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def samples(self) -> list[str]:
+        ids: set[str] = set()
+        for step, outputs in SAMPLE_OUTPUTS.items():
+            for key in outputs:
+                ids.update(self.files.per_sample(_suffix(step, key)))
+        run = self.files.info("run_summary.json")
+        if run is not None:
+            try:
+                ids.update(map(str, _read_json(run).get("samples", [])))
+            except (OSError, ValueError):
+                pass
+        return sorted(ids)
+
+
+def _impute_summaries(files: RunFiles) -> dict[str, dict[str, Any]]:
+    """Per sample: the IMPUTE summary from ``{id}.impute.json``, else ``uns['scmaskgan']``."""
+    summaries: dict[str, dict[str, Any]] = {}
+    for sid, path in files.per_sample(_suffix("impute", "json")).items():
+        try:
+            summaries[sid] = _read_json(path)
+        except (OSError, ValueError) as exc:
+            log.warning("report: %s: %s", path, exc)
+    for sid, path in files.per_sample(_suffix("impute", "h5ad")).items():
+        if sid not in summaries:
+            try:
+                summaries[sid] = _uns_summary(path)
+            except (OSError, KeyError, ValueError) as exc:
+                log.warning("report: %s: %s", path, exc)
+    return summaries
+
+
+def _uns_summary(path: Path) -> dict[str, Any]:
+    import anndata as ad
+
+    adata = ad.read_h5ad(path, backed="r")
+    try:
+        summary = dict(adata.uns.get("scmaskgan", {}))
+        summary.setdefault("n_cells", int(adata.n_obs))
+        summary.setdefault("n_genes", int(adata.n_vars))
+    finally:
+        adata.file.close()
+    return json.loads(json.dumps(summary, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
+
+
+def _evaluations(files: RunFiles, outdir: Path, notes: list[str]) -> dict[str, Path]:
+    """Per sample: an up-to-date ``{id}.evaluation.json``, computing the missing ones."""
+    found = files.per_sample(".evaluation.json")
+    for sid, imputed in files.per_sample(_suffix("impute", "h5ad")).items():
+        current = found.get(sid)
+        if current is not None and current.stat().st_mtime >= imputed.stat().st_mtime:
+            continue
+        try:
+            found[sid] = _auto_evaluate(imputed, outdir / "evaluation", sid)["json"]
+        except Exception as exc:  # noqa: BLE001 - reported in the evaluation section
+            log.warning("report: evaluating %s failed: %s", imputed, exc)
+            notes.append(f"{sid}: evaluating {imputed.name} failed ({type(exc).__name__}: {exc})")
+    return found
+
+
+def _auto_evaluate(imputed_path: Path, outdir: Path, sample_id: str) -> dict[str, Path]:
+    import anndata as ad
+
+    from scmaskgan import evaluate
+
+    adata = evaluate.read_h5ad(imputed_path)
+    if "counts" not in adata.layers:
+        raise ValueError("no layers['counts'] (the original input) to compare with")
+    counts = adata.layers["counts"]
+    values = counts.data if hasattr(counts, "data") else np.asarray(counts)
+    scale = "counts" if np.all(np.equal(np.mod(values, 1), 0)) else "lognorm"
+    original = ad.AnnData(X=counts, obs=adata.obs, var=adata.var)
+    result = evaluate.evaluate_imputation(
+        original, adata, input_scale=scale, max_cells=AUTO_EVALUATE_MAX_CELLS,
+    )
+    result.info.update(imputed=str(imputed_path), computed_by="report")
+    return evaluate.write_evaluation(result, outdir, sample_id)
+
+
+# ------------------------------------------------------------------ sections
+def _summary(ctx: _Context) -> str:
+    samples = ctx.samples
+    if not samples:
+        return missing(f"no per-sample outputs (*.qc.json, *.imputed.h5ad, ...) under {ctx.files.root}")
+    parts = []
+    key_numbers: list[tuple[str, Any]] = [("samples", len(samples))]
+    qc = ctx.files.per_sample(_suffix("qc", "json"))
+    after = [_read_json(p).get("cells_after") for p in qc.values()]
+    if after and all(isinstance(v, int) for v in after):
+        key_numbers.append(("cells after QC", sum(after)))
+    if ctx.impute:
+        key_numbers.append(("samples imputed", len(ctx.impute)))
+        filled = [s.get("fraction_zeros_filled") for s in ctx.impute.values() if s.get("fraction_zeros_filled") is not None]
+        if filled:
+            key_numbers.append(("zeros filled (mean)", float(np.mean(filled))))
+    run = ctx.files.info("run_summary.json")
+    if run is not None:
+        key_numbers.append(("wall time (s)", _read_json(run).get("wall_seconds")))
+    parts.append(cards(key_numbers))
+    step_files = [
+        ("QC", _suffix("qc", "json")), ("PREPARE", _suffix("prepare", "images")),
+        ("TRAIN", _suffix("train", "model")), ("GENERATE", _suffix("generate", "candidates")),
+        ("FILTER", _suffix("filter", "filtered")), ("IMPUTE", _suffix("impute", "h5ad")),
+    ]
+    found = {name: ctx.files.per_sample(suffix) for name, suffix in step_files}
+    rows = [{"sample": s, **{name: "✓" if s in found[name] else "–" for name, _ in step_files}} for s in samples]
+    parts.append("<h3>Outputs per sample and step</h3>" + table(rows))
+    trace = ctx.files.info("trace.tsv")
+    if trace is not None:
+        parts.append("<h3>Steps run</h3>" + guarded(lambda: table(pd.read_csv(trace, sep="\t", keep_default_na=False)), trace.name))
+    return "".join(parts)
+
+
+def _qc(ctx: _Context) -> str:
+    reports = ctx.files.per_sample(_suffix("qc", "json"))
+    figures = ctx.files.per_sample(_suffix("qc", "png"))
+    if not reports and not figures:
+        return missing("no {id}.qc.json or {id}.qc.png (the QC step's outputs)")
+    rows = []
+    for sid, path in reports.items():
+        try:
+            rows.append({"sample": sid, **_flatten(_read_json(path), skip=("sample", "params", "versions", "input_path"))})
+        except (OSError, ValueError) as exc:
+            rows.append({"sample": sid, "error": f"cannot read {path.name}: {exc}"})
+    parts = [table(rows)] if rows else [missing("no {id}.qc.json")]
+    parts += [guarded(lambda p=p, s=sid: png_file(p, f"{s}: QC metrics and thresholds"), p.name) for sid, p in figures.items()]
+    return "".join(parts)
+
+
+def _training_figure(log_df: pd.DataFrame, sid: str) -> Figure:
+    x = log_df["epoch"] if "epoch" in log_df else pd.Series(range(1, len(log_df) + 1))
+    numeric = [c for c in log_df.columns if c not in ("epoch", "seconds") and pd.api.types.is_numeric_dtype(log_df[c])]
+    val = [c for c in numeric if "val" in c.lower()]
+    losses = [c for c in numeric if c not in val]
+    fig = Figure(figsize=(10, 3.4), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for ax, cols, title in ((axes[0], losses, "training losses"), (axes[1], val, "validation signal")):
+        for c in cols:
+            ax.plot(x, log_df[c], label=c, lw=1.3)
+        ax.set_title(f"{sid}: {title}")
+        ax.set_xlabel("epoch")
+        if cols:
+            ax.legend(fontsize=7, frameon=False)
+        else:
+            ax.text(0.5, 0.5, "no such column", ha="center", va="center", transform=ax.transAxes)
+    return fig
+
+
+def _training_sample(sid: str, path: Path) -> str:
+    log_df = pd.read_csv(path)
+    if log_df.empty:
+        return missing(f"{path.name} has no rows")
+    row: dict[str, Any] = {"sample": sid, "epochs": len(log_df)}
+    val = [c for c in log_df.columns if "val" in c.lower() and pd.api.types.is_numeric_dtype(log_df[c])]
+    if val:
+        best = int(log_df[val[0]].idxmin())
+        row[f"lowest {val[0]}"] = float(log_df[val[0]].iloc[best])
+        row["at epoch"] = int(log_df["epoch"].iloc[best]) if "epoch" in log_df else best + 1
+    if "seconds" in log_df:
+        row["seconds"] = float(log_df["seconds"].sum())
+    return table([row]) + png_figure(_training_figure(log_df, sid), f"{sid}: losses and validation signal per epoch ({path.name})")
+
+
+def _training(ctx: _Context) -> str:
+    logs = ctx.files.per_sample(_suffix("train", "log"))
+    pngs = ctx.files.per_sample(_suffix("train", "png"))
+    if not logs and not pngs:
+        return missing("no {id}.train_log.csv or {id}.train_loss.png (the TRAIN step's outputs)")
+    parts = [f"<h3>{_esc(sid)}</h3>" + guarded(lambda s=sid, p=p: _training_sample(s, p), p.name) for sid, p in logs.items()]
+    parts += [guarded(lambda p=p, s=sid: png_file(p, f"{s}: training loss"), p.name) for sid, p in pngs.items() if sid not in logs]
+    return "".join(parts)
+
+
+def _filter_sample(sid: str, path: Path) -> str:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        scores, kept, tau = f["scores"][:], f["kept"][:].astype(bool), np.atleast_1d(f["tau"][:])
+        labels = f["labels"][:] if "labels" in f else np.zeros(len(scores), dtype=int)
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in f["label_names"][:]] if "label_names" in f else []
+    present = sorted(np.unique(labels).tolist())
+    name_of = {i: names[i] if i < len(names) else str(i) for i in present}
+    rows = []
+    for i in present:
+        m = labels == i
+        rows.append({"label": name_of[i], "candidates": int(m.sum()), "kept": int(kept[m].sum()),
+                     "fraction kept": float(kept[m].mean()), "tau": float(tau[i]) if i < len(tau) else None})
+    shown = present[:MAX_LABEL_PANELS]
+    ncol = min(4, len(shown))
+    nrow = math.ceil(len(shown) / ncol)
+    fig = Figure(figsize=(3.2 * ncol, 2.4 * nrow), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrow, ncol, squeeze=False)).ravel()
+    for ax, i in zip(axes, shown, strict=False):
+        m = labels == i
+        edges = np.histogram_bin_edges(scores[m], bins=30)
+        ax.hist(scores[m & kept], bins=edges, color="#4393c3", alpha=0.8, label="kept")
+        ax.hist(scores[m & ~kept], bins=edges, color="#d6604d", alpha=0.8, label="dropped")
+        if i < len(tau):
+            ax.axvline(tau[i], color="k", ls="--", lw=1, label=f"τ = {tau[i]:.3g}")
+        ax.set_title(name_of[i], fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6, frameon=False)
+    for ax in axes[len(shown):]:
+        ax.set_visible(False)
+    fig.supxlabel("anomaly score s(x)", fontsize=9)
+    caption = f"{sid}: anomaly scores of the generated candidates per label; candidates right of τ are dropped"
+    if len(present) > len(shown):
+        caption += f" (first {len(shown)} of {len(present)} labels shown)"
+    summary = cards([("candidates", len(scores)), ("kept", int(kept.sum())), ("fraction kept", float(kept.mean()))])
+    return summary + table(rows) + png_figure(fig, caption)
+
+
+def _filtering(ctx: _Context) -> str:
+    files = ctx.files.per_sample(_suffix("filter", "filtered"))
+    if not files:
+        return missing("no {id}.candidates.filtered.h5 (the FILTER step's output)")
+    return "".join(f"<h3>{_esc(sid)}</h3>" + guarded(lambda s=sid, p=p: _filter_sample(s, p), p.name) for sid, p in files.items())
+
+
+def _tuning_figure(sid: str, trials: pd.DataFrame, k: Any, theta: Any) -> Figure:
+    fig = Figure(figsize=(10, 3.4), layout="constrained")
+    ax_k, ax_hist = fig.subplots(1, 2)
+    score = "mse" if "mse" in trials else trials.select_dtypes("number").columns[-1]
+    colour = trials["theta_sigma"] if "theta_sigma" in trials else None
+    points = ax_k.scatter(trials["k"], trials[score], c=colour, cmap="viridis", s=22)
+    if colour is not None:
+        fig.colorbar(points, ax=ax_k, label="θ σ-multiple")
+    if k is not None:
+        ax_k.axvline(float(k), color="#d6604d", ls="--", lw=1, label=f"chosen k = {fmt(k)}")
+        ax_k.legend(fontsize=7, frameon=False)
+    ax_k.set_xscale("log")
+    ax_k.set(xlabel="k (nearest candidates)", ylabel=f"validation {score}",
+             title=f"{sid}: validation curve, θ = μ + {fmt(theta)}σ")
+    ax_hist.plot(range(1, len(trials) + 1), trials[score], "o", ms=3, color="#9aa5b1", label="trial")
+    ax_hist.plot(range(1, len(trials) + 1), trials[score].cummin(), color="#2c5f8a", label="best so far")
+    ax_hist.set(xlabel="Optuna trial", ylabel=f"validation {score}", title="search history")
+    ax_hist.legend(fontsize=7, frameon=False)
+    return fig
+
+
+def _tuning(ctx: _Context) -> str:
+    if not ctx.impute:
+        return missing("no {id}.impute.json or {id}.imputed.h5ad (the IMPUTE step's outputs)")
+    rows, figures = [], []
+    for sid, s in ctx.impute.items():
+        trials = pd.DataFrame(s.get("tuning") or [])
+        score = "mse" if "mse" in trials else None
+        rows.append({"sample": sid, "k": s.get("k"), "theta_sigma": s.get("theta_sigma"),
+                     "validation": s.get("validation"), "trials": len(trials),
+                     "best validation mse": float(trials[score].min()) if score else None})
+        if not trials.empty and "k" in trials:
+            figures.append(guarded(lambda s_=sid, t=trials, d=s: png_figure(
+                _tuning_figure(s_, t, d.get("k"), d.get("theta_sigma")),
+                f"{s_}: validation MSE of every Optuna trial against k (left) and the search history (right)"),
+                f"{sid} tuning trials"))
+        else:
+            figures.append(note(f"{sid}: k and θ were given, not tuned (no trials recorded)."))
+    return table(rows) + "".join(figures)
+
+
+def _imputation(ctx: _Context) -> str:
+    if not ctx.impute:
+        return missing("no {id}.impute.json or {id}.imputed.h5ad (the IMPUTE step's outputs)")
+    rows = []
+    for sid, s in ctx.impute.items():
+        row = {"sample": sid, "mode": s.get("mode"), "cells": s.get("n_cells"), "genes": s.get("n_genes"),
+               "fraction of zeros filled": s.get("fraction_zeros_filled"),
+               "observed values changed": s.get("n_observed_changed")}
+        row.update({k: v for k, v in _flatten(s, skip=("params", "versions", "tuning", "k", "theta_sigma")).items()
+                    if k not in {"mode", "n_cells", "n_genes", "fraction_zeros_filled", "n_observed_changed"}})
+        rows.append(row)
+    parts = [table(rows)]
+    for sid, s in ctx.impute.items():
+        if s.get("mode") == "zeros" and s.get("n_observed_changed") not in (None, 0):
+            parts.append(missing(f"{sid}: zeros mode changed {s['n_observed_changed']} observed values (expected 0)"))
+    parts.append(note("zeros mode (the paper's): only zero entries are filled, so 'observed values changed' "
+                      "is 0; denoise mode also replaces observed values by their neighbour estimate."))
+    return "".join(parts)
+
+
+_PAIRED = ("acc", "auc", "f1", "ari", "nmi", "n_clusters", "silhouette")
+_PAIRED_PREFIX = ("cv_median", "zscore_outliers")
+
+
+def _evaluation_sample(sid: str, path: Path) -> str:
+    record = _read_json(path)
+    metrics: dict[str, Any] = record.get("metrics", {})
+    paired = [{"metric": m, "original": metrics.get(f"{m}_original"), "imputed": metrics.get(f"{m}_imputed")}
+              for m in (*_PAIRED, *_PAIRED_PREFIX) if f"{m}_original" in metrics]
+    single = [{"metric": k, "value": v} for k, v in metrics.items()
+              if not (k.endswith("_original") or k.endswith("_imputed"))]
+    source = "computed by the report" if record.get("computed_by") == "report" else f"from {path.name}"
+    parts = [note(f"{record.get('n_cells', '?')} cells x {record.get('n_genes', '?')} genes, labels: "
+                  f"{record.get('label_key') or 'none'} ({source})."),
+             f'<div class="side-by-side">{table(single)}{table(paired) if paired else ""}</div>']
+    for key, caption in (("eval_umap", "UMAP of the original and the imputed data, coloured by label"),
+                         ("eval_zscore", "per-gene Z-score distributions"),
+                         ("eval_cv", "coefficient of variation per gene"),
+                         ("eval_gene_correlation", "gene-gene correlation of the most variable genes")):
+        png = path.with_name(f"{sid}.{key}.png")
+        if png.is_file():
+            parts.append(png_file(png, f"{sid}: {caption}"))
+    return "".join(parts)
+
+
+def _mcv_sample(sid: str, path: Path) -> str:
+    record = _read_json(path)
+    return (note(f"{sid}: molecular cross-validation (p_train = {fmt(record.get('p_train'))}, seed "
+                 f"{fmt(record.get('seed'))}); lower is better, read each method between the two controls.")
+            + table(record.get("mcv", []), ["method", "mse", "poisson", "seconds"]))
+
+
+def _evaluation(ctx: _Context) -> str:
+    mcv_files = ctx.files.per_sample(".mcv.json")
+    if not ctx.evaluations and not mcv_files:
+        return missing("no {id}.evaluation.json or {id}.mcv.json, and no {id}.imputed.h5ad to evaluate") + "".join(
+            note(n) for n in ctx.notes)
+    parts = [note("Metrics of the paper on log-normalised values: distances between the original and imputed "
+                  "value distributions per gene (Wasserstein, Jensen-Shannon), per-cell Pearson correlation, "
+                  "preservation of gene-gene correlations and of UMAP neighbourhoods, and clusters (Leiden) "
+                  "against the labels (ACC with Hungarian matching, AUC, F1, ARI, NMI).")]
+    parts += [f"<h3>{_esc(sid)}</h3>" + guarded(lambda s=sid, p=p: _evaluation_sample(s, p), p.name)
+              for sid, p in sorted(ctx.evaluations.items())]
+    parts += [missing(n) for n in ctx.notes]
+    if mcv_files:
+        parts.append("<h3>Molecular cross-validation</h3>")
+        parts += [guarded(lambda s=sid, p=p: _mcv_sample(s, p), p.name) for sid, p in mcv_files.items()]
+    else:
+        parts.append(note("No molecular cross-validation in this run (scmaskgan evaluate --mcv INPUT writes {id}.mcv.json)."))
+    return "".join(parts)
+
+
+def _integration_overview(path: Path) -> str:
+    import anndata as ad
+
+    adata = ad.read_h5ad(path, backed="r")
+    try:
+        obs = adata.obs
+        items: list[tuple[str, Any]] = [("cells", adata.n_obs), ("genes", adata.n_vars)]
+        if "sample" in obs:
+            items.append(("samples", obs["sample"].nunique()))
+        if "leiden" in obs:
+            items.append(("clusters (imputed)", obs["leiden"].nunique()))
+        if "leiden_original" in obs:
+            items.append(("clusters (original)", obs["leiden_original"].nunique()))
+    finally:
+        adata.file.close()
+    return cards(items)
+
+
+def _top_markers(path: Path, per_cluster: int = 5) -> str:
+    markers = pd.read_csv(path)
+    if markers.empty:
+        return note("markers.csv is empty (fewer than two clusters).")
+    if "data" in markers:
+        markers = markers[markers["data"] == "imputed"]
+    order = "rank" if "rank" in markers else markers.columns[0]
+    top = markers.sort_values(["cluster", order], kind="stable").groupby("cluster", sort=False).head(per_cluster)
+    rows = [{"cluster": c, f"top {per_cluster} markers": ", ".join(map(str, g["gene"]))}
+            for c, g in top.groupby("cluster", sort=True)]
+    return table(rows)
+
+
+def _integration(ctx: _Context) -> str:
+    h5ad = ctx.files.named("integrated.h5ad")
+    metrics = ctx.files.named("integration_metrics.csv")
+    markers = ctx.files.named("markers.csv")
+    changes = ctx.files.named("marker_gene_changes.csv")
+    figures = ctx.files.in_folder("figures")
+    if not any((h5ad, metrics, markers, changes, figures)):
+        return missing("no integrated.h5ad, integration_metrics.csv, markers.csv or figures/*.png (the INTEGRATE step's outputs)")
+    parts = []
+    if h5ad:
+        parts.append(guarded(lambda: _integration_overview(h5ad), h5ad.name))
+    if metrics:
+        parts.append("<h3>Integration metrics</h3>" + guarded(lambda: table(pd.read_csv(metrics)), metrics.name))
+    else:
+        parts.append(missing("integration_metrics.csv"))
+    if changes:
+        parts.append("<h3>Chosen genes before and after imputation</h3>"
+                     + guarded(lambda: table(pd.read_csv(changes).head(60)), changes.name))
+    if markers:
+        parts.append("<h3>Marker genes per cluster</h3>" + guarded(lambda: _top_markers(markers), markers.name))
+    parts += [guarded(lambda p=p: png_file(p, p.stem.replace("_", " ")), p.name) for p in figures]
+    return "".join(parts)
+
+
+def _key_values(record: dict[str, Any]) -> str:
+    return table([{"name": k, "value": json.dumps(v) if isinstance(v, dict | list) else v} for k, v in record.items()])
+
+
+def _parameters(ctx: _Context) -> str:
+    from scmaskgan.versions import package_versions
+
+    parts = []
+    params, versions = ctx.files.info("params.json"), ctx.files.info("versions.json")
+    if params is not None:
+        parts.append("<h3>Pipeline parameters</h3>" + guarded(lambda: _key_values(_read_json(params)), params.name))
+    else:
+        parts.append(missing("pipeline_info/params.json; the parameters the steps recorded follow"))
+        for sid, path in ctx.files.per_sample(_suffix("qc", "json")).items():
+            parts.append(f"<h3>QC ({_esc(sid)})</h3>"
+                         + guarded(lambda p=path: _key_values(_read_json(p).get("params", {})), path.name))
+        for sid, summary in ctx.impute.items():
+            parts.append(f"<h3>IMPUTE ({_esc(sid)})</h3>" + _key_values(summary.get("params", {})))
+    if versions is not None:
+        parts.append("<h3>Versions of the run</h3>" + guarded(lambda: _key_values(_read_json(versions)), versions.name))
+    else:
+        parts.append(missing("pipeline_info/versions.json"))
+    parts.append("<h3>Versions that built this report</h3>"
+                 + table([{"package": k, "version": v} for k, v in package_versions().items()]))
+    return "".join(parts)
+
+
+_BUILDERS: dict[str, Callable[[_Context], str]] = {
+    "summary": _summary, "qc": _qc, "training": _training, "filtering": _filtering, "tuning": _tuning,
+    "imputation": _imputation, "evaluation": _evaluation, "integration": _integration, "parameters": _parameters,
+}
+
+
+# ------------------------------------------------------------------ the document
+def build_report(results_dir: str | Path, outdir: str | Path, *, evaluate_missing: bool = True) -> str:
+    """The report's HTML for a results folder.
+
+    Parameters
+    ----------
+    results_dir
+        The pipeline's results folder.
+    outdir
+        Where computed evaluations are written (``outdir/evaluation/``).
+    evaluate_missing
+        Evaluate imputed samples that have no up-to-date ``{id}.evaluation.json``.
+    """
+    import scmaskgan
+
+    root = Path(results_dir)
+    files = RunFiles(root)
+    ctx = _Context(files=files, outdir=Path(outdir), impute=_impute_summaries(files))
+    if evaluate_missing:
+        ctx.evaluations = _evaluations(files, Path(outdir), ctx.notes)
+    else:
+        ctx.evaluations = files.per_sample(".evaluation.json")
+    nav, sections = [], []
+    for sid, title in SECTIONS:
+        body = guarded(lambda b=_BUILDERS[sid]: b(ctx), f"the {title.lower()} inputs")
+        absent = body.startswith('<p class="missing">')
+        mark = ' <span class="missing-mark">(missing)</span>' if absent else ""
+        nav.append(f'    <li><a href="#{sid}">{_esc(title)}</a>{mark}</li>')
+        sections.append(f'<section id="{sid}">\n<h2>{_esc(title)}</h2>\n{body}\n</section>')
+    samples = ctx.samples
+    template = Template(resources.files("scmaskgan").joinpath("templates/report.html").read_text(encoding="utf-8"))
+    return template.substitute(
+        title="scMASKGAN run report",
+        subtitle=f"{len(samples)} sample(s): {', '.join(samples) or 'none found'}",
+        version=_esc(scmaskgan.__version__),
+        generated=_dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        results_dir=_esc(root.resolve()),
+        nav="\n".join(nav),
+        sections="\n".join(sections),
+    )
+
+
+def write_report(results_dir: str | Path, outdir: str | Path, *, evaluate_missing: bool = True) -> Path:
+    """Write ``outdir/report.html`` atomically (see :func:`build_report`) and return its path."""
+    from scmaskgan.errors import InputError
+    from scmaskgan.steps import REPORT_OUTPUTS
+
+    if not Path(results_dir).is_dir():
+        raise InputError(f"{results_dir}: results folder does not exist")
+    html_text = build_report(results_dir, outdir, evaluate_missing=evaluate_missing)
+    return write_text_atomic(Path(outdir) / REPORT_OUTPUTS["html"], html_text)
