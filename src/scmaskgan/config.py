@@ -192,6 +192,15 @@ class IntegrateParams(_Validated):
     n_neighbors: int = _p(15, "Neighbours of the kNN graph.")
     leiden_resolution: float = _p(0.8, "Leiden resolution of the integrated clusters.")
     markers: str | None = _p(None, "Comma-separated marker genes to plot and tabulate across samples.")
+    batch_key: str = _p(
+        "sample",
+        "Groups corrected for: 'sample' (every sample its own batch), 'batch' (the "
+        "samplesheet's batch column) or another samplesheet column.",
+    )
+    n_markers: int = _p(25, "Marker genes per cluster written to markers.csv.")
+    n_top_markers: int = _p(
+        6, "Without --markers: the top marker of each cluster is tabulated and plotted, at most this many genes."
+    )
     seed: int = _p(0, "Random seed.")
 
 
