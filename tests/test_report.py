@@ -169,6 +169,8 @@ def test_report_of_an_empty_or_broken_run_says_what_is_missing(pbmc_counts, tmp_
     assert "Could not read s1.candidates.filtered.h5" in _section(html, "filtering")
     assert "cannot read s2.qc.json" in _section(html, "qc")
     assert "0.4321" in _section(html, "imputation")  # the rest is unaffected
+    summary = _section(html, "summary")
+    assert "Could not read" not in summary and "boom-s2" in summary
 
 
 def test_report_step_evaluates_imputed_samples_without_evaluation(pbmc_counts, tmp_path):

@@ -207,6 +207,16 @@ def _read_json(path: Path) -> dict[str, Any]:
     return value
 
 
+def _try_json(path: Path | None) -> dict[str, Any]:
+    """A JSON object, or ``{}`` when the file is missing or unreadable (the owning section names it)."""
+    if path is None:
+        return {}
+    try:
+        return _read_json(path)
+    except (OSError, ValueError):
+        return {}
+
+
 def _flatten(record: dict[str, Any], skip: Iterable[str] = ()) -> dict[str, Any]:
     """Scalars of a JSON record, nested dicts one level deep as ``outer.inner``; lists skipped."""
     flat: dict[str, Any] = {}
@@ -235,12 +245,7 @@ class _Context:
         for step, outputs in SAMPLE_OUTPUTS.items():
             for key in outputs:
                 ids.update(self.files.per_sample(_suffix(step, key)))
-        run = self.files.info("run_summary.json")
-        if run is not None:
-            try:
-                ids.update(map(str, _read_json(run).get("samples", [])))
-            except (OSError, ValueError):
-                pass
+        ids.update(map(str, _try_json(self.files.info("run_summary.json")).get("samples", [])))
         return sorted(ids)
 
 
@@ -316,7 +321,7 @@ def _summary(ctx: _Context) -> str:
     parts = []
     key_numbers: list[tuple[str, Any]] = [("samples", len(samples))]
     qc = ctx.files.per_sample(_suffix("qc", "json"))
-    after = [_read_json(p).get("cells_after") for p in qc.values()]
+    after = [_try_json(p).get("cells_after") for p in qc.values()]
     if after and all(isinstance(v, int) for v in after):
         key_numbers.append(("cells after QC", sum(after)))
     if ctx.impute:
@@ -324,9 +329,9 @@ def _summary(ctx: _Context) -> str:
         filled = [s.get("fraction_zeros_filled") for s in ctx.impute.values() if s.get("fraction_zeros_filled") is not None]
         if filled:
             key_numbers.append(("zeros filled (mean)", float(np.mean(filled))))
-    run = ctx.files.info("run_summary.json")
-    if run is not None:
-        key_numbers.append(("wall time (s)", _read_json(run).get("wall_seconds")))
+    wall = _try_json(ctx.files.info("run_summary.json")).get("wall_seconds")
+    if wall is not None:
+        key_numbers.append(("wall time (s)", wall))
     parts.append(cards(key_numbers))
     step_files = [
         ("QC", _suffix("qc", "json")), ("PREPARE", _suffix("prepare", "images")),
