@@ -249,3 +249,19 @@ def test_samplesheet_metadata_and_unknown_sample(tmp_path):
     with pytest.raises(InputError, match="sample 'C' is not in the samplesheet"):
         concat_samples(read_imputed([c]), metadata=meta)
     assert sample_id_from_imputed("GSM5768752.imputed.h5ad") == "GSM5768752"
+
+
+def test_per_sample_cluster_labels_are_kept_apart(tmp_path):
+    from scmaskgan.integrate import concat_samples
+
+    paths = []
+    for sid, source in (("A", "leiden"), ("B", "obs:cell_type")):
+        path = _tiny(tmp_path / f"{sid}.imputed.h5ad", ["CD3E", "LYZ"], ["c1", "c2"])
+        adata = ad.read_h5ad(path)
+        adata.obs["scmaskgan_label"] = pd.Categorical(["0", "1"])
+        adata.uns["scmaskgan"] = {"label_source": source}
+        adata.write_h5ad(path)
+        paths.append(path)
+    combined = concat_samples(read_imputed(paths))
+    assert list(combined.obs["scmaskgan_label"]) == ["A:0", "A:1", "B:0", "B:1"]
+    assert not combined.uns["scmaskgan_integrate_input"]["labels_shared"]

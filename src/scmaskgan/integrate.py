@@ -121,10 +121,11 @@ def _input_scale(adata: ad.AnnData) -> str:
 
 
 def _labels_shared(adata: ad.AnnData) -> bool:
-    """True when the labels are given cell types (not per-sample automatic clusters)."""
+    """True when the labels are given cell types (``uns['scmaskgan']['label_source']`` is
+    ``obs:<column>`` or ``csv:<file>``), not per-sample automatic clusters (``leiden``)."""
     info = adata.uns.get("scmaskgan", {})
     source = str(info.get("label_source", "")) if isinstance(info, dict) else ""
-    return LABEL_KEY in adata.obs and not source.startswith("leiden")
+    return LABEL_KEY in adata.obs and source.startswith(("obs:", "csv:"))
 
 
 def _check_shared_genes(samples: dict[str, ad.AnnData]) -> None:
