@@ -165,13 +165,18 @@ class ImputeParams(_Validated):
     k: int | None = _p(None, "Nearest candidates per cell; tuned with Optuna when unset.")
     k_max: int = _p(50, "Upper bound of the k search.")
     theta_sigma: float | None = _p(
-        None, "Distance threshold theta = mu + theta_sigma * sigma; tuned when unset."
+        None,
+        "Distance threshold theta = mu + theta_sigma * sigma (mean and SD of the label's "
+        "cell-candidate distances); candidates beyond it are not used. Tuned when unset.",
     )
     n_trials: int = _p(25, "Optuna trials for tuning k and theta_sigma.")
     holdout_fraction: float = _p(
-        0.05, "Fraction of observed entries hidden for tuning (a real validation set)."
+        0.1,
+        "Validation for tuning: fraction of the molecules held out (binomial split of every "
+        "count, as in molecular cross-validation); for log-normalised input, fraction of "
+        "the observed entries hidden.",
     )
-    tune_cells: int = _p(2000, "At most this many cells are used for tuning.")
+    tune_cells: int = _p(1000, "At most this many cells (a seeded random subsample) are used for tuning.")
     seed: int = _p(0, "Random seed.")
 
 

@@ -1,0 +1,465 @@
+"""IMPUTE: fill dropouts from the nearest retained GAN candidates (arrays in, arrays out; no IO).
+
+For every real cell, the candidates of its label are ranked by Euclidean distance in
+the encoded (log-normalised, unit) space; candidates farther than the label's
+``theta = mu + theta_sigma * sigma`` are dropped and the ``k`` nearest of the rest are
+kept (at least the nearest one). From these neighbours:
+
+* a zero entry gets the **posterior mean given the zero**: the neighbours' unit values
+  weighted by the Poisson probability that each of them would have produced a zero at
+  this cell's sequencing depth, ``P(0 | lambda) = exp(-lambda)`` with ``lambda`` the
+  neighbour's expression in molecules at the cell's library size. A gene the
+  neighbours express highly contributes little (its zero is evidence against it);
+  a gene they express lowly is filled at that low level.
+* an observed entry is kept exactly (``mode='zeros'``, the paper) or replaced by the
+  neighbours' plain mean (``mode='denoise'``).
+
+``k`` and ``theta_sigma`` are tuned with Optuna on a real validation: a binomial
+molecule split of a subsample of cells (train part imputed, held-out part scored
+with the log-normalised MSE of :mod:`scmaskgan.mcv`), or, for log-normalised input,
+a fraction of observed entries hidden before imputation. The reasoning and the
+measured alternatives are in ``docs/method.md`` ("Imputation").
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from scmaskgan.config import ImputeParams
+from scmaskgan.encode import Encoding, decode, library_sizes, to_unit
+from scmaskgan.errors import InputError, StepError
+from scmaskgan.mcv import mcv_mse, split_counts
+
+#: Elements of the (cells, neighbours, genes) block processed at once (bounds memory).
+_BLOCK_ELEMENTS = 8_000_000
+#: Cells encoded, estimated and decoded at once (bounds the float64 temporaries).
+_ROW_BLOCK = 1024
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """The ``k_max`` nearest candidates of every cell and its label's distance statistics.
+
+    Attributes
+    ----------
+    index
+        (n, k_max) int64 rows of the candidate matrix, nearest first; -1 when the label
+        has fewer candidates than ``k_max``.
+    distance
+        (n, k_max) float32 Euclidean distances; ``inf`` where ``index`` is -1.
+    mu, sigma
+        (n,) mean and standard deviation of all cell-candidate distances of the cell's
+        label (the paper's ``theta = mu + k sigma`` statistics).
+    """
+
+    index: np.ndarray
+    distance: np.ndarray
+    mu: np.ndarray
+    sigma: np.ndarray
+
+    def rows(self, sl: slice) -> Neighbours:
+        """The neighbours of the cells in ``sl``."""
+        return Neighbours(self.index[sl], self.distance[sl], self.mu[sl], self.sigma[sl])
+
+
+@dataclass
+class ImputeResult:
+    """What :func:`impute_matrix` computed.
+
+    Attributes
+    ----------
+    values
+        (n, n_genes) float32 imputed values on the input scale.
+    lognorm
+        (n, n_genes) float32 imputed values log-normalised with the input's library sizes.
+    k, theta_sigma
+        The neighbourhood used (tuned or given).
+    tuning
+        One dict per Optuna trial (``k``, ``theta_sigma``, ``mse``); empty when not tuned.
+    validation
+        How the tuning score was obtained (``'molecules'``, ``'entries'`` or ``'none'``).
+    fraction_zeros_filled
+        Fraction of the input's zero entries that received a positive value.
+    n_observed_changed
+        Observed (non-zero) input entries whose value changed (0 in ``zeros`` mode).
+    """
+
+    values: np.ndarray
+    lognorm: np.ndarray
+    k: int
+    theta_sigma: float
+    tuning: list[dict[str, float]] = field(default_factory=list)
+    validation: str = "none"
+    fraction_zeros_filled: float = 0.0
+    n_observed_changed: int = 0
+
+
+def _dense32(x: np.ndarray | sp.spmatrix) -> np.ndarray:
+    return np.asarray(x.toarray() if sp.issparse(x) else x, dtype=np.float32)
+
+
+def _row_blocks(n: int) -> list[slice]:
+    return [slice(start, start + _ROW_BLOCK) for start in range(0, n, _ROW_BLOCK)]
+
+
+def _encode(x: np.ndarray, enc: Encoding) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`scmaskgan.encode.to_unit` in row blocks: float32 unit vectors and library sizes."""
+    unit = np.empty(x.shape, dtype=np.float32)
+    lib = np.empty(x.shape[0], dtype=np.float64)
+    for sl in _row_blocks(x.shape[0]):
+        unit[sl], lib[sl] = to_unit(x[sl], enc)
+    return unit, lib
+
+
+def find_neighbours(
+    cells: np.ndarray,
+    cell_labels: np.ndarray,
+    candidates: np.ndarray,
+    candidate_labels: np.ndarray,
+    k_max: int,
+    observed: np.ndarray | None = None,
+) -> Neighbours:
+    """Rank each cell's label candidates by Euclidean distance in the unit space.
+
+    Parameters
+    ----------
+    cells
+        (n, n_genes) encoded cells (unit scale).
+    cell_labels
+        (n,) integer labels of the cells.
+    candidates
+        (m, n_genes) encoded candidates (unit scale), as in ``candidates.filtered.h5``.
+    candidate_labels
+        (m,) integer labels of the candidates.
+    k_max
+        Neighbours kept per cell (fewer when a label has fewer candidates).
+    observed
+        Optional (n, n_genes) bool mask: when given, distances use only the cell's
+        observed genes, rescaled to all genes (``sqrt(n_genes / n_observed)``).
+        By default all genes are used (the choice measured in ``docs/method.md``).
+
+    Returns
+    -------
+    The :class:`Neighbours` of every cell.
+    """
+    n, g = cells.shape
+    index = np.full((n, k_max), -1, dtype=np.int64)
+    distance = np.full((n, k_max), np.inf, dtype=np.float32)
+    mu = np.zeros(n, dtype=np.float64)
+    sigma = np.zeros(n, dtype=np.float64)
+    for label in np.unique(cell_labels):
+        rows = np.flatnonzero(cell_labels == label)
+        cand_rows = np.flatnonzero(candidate_labels == label)
+        if cand_rows.size == 0:
+            raise StepError(f"label {int(label)} has no retained candidates to impute from")
+        cand = torch.from_numpy(np.ascontiguousarray(candidates[cand_rows], dtype=np.float32))
+        cand_sq = (cand * cand).sum(1)
+        kk = min(k_max, cand_rows.size)
+        total = total_sq = 0.0
+        step = max(1, _BLOCK_ELEMENTS // max(1, cand_rows.size * 4))
+        for start in range(0, rows.size, step):
+            sel = rows[start:start + step]
+            x = torch.from_numpy(np.ascontiguousarray(cells[sel], dtype=np.float32))
+            if observed is None:
+                d2 = (x * x).sum(1, keepdim=True) - 2.0 * x @ cand.T + cand_sq[None, :]
+            else:
+                m = torch.from_numpy(np.ascontiguousarray(observed[sel], dtype=np.float32))
+                xm = x * m
+                d2 = (xm * x).sum(1, keepdim=True) - 2.0 * xm @ cand.T + m @ (cand * cand).T
+                d2 = d2 * (g / m.sum(1, keepdim=True).clamp_min(1.0))
+            d = d2.clamp_min(0.0).sqrt()
+            total += float(d.sum(dtype=torch.float64))
+            total_sq += float((d.double() ** 2).sum())
+            best, where = torch.topk(d, kk, dim=1, largest=False, sorted=True)
+            index[sel, :kk] = cand_rows[where.numpy()]
+            distance[sel, :kk] = best.numpy()
+        count = rows.size * cand_rows.size
+        mean = total / count
+        mu[rows] = mean
+        sigma[rows] = math.sqrt(max(total_sq / count - mean * mean, 0.0))
+    return Neighbours(index, distance, mu, sigma)
+
+
+def select_neighbours(neigh: Neighbours, k: int, theta_sigma: float) -> np.ndarray:
+    """Weights (n, k) of the kept neighbours: the ``k`` nearest closer than theta, at least one.
+
+    Returns
+    -------
+    float32 weights summing to 1 per cell, aligned with ``neigh.index[:, :k]``.
+    """
+    dist = neigh.distance[:, :k]
+    theta = (neigh.mu + theta_sigma * neigh.sigma)[:, None]
+    keep = (dist < theta) & np.isfinite(dist)
+    keep[:, 0] = True
+    w = keep.astype(np.float32)
+    return w / w.sum(1, keepdims=True)
+
+
+def estimate(
+    cells: np.ndarray,
+    observed: np.ndarray,
+    depth: np.ndarray,
+    candidates: np.ndarray,
+    neigh: Neighbours,
+    weights: np.ndarray,
+    scale: float,
+    mode: str,
+) -> np.ndarray:
+    """Neighbour estimates of every entry in the unit scale.
+
+    Parameters
+    ----------
+    cells, observed
+        (n, n_genes) encoded cells and their observed (non-zero) mask.
+    depth
+        (n,) library size divided by the encoding's ``target_sum``: a unit value ``u``
+        means ``expm1(u * scale) * depth`` expected molecules in that cell.
+    candidates
+        (m, n_genes) encoded candidates.
+    neigh, weights
+        From :func:`find_neighbours` and :func:`select_neighbours`.
+    scale
+        The encoding's ``scale``.
+    mode
+        ``'zeros'``: observed entries keep the cell's value; ``'denoise'``: they get the
+        neighbours' mean. Zero entries get the posterior mean given the zero in both.
+
+    Returns
+    -------
+    (n, n_genes) float32 unit-scale estimates.
+    """
+    if mode not in ("zeros", "denoise"):
+        raise InputError(f"impute mode {mode!r} is not one of zeros, denoise")
+    n, g = cells.shape
+    k = weights.shape[1]
+    out = np.empty((n, g), dtype=np.float32)
+    idx_all = np.where(neigh.index[:, :k] >= 0, neigh.index[:, :k], 0)
+    cand = torch.from_numpy(np.ascontiguousarray(candidates, dtype=np.float32))
+    step = max(1, _BLOCK_ELEMENTS // max(1, k * g))
+    for start in range(0, n, step):
+        sl = slice(start, start + step)
+        c = cand[torch.from_numpy(idx_all[sl])]  # (b, k, g)
+        w = torch.from_numpy(weights[sl])
+        log_w = torch.log(w)[:, :, None]  # -inf for dropped neighbours
+        lam = torch.expm1(c * scale) * torch.from_numpy(depth[sl].astype(np.float32))[:, None, None]
+        post0 = (torch.softmax(log_w - lam, dim=1) * c).sum(1)
+        obs = torch.from_numpy(observed[sl])
+        if mode == "denoise":
+            kept = torch.einsum("bk,bkg->bg", w, c)
+        else:
+            kept = torch.from_numpy(np.ascontiguousarray(cells[sl], dtype=np.float32))
+        out[sl] = torch.where(obs, kept, post0).numpy()
+    return out
+
+
+def cell_depth(x: np.ndarray | sp.spmatrix, enc: Encoding) -> np.ndarray:
+    """Library size / ``target_sum`` of every cell (the factor from normalised to molecules).
+
+    For log-normalised input the counts are unknown; the depth is the one implied by the
+    cell's smallest non-zero value being one molecule, ``1 / expm1(min)`` (the median
+    over cells for a cell without any non-zero value).
+    """
+    if enc.input_scale == "counts":
+        return library_sizes(x, "counts") / enc.target_sum
+    dense = _dense32(x)
+    smallest = np.where(dense > 0, dense, np.inf).min(axis=1)
+    depth = np.where(np.isfinite(smallest), 1.0 / np.expm1(np.minimum(smallest, 50.0)), np.nan)
+    fallback = np.nanmedian(depth) if np.any(np.isfinite(depth)) else 1.0
+    return np.where(np.isfinite(depth), depth, fallback)
+
+
+def _assemble(
+    x: np.ndarray, unit_est: np.ndarray, lib: np.ndarray, enc: Encoding, mode: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Input-scale values and log-normalised values of the estimates (observed copied in zeros mode)."""
+    values = decode(unit_est, lib, enc).astype(np.float32)
+    lognorm = (unit_est.astype(np.float64) * enc.scale).astype(np.float32)
+    if mode == "zeros":
+        observed = x > 0
+        values[observed] = x[observed]
+    np.clip(values, 0.0, None, out=values)
+    return values, lognorm
+
+
+class _Fold:
+    """One validation problem: cells to impute (seen part) and how to score them."""
+
+    def __init__(
+        self, x: np.ndarray | sp.spmatrix, labels: np.ndarray, enc: Encoding, fraction: float, seed: int
+    ) -> None:
+        if enc.input_scale == "counts":
+            seen, self.held_out = split_counts(x, 1.0 - fraction, seed)
+            self.seen = seen.toarray().astype(np.float32)
+            self.kind = "molecules"
+        else:
+            dense = _dense32(x)
+            rng = np.random.default_rng(seed)
+            self.hidden = (dense > 0) & (rng.random(dense.shape) < fraction)
+            self.truth = dense[self.hidden]
+            self.seen = np.where(self.hidden, 0.0, dense).astype(np.float32)
+            self.kind = "entries"
+        self.labels = labels
+        self.unit, self.lib = _encode(self.seen, enc)
+        self.observed = self.seen > 0
+        self.depth = cell_depth(self.seen, enc)
+
+    def score(self, values: np.ndarray, lognorm: np.ndarray) -> float:
+        if self.kind == "molecules":
+            return mcv_mse(self.held_out, values)
+        return float(np.mean((lognorm[self.hidden] - self.truth) ** 2))
+
+
+def tune(
+    x: np.ndarray | sp.spmatrix,
+    labels: np.ndarray,
+    candidates: np.ndarray,
+    candidate_labels: np.ndarray,
+    enc: Encoding,
+    params: ImputeParams,
+) -> tuple[int, float, list[dict[str, float]], str]:
+    """Choose ``k`` and ``theta_sigma`` with Optuna on a held-out validation.
+
+    A subsample of at most ``params.tune_cells`` cells (stratified by nothing but the
+    seed) is split: for counts, every count binomially (``holdout_fraction`` of the
+    molecules held out); for log-normalised input, ``holdout_fraction`` of the observed
+    entries are hidden. The seen part is imputed with each trial's ``k`` and
+    ``theta_sigma`` (whichever is not fixed in ``params``) and scored against the
+    held-out part with the log-normalised MSE.
+
+    Returns
+    -------
+    ``(k, theta_sigma, trials, validation kind)``.
+    """
+    import optuna
+
+    rng = np.random.default_rng(params.seed)
+    n = x.shape[0]
+    pick = np.sort(rng.choice(n, size=min(n, params.tune_cells), replace=False))
+    sub = x[pick]
+    fold = _Fold(sub, labels[pick], enc, params.holdout_fraction, params.seed)
+    k_hi = max(1, min(params.k_max, int(np.bincount(candidate_labels).max())))
+    neigh = find_neighbours(fold.unit, fold.labels, candidates, candidate_labels, k_hi)
+
+    def objective(trial: optuna.Trial) -> float:
+        k = params.k if params.k is not None else trial.suggest_int("k", 1, k_hi, log=True)
+        t = (
+            params.theta_sigma
+            if params.theta_sigma is not None
+            else trial.suggest_float("theta_sigma", -3.0, 3.0)
+        )
+        k = min(k, k_hi)
+        w = select_neighbours(neigh, k, t)
+        est = estimate(fold.unit, fold.observed, fold.depth, candidates, neigh, w, enc.scale, params.mode)
+        values, lognorm = _assemble(fold.seen, est, fold.lib, enc, params.mode)
+        return fold.score(values, lognorm)
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = optuna.samplers.TPESampler(seed=params.seed)
+    study = optuna.create_study(direction="minimize", sampler=sampler)
+    study.optimize(objective, n_trials=params.n_trials)
+    trials = [
+        {
+            "k": int(tr.params.get("k", params.k)),
+            "theta_sigma": float(tr.params.get("theta_sigma", params.theta_sigma)),
+            "mse": float(tr.value),
+        }
+        for tr in study.trials
+        if tr.value is not None
+    ]
+    best = study.best_trial
+    k = int(best.params.get("k", params.k))
+    t = float(best.params.get("theta_sigma", params.theta_sigma))
+    return min(k, k_hi), t, trials, fold.kind
+
+
+def _check_params(params: ImputeParams) -> None:
+    if params.k is not None and params.k < 1:
+        raise InputError(f"impute k must be at least 1, got {params.k}")
+    if params.k_max < 1 or params.n_trials < 1 or params.tune_cells < 2:
+        raise InputError(
+            f"impute needs k_max >= 1, n_trials >= 1 and tune_cells >= 2 "
+            f"(got {params.k_max}, {params.n_trials}, {params.tune_cells})"
+        )
+    if not 0.0 < params.holdout_fraction < 1.0:
+        raise InputError(f"impute holdout_fraction must lie in (0, 1), got {params.holdout_fraction}")
+
+
+def impute_matrix(
+    x: np.ndarray | sp.spmatrix,
+    labels: np.ndarray,
+    candidates: np.ndarray,
+    candidate_labels: np.ndarray,
+    enc: Encoding,
+    params: ImputeParams | None = None,
+) -> ImputeResult:
+    """Impute one sample.
+
+    Parameters
+    ----------
+    x
+        (n, n_genes) input values (counts, or log-normalised when
+        ``enc.input_scale == 'lognorm'``), dense or sparse, non-negative.
+    labels
+        (n,) integer label of every cell (indices into the candidates' label names).
+    candidates, candidate_labels
+        The retained candidates (unit scale) and their labels.
+    enc
+        The sample's encoding (from ``images.h5``).
+    params
+        Imputation parameters; ``k`` / ``theta_sigma`` left unset are tuned.
+
+    Returns
+    -------
+    An :class:`ImputeResult`. Observed entries are copied from ``x`` in ``zeros`` mode.
+    """
+    params = params or ImputeParams()
+    x = _dense32(x)
+    labels = np.asarray(labels, dtype=np.int64)
+    candidate_labels = np.asarray(candidate_labels, dtype=np.int64)
+    if x.shape[1] != enc.n_genes or candidates.shape[1] != enc.n_genes:
+        raise InputError(
+            f"gene counts differ: input {x.shape[1]}, candidates {candidates.shape[1]}, encoding {enc.n_genes}"
+        )
+    if labels.shape != (x.shape[0],) or candidate_labels.shape != (candidates.shape[0],):
+        raise InputError("labels must give one integer per cell and per candidate")
+    if not np.all(np.isfinite(x)) or np.any(x < 0):
+        raise InputError("input values must be finite and non-negative")
+    if not np.all(np.isfinite(candidates)):
+        raise InputError("candidates contain NaN or inf")
+    _check_params(params)
+
+    trials: list[dict[str, float]] = []
+    kind = "none"
+    if params.k is None or params.theta_sigma is None:
+        k, theta_sigma, trials, kind = tune(x, labels, candidates, candidate_labels, enc, params)
+    else:
+        k, theta_sigma = params.k, params.theta_sigma
+
+    unit, lib = _encode(x, enc)
+    observed = x > 0
+    depth = cell_depth(x, enc)
+    neigh = find_neighbours(unit, labels, candidates, candidate_labels, k)
+    w = select_neighbours(neigh, k, theta_sigma)
+    values = np.empty_like(x)
+    lognorm = np.empty_like(x)
+    for sl in _row_blocks(x.shape[0]):
+        est = estimate(
+            unit[sl], observed[sl], depth[sl], candidates, neigh.rows(sl), w[sl], enc.scale, params.mode
+        )
+        values[sl], lognorm[sl] = _assemble(x[sl], est, lib[sl], enc, params.mode)
+    zeros = ~observed
+    return ImputeResult(
+        values=values,
+        lognorm=lognorm,
+        k=int(k),
+        theta_sigma=float(theta_sigma),
+        tuning=trials,
+        validation=kind,
+        fraction_zeros_filled=float((values[zeros] > 0).mean()) if zeros.any() else 0.0,
+        n_observed_changed=int(np.count_nonzero(values[observed] != x[observed])),
+    )
