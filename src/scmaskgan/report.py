@@ -352,13 +352,16 @@ def _qc(ctx: _Context) -> str:
     figures = ctx.files.per_sample(_suffix("qc", "png"))
     if not reports and not figures:
         return missing("no {id}.qc.json or {id}.qc.png (the QC step's outputs)")
-    rows = []
+    per_sample: dict[str, dict[str, Any]] = {}
     for sid, path in reports.items():
         try:
-            rows.append({"sample": sid, **_flatten(_read_json(path), skip=("sample", "params", "versions", "input_path"))})
+            per_sample[sid] = _flatten(_read_json(path), skip=("sample", "params", "versions", "input_path"))
         except (OSError, ValueError) as exc:
-            rows.append({"sample": sid, "error": f"cannot read {path.name}: {exc}"})
-    parts = [table(rows)] if rows else [missing("no {id}.qc.json")]
+            per_sample[sid] = {"error": f"cannot read {path.name}: {exc}"}
+    # one row per QC number, one column per sample: stays readable with many samples
+    names = list(dict.fromkeys(k for values in per_sample.values() for k in values))
+    rows = [{"": name, **{sid: values.get(name) for sid, values in per_sample.items()}} for name in names]
+    parts = [table(rows, ["", *per_sample])] if rows else [missing("no {id}.qc.json")]
     parts += [guarded(lambda p=p, s=sid: png_file(p, f"{s}: QC metrics and thresholds"), p.name) for sid, p in figures.items()]
     return "".join(parts)
 
@@ -388,7 +391,8 @@ def _training_sample(sid: str, path: Path) -> str:
         return missing(f"{path.name} has no rows")
     row: dict[str, Any] = {"sample": sid, "epochs": len(log_df)}
     val = [c for c in log_df.columns if "val" in c.lower() and pd.api.types.is_numeric_dtype(log_df[c])]
-    if val:
+    val.sort(key=lambda c: "smoothed" not in c)  # the early-stopping signal first
+    if val and log_df[val[0]].notna().any():
         best = int(log_df[val[0]].idxmin())
         row[f"lowest {val[0]}"] = float(log_df[val[0]].iloc[best])
         row["at epoch"] = int(log_df["epoch"].iloc[best]) if "epoch" in log_df else best + 1
@@ -431,7 +435,7 @@ def _filter_sample(sid: str, path: Path) -> str:
         edges = np.histogram_bin_edges(scores[m], bins=30)
         ax.hist(scores[m & kept], bins=edges, color="#4393c3", alpha=0.8, label="kept")
         ax.hist(scores[m & ~kept], bins=edges, color="#d6604d", alpha=0.8, label="dropped")
-        if i < len(tau):
+        if i < len(tau) and np.isfinite(tau[i]):
             ax.axvline(tau[i], color="k", ls="--", lw=1, label=f"τ = {tau[i]:.3g}")
         ax.set_title(name_of[i], fontsize=8)
         ax.tick_params(labelsize=7)
@@ -633,7 +637,8 @@ def _parameters(ctx: _Context) -> str:
     if params is not None:
         parts.append("<h3>Pipeline parameters</h3>" + guarded(lambda: _key_values(_read_json(params)), params.name))
     else:
-        parts.append(missing("pipeline_info/params.json; the parameters the steps recorded follow"))
+        parts.append(note("No pipeline_info/params.json (not a `scmaskgan run` or Nextflow results folder); "
+                          "the parameters the steps recorded follow."))
         for sid, path in ctx.files.per_sample(_suffix("qc", "json")).items():
             parts.append(f"<h3>QC ({_esc(sid)})</h3>"
                          + guarded(lambda p=path: _key_values(_read_json(p).get("params", {})), path.name))
@@ -642,7 +647,7 @@ def _parameters(ctx: _Context) -> str:
     if versions is not None:
         parts.append("<h3>Versions of the run</h3>" + guarded(lambda: _key_values(_read_json(versions)), versions.name))
     else:
-        parts.append(missing("pipeline_info/versions.json"))
+        parts.append(note("No pipeline_info/versions.json."))
     parts.append("<h3>Versions that built this report</h3>"
                  + table([{"package": k, "version": v} for k, v in package_versions().items()]))
     return "".join(parts)
