@@ -53,7 +53,8 @@ def _trainer(images: Path, rec_loss: str, seed: int = 0) -> tuple[GanTrainer, Ce
 
 def _losses(trainer: GanTrainer, batch: CellTensors) -> list[float]:
     out = trainer.losses(batch, torch.Generator().manual_seed(3))
-    return [float(out["loss_d"]), float(out["rec"]), float(trainer.generator_adversarial(out["fake"]))]
+    adv = trainer.generator_adversarial(out["fake"])
+    return [float(out["loss_d"].detach()), float(out["rec"].detach()), float(adv.detach())]
 
 
 @pytest.mark.parametrize("rec_loss", ["moments", "inpaint"])
@@ -79,7 +80,7 @@ def test_padding_and_dropout_pixels_never_change_a_loss(images: Path, rec_loss: 
 
 def test_moment_loss_targets_the_label_statistics():
     genes = torch.ones(2, 2)
-    stats = LabelStats(detection=torch.full((1, 2, 2), 0.5), level=torch.full((1, 2, 2), 0.4))
+    stats = LabelStats(detection=torch.full((1, 2, 2), 0.5), level=torch.full((1, 2, 2), 0.4), counts=torch.ones(1))
     labels = torch.zeros(4, dtype=torch.long)
     level = torch.tensor([0.2, 0.6, 0.6, 0.2]).view(4, 1, 1).expand(4, 2, 2).clone().requires_grad_()
     logits = torch.zeros(4, 2, 2, requires_grad=True)  # p = 0.5 everywhere: detection on target

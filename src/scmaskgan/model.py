@@ -198,8 +198,9 @@ class Generator(nn.Module):
 
     Linear + BatchNorm + ReLU -> reshape ``(cn1, N/4, N/4)`` -> Conv block -> two x2
     upsampling blocks -> self-attention -> concatenation with the spatial label map
-    -> two 3x3 convolutions -> (level logit, detection logit) plus a learned per-gene
-    bias -> cropped to N x N.
+    -> two 3x3 convolutions -> (level logit, detection logit) plus a learned per-label,
+    per-gene bias -> cropped to N x N. :meth:`init_label_bias` starts that bias at the
+    training cells' label statistics, so the network learns the variation around them.
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -221,7 +222,8 @@ class Generator(nn.Module):
             nn.Conv2d(c3 + cfg.label_channels, c3, 3, padding=1), nn.ReLU(),
             nn.Conv2d(c3, 2, 3, padding=1),
         )
-        self.gene_bias = nn.Parameter(torch.zeros(2, s, s))
+        nn.init.normal_(self.head[-1].weight, std=1e-3)  # start close to the label bias
+        self.label_bias = nn.Parameter(torch.zeros(cfg.n_labels, 2, s, s))
         self.encoder = CellEncoder(cfg) if cfg.inpaint else None
 
     def forward(
@@ -252,10 +254,27 @@ class Generator(nn.Module):
         s0 = self.cfg.base_side
         h = self.project(torch.cat(parts, dim=1)).view(z.shape[0], -1, s0, s0)
         h = self.attention(self.up(self.conv0(h)))
-        out = self.head(torch.cat([h, self.label_map(onehot)], dim=1)) + self.gene_bias
+        bias = (onehot @ self.label_bias.flatten(1)).view(-1, *self.label_bias.shape[1:])
+        out = self.head(torch.cat([h, self.label_map(onehot)], dim=1)) + bias
         n = self.cfg.side
         out = out[:, :, :n, :n]
         return torch.sigmoid(out[:, 0]), out[:, 1]
+
+    @torch.no_grad()
+    def init_label_bias(self, level: torch.Tensor, detection: torch.Tensor) -> None:
+        """Set the per-label bias so that, before training, every label's cells have its mean profile.
+
+        Parameters
+        ----------
+        level
+            ``(L, N, N)`` mean encoded value of each label and gene where observed, in (0, 1).
+        detection
+            ``(L, N, N)`` detection probability of each label and gene, in (0, 1).
+        """
+        n = self.cfg.side
+        self.label_bias.zero_()
+        self.label_bias[:, 0, :n, :n] = torch.logit(level)
+        self.label_bias[:, 1, :n, :n] = torch.logit(detection)
 
 
 class _Residual(nn.Module):

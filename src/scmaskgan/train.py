@@ -164,7 +164,8 @@ class TrainingCells:
 
 @dataclass
 class LabelStats:
-    """Per-label statistics of the training cells (targets of ``rec_loss='moments'``).
+    """Per-label statistics of the training cells (the generator's starting point and the
+    targets of ``rec_loss='moments'``).
 
     Attributes
     ----------
@@ -172,14 +173,32 @@ class LabelStats:
         ``(L, N, N)`` fraction of the label's cells in which each gene is observed.
     level
         ``(L, N, N)`` mean encoded value over the cells that observe the gene (0 if none).
+    counts
+        ``(L,)`` training cells per label.
     """
 
     detection: torch.Tensor
     level: torch.Tensor
+    counts: torch.Tensor
 
     def to(self, device: torch.device) -> LabelStats:
         """A copy on ``device``."""
-        return LabelStats(self.detection.to(device), self.level.to(device))
+        return LabelStats(self.detection.to(device), self.level.to(device), self.counts.to(device))
+
+    def initial_profiles(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(level, detection)`` strictly inside (0, 1), for :meth:`Generator.init_label_bias`.
+
+        Detection rates are smoothed as ``(k + 0.5) / (n + 1)``; a gene never observed in
+        a label starts at its level in the other labels (or the lowest observed level).
+        """
+        n = self.counts[:, None, None]
+        detection = (self.detection * n + 0.5) / (n + 1)
+        seen = self.detection * n
+        pooled = (self.level * seen).sum(0) / seen.sum(0).clamp_min(1e-8)
+        floor = self.level[self.level > 0].min() if bool((self.level > 0).any()) else torch.tensor(0.1)
+        pooled = torch.where(seen.sum(0) > 0, pooled, floor)
+        level = torch.where(seen > 0, self.level, pooled.expand_as(self.level))
+        return level.clamp(0.01, 0.99), detection
 
 
 def label_stats(cells: TrainingCells, n_labels: int, side: int) -> LabelStats:
@@ -193,7 +212,7 @@ def label_stats(cells: TrainingCells, n_labels: int, side: int) -> LabelStats:
         total.index_add_(0, block.labels, block.values.double())
     detection = observed / count.clamp_min(1).double()[:, None, None]
     level = torch.where(observed > 0, total / observed.clamp_min(1), torch.zeros_like(total))
-    return LabelStats(detection.float(), level.float())
+    return LabelStats(detection.float(), level.float(), count)
 
 
 # ---------------------------------------------------------------- losses
@@ -314,7 +333,8 @@ class GanTrainer:
     n_genes
         Genes of the sample (pixels beyond are padding).
     stats
-        Per-label targets (needed for ``rec_loss='moments'``).
+        Per-label statistics of the training cells: the generator's initial per-label
+        bias and the targets of ``rec_loss='moments'``.
     device
         Where to compute.
     """
@@ -324,11 +344,13 @@ class GanTrainer:
         cfg: ModelConfig,
         params: TrainParams,
         n_genes: int,
-        stats: LabelStats | None,
+        stats: LabelStats,
         device: torch.device,
     ) -> None:
         self.cfg, self.params, self.device = cfg, params, device
-        self.generator = Generator(cfg).to(device)
+        self.generator = Generator(cfg)
+        self.generator.init_label_bias(*stats.initial_profiles())
+        self.generator.to(device)
         self.discriminator = Discriminator(cfg).to(device)
         betas = (params.beta1, params.beta2)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=params.lr_g, betas=betas)
@@ -337,9 +359,7 @@ class GanTrainer:
         self.scaler_g, self.scaler_d = grad_scaler(device, self.amp), grad_scaler(device, self.amp)
         self.genes = gene_mask(cfg.side, n_genes, device)
         self.patches = self.discriminator.patch_weights(self.genes)
-        self.stats = stats.to(device) if stats is not None else None
-        if params.rec_loss == "moments" and stats is None:
-            raise ValueError("rec_loss='moments' needs the label statistics")
+        self.stats = stats.to(device)
 
     def state_dict(self) -> dict[str, Any]:
         """Networks, optimisers and loss scalers (plain types and tensors)."""
@@ -408,7 +428,6 @@ class GanTrainer:
         held: torch.Tensor | None,
     ) -> torch.Tensor:
         if self.params.rec_loss == "moments":
-            assert self.stats is not None
             return moment_loss(level, logits, real.labels, self.stats, self.genes)
         if self.params.rec_loss == "inpaint":
             assert kept is not None and held is not None
@@ -622,7 +641,7 @@ def fit(
         val_mask = split_validation(store.labels, params.val_fraction, params.seed)
         cells = TrainingCells(store, np.flatnonzero(~val_mask))
         cfg = model_config(params, enc, len(label_names))
-        stats = label_stats(cells, cfg.n_labels, enc.side) if params.rec_loss == "moments" else None
+        stats = label_stats(cells, cfg.n_labels, enc.side)
         torch.manual_seed(params.seed)
         trainer = GanTrainer(cfg, params, enc.n_genes, stats, device)
         validator = None

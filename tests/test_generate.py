@@ -1,0 +1,101 @@
+"""GENERATE: candidates per label, reproducibility, the file contract, and per-label fidelity on real PBMCs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anndata as ad
+import h5py
+import numpy as np
+import pytest
+import torch
+from conftest import simulate_counts, write_images
+
+from scmaskgan import cli, steps
+from scmaskgan.config import GenerateParams, TrainParams
+from scmaskgan.errors import InputError
+from scmaskgan.generate import energy_distance, n_candidates_per_label, read_candidates
+from scmaskgan.images_h5 import ImageStore
+
+TINY = {"base_channels": 8, "batch_size": 32, "device": "cpu", "threads": 1}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny model trained for two epochs on 150 simulated cells (three types, 50 genes)."""
+    tmp = tmp_path_factory.mktemp("gen")
+    adata, _ = simulate_counts(n_cells=150, n_genes=50, n_types=3, seed=7)
+    images = write_images(tmp / "sim.images.h5", adata)
+    out = steps.train(images, tmp, "sim", TrainParams(epochs=2, min_epochs=1, **TINY))
+    return out["model"], images
+
+
+def test_candidates_per_label_follow_the_clip_rule():
+    params = GenerateParams(candidates_per_cell=2.0, min_candidates=10, max_candidates=100)
+    assert n_candidates_per_label(np.array([3, 20, 400, 0]), params).tolist() == [10, 40, 100, 0]
+    with pytest.raises(InputError, match="min_candidates"):
+        n_candidates_per_label(np.array([3]), GenerateParams(min_candidates=50, max_candidates=10))
+
+
+def test_generate_writes_counts_per_label_reproducibly(trained: tuple[Path, Path], tmp_path: Path):
+    model, images = trained
+    params = GenerateParams(candidates_per_cell=1.5, min_candidates=60, max_candidates=70, device="cpu")
+    out = steps.generate(model, images, tmp_path / "a", "sim", params)
+    cand = read_candidates(out["candidates"])
+    with ImageStore(images) as store:
+        counts = np.bincount(store.labels)
+        assert cand.genes == store.genes and cand.label_names == store.label_names
+        assert cand.encoding == store.encoding
+    expected = np.clip(np.rint(1.5 * counts), 60, 70)
+    assert np.bincount(cand.labels).tolist() == expected.tolist()
+    assert cand.values.dtype == np.float32 and cand.values.shape == (expected.sum(), 50)
+    assert cand.values.min() >= 0 and cand.values.max() <= 1
+    assert 0.05 < np.mean(cand.values == 0) < 0.95  # sampled dropouts, like real cells
+    with h5py.File(out["candidates"], "r") as f:
+        assert f["labels"].dtype == np.int32 and {"format_version", "params_json", "encoding_json"} <= set(f.attrs)
+    again = read_candidates(steps.generate(model, images, tmp_path / "b", "sim", params)["candidates"])
+    assert np.array_equal(again.values, cand.values)
+    expected_mode = GenerateParams(**{**params.__dict__, "dropouts": "expected"})
+    dense = read_candidates(steps.generate(model, images, tmp_path / "c", "sim", expected_mode)["candidates"])
+    assert np.mean(dense.values == 0) < 0.01
+
+
+def test_model_from_another_sample_is_a_one_line_cli_error(trained: tuple[Path, Path], tmp_path: Path, capsys):
+    model, _ = trained
+    other, _ = simulate_counts(n_cells=60, n_genes=90, n_types=2, seed=1)
+    images = write_images(tmp_path / "other.images.h5", other)
+    code = cli.main(["generate", str(model), str(images), "--outdir", str(tmp_path), "--device", "cpu"])
+    err = capsys.readouterr().err.strip()
+    assert code == InputError.exit_code
+    assert err.startswith("scmaskgan: error:") and "N=8" in err and "N=10" in err and "\n" not in err
+    bad = tmp_path / "bad.model.pt"
+    bad.write_bytes(model.read_bytes()[:100])
+    assert cli.main(["generate", str(bad), str(images), "--outdir", str(tmp_path)]) == InputError.exit_code
+    assert "bad.model.pt" in capsys.readouterr().err
+
+
+def test_energy_distance_sees_location_and_collapse():
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(200, 5, generator=gen)
+    b = torch.randn(200, 5, generator=gen)
+    assert abs(energy_distance(a, b)) < 0.1
+    assert energy_distance(a + 1.0, b) > 0.5
+    assert energy_distance(torch.zeros(200, 5), b) > 0.5  # right mean, no spread
+
+
+def test_candidates_are_label_specific_on_real_pbmc(pbmc_counts: ad.AnnData, tmp_path: Path):
+    """Per-label fidelity: each label's candidate mean is nearer its own real mean than any other label's."""
+    images = write_images(tmp_path / "pbmc.images.h5", pbmc_counts)
+    model = steps.train(images, tmp_path, "pbmc", TrainParams(epochs=3, min_epochs=1, **TINY))["model"]
+    params = GenerateParams(candidates_per_cell=0.5, min_candidates=40, max_candidates=80, device="cpu")
+    cand = read_candidates(steps.generate(model, images, tmp_path, "pbmc", params)["candidates"])
+    with ImageStore(images) as store:
+        real, _ = store.vectors()
+        labels = store.labels
+    n = len(cand.label_names)
+    real_means = np.stack([real[labels == k].mean(0) for k in range(n)])
+    cand_means = np.stack([cand.values[cand.labels == k].mean(0) for k in range(n)])
+    dist = np.linalg.norm(cand_means[:, None] - real_means[None], axis=2)
+    own = np.diag(dist)
+    nearest_other = np.where(np.eye(n, dtype=bool), np.inf, dist).min(1)
+    assert np.all(own < 0.6 * nearest_other), (own.round(2), nearest_other.round(2))
