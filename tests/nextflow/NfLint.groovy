@@ -5,7 +5,8 @@
  *   java -cp language-server-all.jar groovy.ui.GroovyMain NfLint.groovy ROOT FILE...
  *
  * Every .nf file is compiled together (includes resolved, names checked), every
- * .config file on its own. Prints `path:line:col: error|warning: message` per
+ * .config file on its own; nf-test files (*.nf.test, nf-test.config), which are
+ * Groovy, are parsed as Groovy (syntax only). Prints `path:line:col: error|warning: message` per
  * diagnostic and a summary line; exits 1 on any error.
  */
 import nextflow.lsp.ast.ASTNodeCache
@@ -67,8 +68,26 @@ def lint = { ASTNodeCache cache, List<File> group ->
     counts
 }
 
+def groovySyntax = { List<File> group ->
+    def counts = [errors: 0, warnings: 0]
+    for (f in group) {
+        try {
+            new GroovyShell().parse(f.text, f.name.replaceAll(/\W/, '_'))
+        } catch (org.codehaus.groovy.control.MultipleCompilationErrorsException e) {
+            for (m in e.errorCollector.errors) {
+                def cause = m.cause
+                println "${root.toPath().relativize(f.toPath())}:${cause?.line ?: 0}:${cause?.startColumn ?: 0}: error: ${cause?.originalMessage ?: m}"
+                counts.errors++
+            }
+        }
+    }
+    counts
+}
+
+def isNfTest = { File f -> f.name.endsWith('.nf.test') || f.name == 'nf-test.config' }
 def s = lint(scripts, files.findAll { it.name.endsWith('.nf') })
-def c = lint(configs, files.findAll { it.name.endsWith('.config') })
-int errors = s.errors + c.errors
+def c = lint(configs, files.findAll { it.name.endsWith('.config') && !isNfTest(it) })
+def t = groovySyntax(files.findAll(isNfTest))
+int errors = s.errors + c.errors + t.errors
 println "nf-lint: ${files.size()} files, ${errors} error(s), ${s.warnings + c.warnings} warning(s)"
 System.exit(errors > 0 ? 1 : 0)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Strict-syntax lint of every Nextflow script (.nf) and config (.config) of a pipeline
-# folder, with the Nextflow language server's compiler (no Nextflow runtime needed).
+# folder (and a Groovy syntax check of its nf-test files), with the Nextflow language server's compiler (no Nextflow runtime needed).
 #
 #   bash tests/nextflow/lint.sh [ROOT]      # ROOT defaults to the repository
 #
@@ -19,11 +19,11 @@ fi
 
 JAR="$("$HERE/fetch_jar.sh")"
 
-# every pipeline script and config; nf-test.config is nf-test's own DSL, not a Nextflow config
+# every pipeline script and config, and the nf-test files (checked as Groovy)
 mapfile -t FILES < <(cd "$ROOT" && find . \
   \( -path ./.git -o -path ./.venv -o -path ./.cache -o -path ./work -o -path ./.nextflow -o -path ./.nf-test \
      -o -path ./results -o -path ./node_modules \) -prune -o \
-  -type f \( -name '*.nf' -o -name '*.config' \) ! -name 'nf-test.config' -print | sort)
+  -type f \( -name '*.nf' -o -name '*.config' -o -name '*.nf.test' \) -print | sort)
 
 if [ "${#FILES[@]}" -eq 0 ]; then
   echo "nf-lint: no .nf or .config files under $ROOT" >&2
