@@ -140,6 +140,10 @@ def _field_type(cls: type, f: dataclasses.Field) -> str:
     return _TYPES[args[0]]
 
 
+def _nullable(cls: type, f: dataclasses.Field) -> bool:
+    return type(None) in typing.get_args(typing.get_type_hints(cls)[f.name])
+
+
 def step_properties() -> dict[str, dict[str, Any]]:
     """Schema groups of the step parameters: one per step plus the shared ``seed``/``device``.
 
@@ -211,14 +215,14 @@ def render_params_block() -> str:
     return "\n".join(lines)
 
 
-def _arg_expr(step: str, f: dataclasses.Field, kind: str) -> str:
-    """One Groovy list element producing ``--option value`` (or '' when the param is unset)."""
+def _arg_expr(step: str, f: dataclasses.Field, kind: str, nullable: bool) -> str:
+    """One Groovy list element producing ``--option value`` ('' when a nullable param is unset)."""
     name = flat_name(step, f.name)
     option = "--" + f.name.replace("_", "-")
     if kind == "boolean":
         return f"params.{name} ? '{option}' : '--no-{option[2:]}'"
     value = f"'${{params.{name}}}'" if kind == "string" else f"${{params.{name}}}"
-    if f.default is None:
+    if nullable:
         return f'params.{name} != null ? "{option} {value}" : \'\''
     return f'"{option} {value}"'
 
@@ -228,7 +232,7 @@ def render_ext_args() -> str:
     blocks = []
     for step, cls in STEP_PARAMS.items():
         items = [
-            _arg_expr(step, f, _field_type(cls, f))
+            _arg_expr(step, f, _field_type(cls, f), _nullable(cls, f))
             for f in dataclasses.fields(cls) if (step, f.name) not in MODULE_ARGS
         ]
         body = "".join(f"            {item},\n" for item in items)
