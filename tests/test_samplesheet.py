@@ -78,11 +78,13 @@ def test_all_problems_reported_at_once(data):
         read_samplesheet(data / "nope.csv")
 
 
-def test_demo_data_round_trip(pbmc_counts, tmp_path):
+def test_demo_data_command_round_trip(pbmc_counts, tmp_path, capsys):
+    from scmaskgan.cli import main
     from scmaskgan.demo_data import write_demo
 
-    written = write_demo(tmp_path / "demo", n_samples=2, seed=0)
-    samples = read_samplesheet(written["samplesheet"])
+    assert main(["demo-data", str(tmp_path / "demo")]) == 0
+    printed = dict(line.split("\t") for line in capsys.readouterr().out.splitlines())
+    samples = read_samplesheet(printed["samplesheet"])
     assert [s.sample for s in samples] == ["sampleA", "sampleB"]
     assert [s.path.name for s in samples] == ["sampleA.h5ad", "sampleB.csv.gz"]
     assert [s.batch for s in samples] == ["batch1", "batch2"]
