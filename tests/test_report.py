@@ -77,11 +77,12 @@ def make_results(root: Path, pbmc: ad.AnnData) -> dict[str, float]:
         f["kept"] = scores <= tau[labels]
         f["tau"] = tau
         f.attrs["format_version"] = 1
-    trials = [{"k": int(k), "theta_sigma": float(t), "mse": float(0.2 + 0.01 * abs(k - 7) + 0.01 * abs(t - 1.25))}
-              for k, t in zip([1, 3, 7, 15, 40, 7, 9], [0.0, 2.0, 1.25, -1.0, 0.5, 2.5, 1.0], strict=True)]
+    ks, thetas = [1, 3, 7, 15, 40, 7, 9], [0.0, 2.0, 1.25, -1.0, 0.5, 2.5, 1.0]
+    trials = {"k": ks, "theta_sigma": thetas,
+              "mse": [0.2 + 0.01 * abs(k - 7) + 0.01 * abs(t - 1.25) for k, t in zip(ks, thetas, strict=True)]}
     summary = {"mode": "zeros", "k": numbers["k"], "theta_sigma": numbers["theta_sigma"], "tuning": trials,
                "validation": "molecules", "fraction_zeros_filled": numbers["filled"], "n_observed_changed": 0,
-               "n_cells": 200, "n_genes": 765, "seed": 0, "params": {"mode": "zeros", "k": None, "n_trials": 7}}
+               "label_source": "obs:cell_type", "seed": 0, "params": {"mode": "zeros", "k": None, "n_trials": 7}}
     (root / "impute").mkdir()
     (root / "impute" / "s1.impute.json").write_text(json.dumps(summary))
     _imputed(pbmc, 200, 0).write_h5ad(root / "impute" / "s1.imputed.h5ad")
@@ -141,7 +142,8 @@ def test_report_shows_every_section_and_key_numbers(pbmc_counts, tmp_path):
     assert "0.5123" in filtering and "NK" in filtering
     tuning = _section(html, "tuning")
     assert "<td class=\"num\">7</td>" in tuning and "1.25" in tuning and "molecules" in tuning
-    assert "0.4321" in _section(html, "imputation")
+    imputation = _section(html, "imputation")
+    assert "0.4321" in imputation and '<td class="num">200</td>' in imputation  # cells, from the h5ad
     evaluation = _section(html, "evaluation")
     assert "0.2468" in evaluation and "3.408" in evaluation and "perfect (test counts)" in evaluation
     integration = _section(html, "integration")

@@ -528,10 +528,10 @@ def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]])
 Imputer = Callable[..., ad.AnnData]
 
 
-def _public_impute(adata: ad.AnnData, **kwargs: Any) -> ad.AnnData:
+def _public_impute(adata: ad.AnnData, *, mode: str, label_key: str | None, seed: int, **params: Any) -> ad.AnnData:
     import scmaskgan  # the public API, imported late: it pulls in torch and the model
 
-    return scmaskgan.impute(adata, copy=True, **kwargs)
+    return scmaskgan.impute(adata, mode=mode, label_key=label_key, random_state=seed, copy=True, **params)
 
 
 def run_mcv(
@@ -565,7 +565,10 @@ def run_mcv(
         ``imputer(adata, mode=..., label_key=..., seed=..., **impute_kwargs)`` returning
         an AnnData with the imputed values in ``X``; default ``scmaskgan.impute``.
     impute_kwargs
-        Further keyword arguments of the imputer.
+        Further keyword arguments of the imputer: for ``scmaskgan.impute``, flat
+        pipeline parameters (``epochs``, ``impute_n_trials``, ``device`` ...), e.g. a
+        runner ``--params-file``. ``impute_mode`` and ``seed`` are ignored (``modes``
+        and ``seed`` decide them).
 
     Returns
     -------
@@ -577,6 +580,7 @@ def run_mcv(
     if label_key is not None and label_key not in counts.obs:
         raise InputError(f"label column {label_key!r} not in the input's obs")
     impute_fn = imputer or _public_impute
+    kwargs = {k: v for k, v in (impute_kwargs or {}).items() if k not in ("impute_mode", "seed")}
     train, test = mcv.split_counts(counts.X, p_train=p_train, seed=seed)
     rows: list[dict[str, Any]] = []
 
@@ -588,7 +592,7 @@ def run_mcv(
     for mode in modes:
         train_adata = ad.AnnData(X=train.astype(np.float32), obs=counts.obs.copy(), var=counts.var.copy())
         start = time.perf_counter()
-        out = impute_fn(train_adata, mode=mode, label_key=label_key, seed=seed, **(impute_kwargs or {}))
+        out = impute_fn(train_adata, mode=mode, label_key=label_key, seed=seed, **kwargs)
         seconds = time.perf_counter() - start
         if out.shape != train_adata.shape:
             raise StepError(

@@ -252,28 +252,26 @@ class _Context:
 def _impute_summaries(files: RunFiles) -> dict[str, dict[str, Any]]:
     """Per sample: the IMPUTE summary from ``{id}.impute.json``, else ``uns['scmaskgan']``."""
     summaries: dict[str, dict[str, Any]] = {}
+    for sid, path in files.per_sample(_suffix("impute", "h5ad")).items():
+        try:
+            summaries[sid] = _h5ad_summary(path)
+        except Exception as exc:  # noqa: BLE001 - anndata raises many types; the json may still do
+            log.warning("report: %s: %s", path, exc)
     for sid, path in files.per_sample(_suffix("impute", "json")).items():
         try:
-            summaries[sid] = _read_json(path)
+            summaries[sid] = {**summaries.get(sid, {}), **_read_json(path)}
         except (OSError, ValueError) as exc:
             log.warning("report: %s: %s", path, exc)
-    for sid, path in files.per_sample(_suffix("impute", "h5ad")).items():
-        if sid not in summaries:
-            try:
-                summaries[sid] = _uns_summary(path)
-            except (OSError, KeyError, ValueError) as exc:
-                log.warning("report: %s: %s", path, exc)
     return summaries
 
 
-def _uns_summary(path: Path) -> dict[str, Any]:
+def _h5ad_summary(path: Path) -> dict[str, Any]:
+    """``uns['scmaskgan']`` of an imputed h5ad (read backed: X stays on disk) plus its shape."""
     import anndata as ad
 
     adata = ad.read_h5ad(path, backed="r")
     try:
-        summary = dict(adata.uns.get("scmaskgan", {}))
-        summary.setdefault("n_cells", int(adata.n_obs))
-        summary.setdefault("n_genes", int(adata.n_vars))
+        summary = {**dict(adata.uns.get("scmaskgan", {})), "n_cells": int(adata.n_obs), "n_genes": int(adata.n_vars)}
     finally:
         adata.file.close()
     return json.loads(json.dumps(summary, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
@@ -506,7 +504,7 @@ def _imputation(ctx: _Context) -> str:
         row = {"sample": sid, "mode": s.get("mode"), "cells": s.get("n_cells"), "genes": s.get("n_genes"),
                "fraction of zeros filled": s.get("fraction_zeros_filled"),
                "observed values changed": s.get("n_observed_changed")}
-        row.update({k: v for k, v in _flatten(s, skip=("params", "versions", "tuning", "k", "theta_sigma")).items()
+        row.update({k: v for k, v in _flatten(s, skip=("params", "versions", "tuning", "k", "theta_sigma", "encoding")).items()
                     if k not in {"mode", "n_cells", "n_genes", "fraction_zeros_filled", "n_observed_changed"}})
         rows.append(row)
     parts = [table(rows)]
