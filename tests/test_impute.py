@@ -9,7 +9,7 @@ from conftest import simulate_counts
 from scmaskgan.config import ImputeParams
 from scmaskgan.encode import fit_encoding, to_unit
 from scmaskgan.errors import InputError, StepError
-from scmaskgan.impute import Neighbours, estimate, find_neighbours, impute_matrix, select_neighbours
+from scmaskgan.imputation import Neighbours, estimate, find_neighbours, impute_matrix, select_neighbours
 from scmaskgan.mcv import mcv_mse, split_counts
 
 

@@ -17,4 +17,16 @@ try:
 except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
-__all__ = ["__version__"]
+__all__ = ["ScMaskGAN", "__version__", "impute"]
+
+#: Public names served lazily from :mod:`scmaskgan.api` (importing it pulls in torch,
+#: which the CLI's light commands should not pay for).
+_API = ("ScMaskGAN", "impute")
+
+
+def __getattr__(name: str) -> object:
+    if name in _API:
+        from scmaskgan import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'scmaskgan' has no attribute {name!r}")

@@ -24,6 +24,7 @@ import typer
 from scmaskgan import steps
 from scmaskgan.config import (
     STEP_PARAMS,
+    flat_name,
 )
 from scmaskgan.errors import InputError, ScMaskGANError
 
@@ -145,6 +146,60 @@ register_step(
     STEP_PARAMS["impute"], "IMPUTE: fill dropouts from the nearest retained candidates.",
     [OUTDIR, SAMPLE_ID],
 )
+
+# ---------------------------------------------------------------- one file, every step
+#: Steps ``scmaskgan impute`` runs (no QC); its options are their flat parameter names.
+IMPUTE_STEPS = ("prepare", "train", "generate", "filter", "impute")
+#: QC fields ``scmaskgan impute`` also takes (reading the input and its labels).
+IMPUTE_READ_FIELDS = ("label_key", "orientation", "input_scale")
+#: Step fields meaningless in a one-shot run in a temporary folder.
+IMPUTE_SKIPPED = ("resume",)
+
+
+def _flat_options(step_names: tuple[str, ...]) -> list[inspect.Parameter]:
+    """typer options named by the pipeline's flat names of the steps' fields (shared names once)."""
+    options: dict[str, inspect.Parameter] = {}
+    for step in step_names:
+        hints = typing.get_type_hints(STEP_PARAMS[step])
+        for f in dataclasses.fields(STEP_PARAMS[step]):
+            name = flat_name(step, f.name)
+            if name in options or name in IMPUTE_SKIPPED:
+                continue
+            help_text = f.metadata.get("help", "")
+            if "choices" in f.metadata:
+                help_text += f" [{'|'.join(f.metadata['choices'])}]"
+            annotation = Annotated[hints[f.name], typer.Option(help=help_text, show_default=True)]
+            options[name] = inspect.Parameter(name, _KW, default=f.default, annotation=annotation)
+    return list(options.values())
+
+
+def impute_command(**kwargs: Any) -> None:
+    """Impute one counts file: PREPARE, TRAIN, GENERATE, FILTER and IMPUTE (no QC) into one .h5ad."""
+    from scmaskgan.api import impute
+    from scmaskgan.io import read_counts, write_h5ad
+
+    input_path, output = kwargs.pop("input_path"), kwargs.pop("output")
+    read = {name: kwargs.pop(name) for name in IMPUTE_READ_FIELDS}
+    adata = read_counts(input_path, orientation=read["orientation"], input_scale=read["input_scale"])
+    imputed = impute(
+        adata, label_key=read["label_key"], mode=kwargs.pop("impute_mode"), random_state=kwargs.pop("seed"),
+        input_scale=read["input_scale"], copy=True, **kwargs,
+    )
+    typer.echo(f"h5ad\t{write_h5ad(imputed, output)}")
+
+
+_qc_fields = {f.name: f for f in dataclasses.fields(STEP_PARAMS["qc"])}
+impute_command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [
+        _argument("input_path", "Counts: .h5ad, 10x folder, 10x .h5, or CSV/TSV(.gz)."),
+        inspect.Parameter("output", _KW, annotation=Annotated[
+            Path, typer.Option("--output", "-o", help="The imputed .h5ad to write ({id}.imputed.h5ad layout).")
+        ]),
+    ]
+    + [p for p in _param_options(STEP_PARAMS["qc"]) if p.name in IMPUTE_READ_FIELDS]
+    + _flat_options(IMPUTE_STEPS)
+)
+app.command("impute")(impute_command)
 
 # ---------------------------------------------------------------- cross-sample steps
 register_step(

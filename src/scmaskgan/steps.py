@@ -179,8 +179,50 @@ def impute(
     sample_id: str,
     params: ImputeParams | None = None,
 ) -> dict[str, Path]:
-    """IMPUTE: fill dropouts from the nearest retained candidates; writes ``{id}.imputed.h5ad``."""
-    raise NotImplementedError("IMPUTE step: method work in progress")
+    """IMPUTE: fill dropouts from the nearest retained candidates; writes ``{id}.imputed.h5ad``.
+
+    Cells, genes, labels and encoding come from ``images.h5``; the values to impute
+    from ``qc.h5ad`` (observed values are copied from it in ``zeros`` mode); the
+    candidates FILTER kept from ``filtered_h5``. ``{id}.impute.json`` holds the same
+    summary as ``uns['scmaskgan']``.
+    """
+    import json
+
+    import anndata as ad
+    import numpy as np
+
+    from scmaskgan.api import annotate, imputation_record
+    from scmaskgan.atomic import write_text_atomic
+    from scmaskgan.errors import InputError
+    from scmaskgan.generate import read_candidates
+    from scmaskgan.images_h5 import ImageStore
+    from scmaskgan.imputation import impute_matrix
+    from scmaskgan.io import write_h5ad
+
+    params = params or ImputeParams()
+    paths = output_paths("impute", outdir, sample_id)
+    try:
+        adata = ad.read_h5ad(qc_h5ad)
+    except (OSError, KeyError, ValueError) as exc:
+        raise InputError(f"{qc_h5ad}: cannot read the QC h5ad ({exc})") from exc
+    with ImageStore(images_h5) as store:
+        enc, labels, label_names = store.encoding, store.labels, list(store.label_names)
+        cells, genes = list(store.cells), list(store.genes)
+        label_source = str(store.attrs.get("label_source", "unknown"))
+    kept = read_candidates(Path(filtered_h5))
+    if [str(c) for c in adata.obs_names] != cells or [str(g) for g in adata.var_names] != genes:
+        raise InputError(f"{qc_h5ad} and {images_h5} hold different cells or genes (not from one sample run)")
+    if list(kept.genes) != genes or list(kept.label_names) != label_names:
+        raise InputError(f"{filtered_h5} was not made from {images_h5} (genes or labels differ)")
+    result = impute_matrix(adata.X, labels, kept.values, kept.labels, enc, params)
+    record = imputation_record(
+        result, params, encoding=enc, label_source=label_source,
+        extra={"sample": sample_id, "n_candidates": int(len(kept.values))},
+    )
+    annotate(adata, result.values, result.lognorm, np.asarray(label_names, dtype=object)[labels], record)
+    write_text_atomic(paths["json"], json.dumps(record, indent=2) + "\n")
+    write_h5ad(adata, paths["h5ad"])
+    return paths
 
 
 def integrate(

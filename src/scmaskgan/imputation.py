@@ -107,7 +107,7 @@ def _row_blocks(n: int) -> list[slice]:
     return [slice(start, start + _ROW_BLOCK) for start in range(0, n, _ROW_BLOCK)]
 
 
-def _encode(x: np.ndarray, enc: Encoding) -> tuple[np.ndarray, np.ndarray]:
+def encode_rows(x: np.ndarray, enc: Encoding) -> tuple[np.ndarray, np.ndarray]:
     """:func:`scmaskgan.encode.to_unit` in row blocks: float32 unit vectors and library sizes."""
     unit = np.empty(x.shape, dtype=np.float32)
     lib = np.empty(x.shape[0], dtype=np.float64)
@@ -304,7 +304,7 @@ class _Fold:
             self.seen = np.where(self.hidden, 0.0, dense).astype(np.float32)
             self.kind = "entries"
         self.labels = labels
-        self.unit, self.lib = _encode(self.seen, enc)
+        self.unit, self.lib = encode_rows(self.seen, enc)
         self.observed = self.seen > 0
         self.depth = cell_depth(self.seen, enc)
 
@@ -440,7 +440,7 @@ def impute_matrix(
     else:
         k, theta_sigma = params.k, params.theta_sigma
 
-    unit, lib = _encode(x, enc)
+    unit, lib = encode_rows(x, enc)
     observed = x > 0
     depth = cell_depth(x, enc)
     neigh = find_neighbours(unit, labels, candidates, candidate_labels, k)

@@ -1,0 +1,459 @@
+"""The public Python API: ``scmaskgan.impute`` (scanpy style) and the ``ScMaskGAN`` estimator.
+
+``ScMaskGAN.fit`` runs the pipeline's own steps on the data — PREPARE (encoding and
+labels: given, or Leiden), TRAIN, GENERATE and FILTER — in a temporary folder, and
+keeps what imputation needs (the retained candidates, the encoding, the labels) plus
+the trained model. ``transform`` is the IMPUTE step (:func:`scmaskgan.impute.impute_matrix`).
+:func:`imputation_record` and :func:`annotate` are shared with ``steps.impute``, so
+an AnnData imputed here has the layout of ``{id}.imputed.h5ad``.
+
+Parameters of every step are the pipeline's flat parameters (the names of a
+``--params-file``, e.g. ``epochs``, ``impute_k``, ``generate_batch_size``), passed as
+keyword arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from scmaskgan.config import ImputeParams, all_flat_names, step_params_from_flat
+from scmaskgan.encode import Encoding
+from scmaskgan.errors import InputError
+from scmaskgan.imputation import ImputeResult, encode_rows, impute_matrix
+from scmaskgan.versions import package_versions
+
+#: Steps ``fit`` runs, in order (QC is the user's business: the API is QC-free).
+FIT_STEPS = ("prepare", "train", "generate", "filter")
+#: File format of :meth:`ScMaskGAN.save`.
+SAVE_FORMAT = 1
+_SAMPLE = "sample"
+
+
+# ---------------------------------------------------------------- shared with steps.impute
+def imputation_record(
+    result: ImputeResult,
+    params: ImputeParams,
+    *,
+    encoding: Encoding,
+    label_source: str,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The summary stored in ``uns['scmaskgan']`` and ``{id}.impute.json``.
+
+    Parameters
+    ----------
+    result
+        What :func:`scmaskgan.impute.impute_matrix` returned.
+    params
+        The IMPUTE parameters used.
+    encoding
+        The sample's encoding.
+    label_source
+        Where the labels came from (``obs:<column>``, ``csv:<file>``, ``leiden``).
+    extra
+        More entries (e.g. the other steps' parameters).
+    """
+    return {
+        "mode": params.mode,
+        "k": int(result.k),
+        "theta_sigma": float(result.theta_sigma),
+        "validation": result.validation,
+        "tuning": {
+            "k": [int(t["k"]) for t in result.tuning],
+            "theta_sigma": [float(t["theta_sigma"]) for t in result.tuning],
+            "mse": [float(t["mse"]) for t in result.tuning],
+        },
+        "fraction_zeros_filled": float(result.fraction_zeros_filled),
+        "n_observed_changed": int(result.n_observed_changed),
+        "label_source": label_source,
+        "seed": int(params.seed),
+        "params": dataclasses.asdict(params),
+        "encoding": encoding.to_dict(),
+        "versions": package_versions(),
+        **(extra or {}),
+    }
+
+
+def annotate(adata: ad.AnnData, values: np.ndarray, lognorm: np.ndarray, labels: Any, record: dict[str, Any]) -> None:
+    """Write an imputation into ``adata`` in place (the ``{id}.imputed.h5ad`` layout).
+
+    ``layers['counts']`` gets the original ``X``, ``X`` the imputed values (float32,
+    input scale), ``layers['imputed_lognorm']`` the log-normalised imputed values,
+    ``obs['scmaskgan_label']`` the labels and ``uns['scmaskgan']`` the record.
+    """
+    from scmaskgan.io import LABEL_COLUMN
+
+    adata.layers["counts"] = adata.X
+    adata.X = np.asarray(values, dtype=np.float32)
+    adata.layers["imputed_lognorm"] = np.asarray(lognorm, dtype=np.float32)
+    adata.obs[LABEL_COLUMN] = pd.Categorical(labels)
+    adata.uns["scmaskgan"] = record
+
+
+# ---------------------------------------------------------------- parameters
+def _flat_params(random_state: int, mode: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Flat pipeline parameters from the API's keywords; unknown names are refused."""
+    unknown = sorted(set(params) - all_flat_names())
+    if unknown:
+        raise InputError(
+            f"unknown parameter(s) {', '.join(unknown)}; use the pipeline's flat names "
+            "(see docs/parameters.md), e.g. epochs=50, impute_k=15"
+        )
+    if "impute_mode" in params and params["impute_mode"] != mode:
+        raise InputError("give the imputation mode once: mode=... (not impute_mode)")
+    if "seed" in params and params["seed"] is not None and params["seed"] != random_state and random_state != 0:
+        raise InputError(f"seed={params['seed']} contradicts random_state={random_state}; give one of them")
+    seed = params.get("seed") if params.get("seed") is not None else random_state
+    return {**params, "seed": int(seed), "impute_mode": mode}
+
+
+def _checked_matrix(adata: ad.AnnData, input_scale: str) -> sp.csr_matrix:
+    from scmaskgan.io import check_values
+
+    if adata.n_obs < 2 or adata.n_vars < 2:
+        raise InputError(f"need at least 2 cells and 2 genes, got {adata.n_obs} x {adata.n_vars}")
+    x = sp.csr_matrix(adata.X, dtype=np.float32)
+    check_values(x, "adata.X", input_scale, list(map(str, adata.obs_names)), list(map(str, adata.var_names)))
+    return x
+
+
+# ---------------------------------------------------------------- the estimator
+class ScMaskGAN:
+    """scMASKGAN as a scikit-learn style estimator on AnnData.
+
+    Parameters
+    ----------
+    random_state
+        Seed of every step (labels, GAN training, candidates, filter, tuning).
+    label_key
+        Cell-type labels: an obs column, or a CSV file ``cell,label``. Unset: Leiden
+        clusters (PREPARE's recipe).
+    mode
+        ``'zeros'`` (the paper: only zeros are filled, observed values kept exactly) or
+        ``'denoise'`` (observed values are replaced by the neighbours' estimate too).
+    input_scale
+        ``'counts'`` (non-negative integers) or ``'lognorm'`` (log1p of library-
+        normalised values); the output is on the same scale.
+    **params
+        Flat pipeline parameters of PREPARE, TRAIN, GENERATE, FILTER and IMPUTE
+        (``epochs=50``, ``impute_k=15``, ``device='cpu'``, ...).
+
+    Attributes
+    ----------
+    genes_
+        Gene names at fit (``transform`` needs the same genes in the same order).
+    used_genes_
+        Boolean mask of ``genes_`` with any non-zero value at fit (the others stay 0).
+    cells_, labels_, label_names_, label_source_
+        The fitted cells, their label indices, the label names and their source.
+    encoding_
+        The :class:`~scmaskgan.encode.Encoding` of the fitted data.
+    candidates_, candidate_labels_
+        The candidates FILTER kept (unit scale) and their label indices.
+    model_
+        The trained model file's content (state_dicts and config, plain types).
+    """
+
+    def __init__(
+        self,
+        random_state: int = 0,
+        *,
+        label_key: str | None = None,
+        mode: str = "zeros",
+        input_scale: str = "counts",
+        **params: Any,
+    ) -> None:
+        self.random_state = random_state
+        self.label_key = label_key
+        self.mode = mode
+        self.input_scale = input_scale
+        self.params = params
+
+    # -- helpers
+    def _flat(self) -> dict[str, Any]:
+        if self.input_scale not in ("counts", "lognorm"):
+            raise InputError(f"input_scale={self.input_scale!r} is not one of counts, lognorm")
+        flat = _flat_params(self.random_state, self.mode, self.params)
+        for step in (*FIT_STEPS, "impute"):
+            step_params_from_flat(step, flat)  # validates values early
+        return flat
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "candidates_"):
+            raise InputError("this ScMaskGAN is not fitted yet: call fit(adata) first or load(path)")
+
+    # -- fit
+    def fit(self, adata: ad.AnnData) -> ScMaskGAN:
+        """Encode ``adata``, find or take its labels, train the GAN, generate and filter candidates.
+
+        All-zero cells and genes are left out of training (they carry no signal).
+
+        Returns
+        -------
+        ``self``.
+        """
+        import torch
+
+        from scmaskgan import steps
+        from scmaskgan.generate import read_candidates
+        from scmaskgan.images_h5 import ImageStore
+        from scmaskgan.io import LABEL_COLUMN, attach_labels, write_h5ad
+
+        flat = self._flat()
+        x = _checked_matrix(adata, self.input_scale)
+        used_cells = np.asarray(x.getnnz(axis=1) > 0)
+        used_genes = np.asarray(x.getnnz(axis=0) > 0)
+        if used_cells.sum() < 2 or used_genes.sum() < 2:
+            raise InputError("need at least 2 cells and 2 genes with non-zero values")
+        work = ad.AnnData(
+            X=x[used_cells][:, used_genes],
+            obs=pd.DataFrame(index=adata.obs_names[used_cells].astype(str)),
+            var=pd.DataFrame(index=adata.var_names[used_genes].astype(str)),
+        )
+        label_source = "leiden"
+        if self.label_key is not None:
+            labelled = ad.AnnData(obs=adata.obs.copy())
+            label_source = attach_labels(labelled, self.label_key)
+            work.obs[LABEL_COLUMN] = labelled.obs[LABEL_COLUMN].to_numpy()[used_cells]
+        work.uns["scmaskgan_qc"] = {"input_scale": self.input_scale, "label_source": label_source}
+
+        with tempfile.TemporaryDirectory(prefix="scmaskgan-") as tmp:
+            folder = Path(tmp)
+            qc_h5ad = write_h5ad(work, folder / f"{_SAMPLE}.qc.h5ad")
+            images = steps.prepare(qc_h5ad, folder, _SAMPLE, step_params_from_flat("prepare", flat))["images"]
+            model = steps.train(images, folder, _SAMPLE, step_params_from_flat("train", flat))["model"]
+            candidates = steps.generate(
+                model, images, folder, _SAMPLE, step_params_from_flat("generate", flat)
+            )["candidates"]
+            filtered = steps.filter_candidates(
+                candidates, folder, _SAMPLE, step_params_from_flat("filter", flat)
+            )["filtered"]
+            with ImageStore(images) as store:
+                labels = store.labels.copy()
+                self.label_names_ = list(store.label_names)
+                self.encoding_ = store.encoding
+                self.label_source_ = str(store.attrs.get("label_source", label_source))
+            kept = read_candidates(filtered)
+            self.model_ = torch.load(model, map_location="cpu", weights_only=True)
+        self.genes_ = [str(g) for g in adata.var_names]
+        self.used_genes_ = used_genes
+        self.cells_ = [str(c) for c in adata.obs_names]
+        self.labels_ = np.full(adata.n_obs, -1, dtype=np.int64)
+        self.labels_[used_cells] = labels
+        self.candidates_ = np.asarray(kept.values, dtype=np.float32)
+        self.candidate_labels_ = np.asarray(kept.labels, dtype=np.int64)
+        self.flat_params_ = flat
+        return self
+
+    # -- transform
+    def _labels_for(self, adata: ad.AnnData, x: sp.csr_matrix) -> np.ndarray:
+        """Label indices of ``adata``'s cells: the fitted ones, the label column, or the nearest label."""
+        if [str(c) for c in adata.obs_names] == self.cells_:
+            return self.labels_
+        if self.label_key is not None and self.label_key in adata.obs:
+            names = adata.obs[self.label_key].astype(str).to_numpy()
+            index = {name: i for i, name in enumerate(self.label_names_)}
+            unknown = sorted(set(names) - set(index))
+            if unknown:
+                raise InputError(
+                    f"obs[{self.label_key!r}] has labels the model was not fitted on: {', '.join(unknown[:5])}"
+                )
+            return np.array([index[n] for n in names], dtype=np.int64)
+        return self._nearest_label(x)
+
+    def _nearest_label(self, x: sp.csr_matrix) -> np.ndarray:
+        """The label whose candidates' centroid is nearest (unit scale), for cells seen only now."""
+        unit, _ = encode_rows(x[:, self.used_genes_].toarray(), self.encoding_)
+        n_labels = len(self.label_names_)
+        centroids = np.stack([
+            self.candidates_[self.candidate_labels_ == k].mean(0) if np.any(self.candidate_labels_ == k)
+            else np.full(unit.shape[1], np.inf, dtype=np.float32)
+            for k in range(n_labels)
+        ])
+        d2 = (unit**2).sum(1)[:, None] - 2 * unit @ np.nan_to_num(centroids, posinf=0).T + (
+            np.nan_to_num(centroids, posinf=0) ** 2
+        ).sum(1)[None, :]
+        d2[:, ~np.isfinite(centroids).all(1)] = np.inf
+        return d2.argmin(1).astype(np.int64)
+
+    def _impute(self, adata: ad.AnnData) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """Imputed values, log-normalised values, label names per cell and the record."""
+        self._check_fitted()
+        genes = [str(g) for g in adata.var_names]
+        if genes != self.genes_:
+            if len(genes) != len(self.genes_):
+                raise InputError(f"adata has {len(genes)} genes, the model was fitted on {len(self.genes_)}")
+            first = next(i for i, (a, b) in enumerate(zip(genes, self.genes_, strict=True)) if a != b)
+            raise InputError(
+                f"gene {first} is {genes[first]!r}, the model was fitted with {self.genes_[first]!r} there; "
+                "reorder adata's genes like the fitted data"
+            )
+        x = _checked_matrix(adata, self.input_scale)
+        labels = self._labels_for(adata, x)
+        rows = np.flatnonzero(x.getnnz(axis=1) > 0)
+        cols = np.flatnonzero(self.used_genes_)
+        params = step_params_from_flat("impute", self.flat_params_)
+        result = impute_matrix(
+            x[rows][:, cols], labels[rows], self.candidates_, self.candidate_labels_, self.encoding_, params
+        )
+        values = np.zeros(adata.shape, dtype=np.float32)
+        lognorm = np.zeros(adata.shape, dtype=np.float32)
+        values[np.ix_(rows, cols)] = result.values
+        lognorm[np.ix_(rows, cols)] = result.lognorm
+        fit_params = {s: dataclasses.asdict(step_params_from_flat(s, self.flat_params_)) for s in FIT_STEPS}
+        record = imputation_record(
+            result, params, encoding=self.encoding_, label_source=self.label_source_,
+            extra={
+                "fit_params": fit_params,
+                "input_scale": self.input_scale,
+                "n_empty_cells": int(adata.n_obs - rows.size),
+                "n_unused_genes": int(adata.n_vars - cols.size),
+                "n_candidates": int(len(self.candidates_)),
+            },
+        )
+        names = np.asarray(self.label_names_, dtype=object)
+        cell_labels = np.where(labels >= 0, names[np.clip(labels, 0, None)], None)
+        return values, lognorm, cell_labels, record
+
+    def transform(self, adata: ad.AnnData) -> ad.AnnData:
+        """Impute ``adata`` (the fitted cells, or new cells with the same genes).
+
+        Returns
+        -------
+        A new AnnData with the ``{id}.imputed.h5ad`` layout: ``X`` imputed (float32,
+        input scale), ``layers['counts']``, ``layers['imputed_lognorm']``,
+        ``obs['scmaskgan_label']``, ``uns['scmaskgan']``. Shape, cell and gene names
+        are the input's; all-zero cells and genes unseen at fit stay 0 (their label is
+        missing for all-zero cells).
+        """
+        out = adata.copy()
+        annotate(out, *self._impute(adata))
+        return out
+
+    def fit_transform(self, adata: ad.AnnData) -> ad.AnnData:
+        """``fit(adata)`` then ``transform(adata)``."""
+        return self.fit(adata).transform(adata)
+
+    # -- persistence
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted estimator to one file (``torch.save`` of plain types and tensors).
+
+        Loadable with ``torch.load(path, weights_only=True)``: no pickled objects.
+        """
+        import torch
+
+        from scmaskgan.atomic import atomic_path
+
+        self._check_fitted()
+        payload = {
+            "format_version": SAVE_FORMAT,
+            "kind": "scmaskgan-estimator",
+            "init": {
+                "random_state": self.random_state, "label_key": self.label_key, "mode": self.mode,
+                "input_scale": self.input_scale, "params": dict(self.params),
+            },
+            "flat_params": dict(self.flat_params_),
+            "genes": self.genes_,
+            "used_genes": torch.from_numpy(self.used_genes_.astype(np.bool_)),
+            "cells": self.cells_,
+            "labels": torch.from_numpy(self.labels_),
+            "label_names": self.label_names_,
+            "label_source": self.label_source_,
+            "encoding": self.encoding_.to_dict(),
+            "candidates": torch.from_numpy(self.candidates_),
+            "candidate_labels": torch.from_numpy(self.candidate_labels_),
+            "model": self.model_,
+        }
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> ScMaskGAN:
+        """Read an estimator written by :meth:`save` (``weights_only``: never unpickles objects)."""
+        import torch
+
+        path = Path(path)
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError as exc:
+            raise InputError(f"{path}: no such file") from exc
+        except Exception as exc:  # noqa: BLE001 - truncated, corrupt or not a torch file
+            raise InputError(f"{path}: not a readable scmaskgan estimator file ({type(exc).__name__})") from exc
+        if not isinstance(payload, dict) or payload.get("kind") != "scmaskgan-estimator":
+            raise InputError(f"{path}: not a scmaskgan estimator file (ScMaskGAN.save writes them)")
+        if payload.get("format_version") != SAVE_FORMAT:
+            raise InputError(f"{path}: estimator format {payload.get('format_version')}, this version reads {SAVE_FORMAT}")
+        init = payload["init"]
+        model = cls(
+            init["random_state"], label_key=init["label_key"], mode=init["mode"],
+            input_scale=init["input_scale"], **init["params"],
+        )
+        model.flat_params_ = dict(payload["flat_params"])
+        model.genes_ = list(payload["genes"])
+        model.used_genes_ = payload["used_genes"].numpy().astype(bool)
+        model.cells_ = list(payload["cells"])
+        model.labels_ = payload["labels"].numpy().astype(np.int64)
+        model.label_names_ = list(payload["label_names"])
+        model.label_source_ = str(payload["label_source"])
+        model.encoding_ = Encoding(**payload["encoding"])
+        model.candidates_ = payload["candidates"].numpy().astype(np.float32)
+        model.candidate_labels_ = payload["candidate_labels"].numpy().astype(np.int64)
+        model.model_ = payload["model"]
+        return model
+
+
+# ---------------------------------------------------------------- scanpy-style function
+def impute(
+    adata: ad.AnnData,
+    *,
+    label_key: str | None = None,
+    mode: str = "zeros",
+    random_state: int = 0,
+    input_scale: str = "counts",
+    copy: bool = False,
+    **params: Any,
+) -> ad.AnnData | None:
+    """Impute dropouts of one sample with scMASKGAN (fit and transform in one call).
+
+    Parameters
+    ----------
+    adata
+        Cells x genes; ``X`` holds counts (or log-normalised values with
+        ``input_scale='lognorm'``). No QC is done; all-zero cells and genes stay 0.
+    label_key
+        Cell-type labels: an obs column or a CSV file ``cell,label``; unset: Leiden clusters.
+    mode
+        ``'zeros'`` (default, the paper: observed values are kept exactly, zeros are
+        filled with the neighbours' estimate given the zero) or ``'denoise'``
+        (observed values are replaced by the neighbours' estimate too).
+    random_state
+        Seed of every step (``seed=`` in ``params`` is the same thing).
+    input_scale
+        ``'counts'`` or ``'lognorm'``; the output is on the input's scale.
+    copy
+        Return a new AnnData instead of writing into ``adata``.
+    **params
+        Flat pipeline parameters (``epochs=50``, ``impute_k=15``, ``device='cpu'`` ...).
+
+    Returns
+    -------
+    ``None`` (``adata`` updated in place) or, with ``copy=True``, the imputed AnnData:
+    ``X`` imputed (float32), ``layers['counts']`` the input, ``layers['imputed_lognorm']``,
+    ``obs['scmaskgan_label']``, ``uns['scmaskgan']`` (parameters, chosen k and theta
+    multiplier, tuning curve, seed, versions, fraction of zeros filled, observed values
+    changed).
+    """
+    model = ScMaskGAN(random_state, label_key=label_key, mode=mode, input_scale=input_scale, **params).fit(adata)
+    if copy:
+        return model.transform(adata)
+    annotate(adata, *model._impute(adata))
+    return None
