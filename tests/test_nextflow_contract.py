@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +125,8 @@ def stage(step: str, work: Path) -> dict[str, Any]:
 
 
 def run_task(task: dict[str, Any], workdir: Path) -> subprocess.CompletedProcess:
-    path = os.pathsep.join([str(REPO / "bin"), str(REPO / ".venv" / "bin"), os.environ["PATH"]])
+    # bin/ first, then this interpreter's folder (its python3 has scmaskgan installed)
+    path = os.pathsep.join([str(REPO / "bin"), str(Path(sys.executable).parent), os.environ["PATH"]])
     env = {**os.environ, "PATH": path, "OMP_NUM_THREADS": "1"}
     return subprocess.run(["bash", "-euo", "pipefail", "-c", task["command"]], cwd=workdir, env=env,
                           capture_output=True, text=True, timeout=1200)
@@ -166,6 +168,7 @@ def test_train_uses_the_task_cpus(chain: dict[str, Any]) -> None:
     assert "--threads 1 " in chain["runs"]["train"]["task"]["command"]
 
 
+@pytest.mark.slow  # eight real processes in a chain (~1 min on 2 cores, mostly imports and numba)
 @pytest.mark.parametrize("step", MODULES)
 def test_module_command_runs_and_emits_its_outputs(chain: dict[str, Any], step: str) -> None:
     run = chain["runs"][step]

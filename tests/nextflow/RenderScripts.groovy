@@ -16,10 +16,14 @@
 import groovy.json.JsonOutput
 import groovy.json.JsonSlurper
 
-/** A multi-file `path` input: renders blank-separated, as Nextflow stages it. */
-class BlankSeparatedList extends ArrayList {
-    BlankSeparatedList(Collection c) { super(c) }
-    String toString() { join(' ') }
+/**
+ * A multi-file `path` input, as Nextflow's own BlankSeparatedList: list methods, but not a
+ * List (which a GString would render as [a, b]), so it interpolates as "a b".
+ */
+class BlankSeparatedList {
+    @Delegate(interfaces = false) List target
+    BlankSeparatedList(Collection c) { target = new ArrayList(c) }
+    String toString() { target.join(' ') }
 }
 
 def request = new JsonSlurper().parse(new File(args[0]))
