@@ -1,0 +1,50 @@
+"""Run a command; write its wall time and peak resident memory as JSON.
+
+Usage: ``python measure.py REPORT.json TIMEOUT_S -- COMMAND ...``
+
+Why a separate, tiny launcher: Linux keeps a process's peak RSS (``ru_maxrss``)
+across ``execve``, so a command started directly from the benchmark (a big Python
+process holding the data) would inherit the benchmark's own peak. Started from
+this launcher, which imports nothing heavy, the command inherits at most the
+launcher's few MB (``launcher_rss_mb``, reported too). ``peak_rss_mb`` comes from
+``os.wait4`` on the command and so covers it and the children it waited for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import threading
+import time
+
+
+def main(argv: list[str]) -> int:
+    """Run ``argv[3:]`` (after ``--``), write the report to ``argv[0]``; return its exit code."""
+    report, timeout_s, sep, *command = argv
+    if sep != "--" or not command:
+        raise SystemExit("usage: measure.py REPORT.json TIMEOUT_S -- COMMAND ...")
+    launcher_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    start = time.perf_counter()
+    proc = subprocess.Popen(command)
+    timeout = float(timeout_s)
+    timer = threading.Timer(timeout, proc.kill) if timeout > 0 else None
+    if timer:
+        timer.start()
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    if timer:
+        timer.cancel()
+    code = os.waitstatus_to_exitcode(status)
+    proc.returncode = code
+    with open(report, "w") as out:
+        json.dump({"exit_code": code, "process_s": elapsed, "peak_rss_mb": usage.ru_maxrss / 1024.0,
+                   "launcher_rss_mb": launcher_rss, "timed_out": bool(timer and elapsed >= timeout and code != 0)},
+                  out)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
