@@ -101,6 +101,16 @@ def test_validation_split_is_stratified_and_keeps_single_cells_in_training():
         split_validation(labels, 1.0, seed=0)
 
 
+def test_epoch_batches_cover_all_cells_or_a_random_subset(images: Path):
+    with ImageStore(images) as store:
+        cells = TrainingCells(store, np.arange(store.n_cells))
+        gen = torch.Generator().manual_seed(0)
+        full = [len(b) for b in cells.batches(32, gen)]
+        part = [len(b) for b in cells.batches(32, gen, limit=50)]
+    assert sum(full) == store.n_cells and max(full) == 32
+    assert part == [32, 18]
+
+
 def _train(images: Path, outdir: Path, **kw) -> dict[str, Path]:
     params = TrainParams(**{**TINY, "epochs": 3, "min_epochs": 1, **kw})
     return steps.train(images, outdir, "sim", params)

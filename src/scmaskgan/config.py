@@ -90,8 +90,13 @@ class PrepareParams(_Validated):
 class TrainParams(_Validated):
     """Training the conditional masked GAN (TRAIN step)."""
 
-    epochs: int = _p(300, "Maximum number of epochs.")
+    epochs: int = _p(60, "Maximum number of epochs (early stopping usually ends training sooner).")
     batch_size: int = _p(64, "Mini-batch size.")
+    cells_per_epoch: int | None = _p(
+        2048,
+        "Training cells drawn per epoch (a new random subset every epoch; all cells when "
+        "fewer or unset), so validation and early stopping come at the same pace on large samples.",
+    )
     lr_g: float = _p(1e-3, "Adam learning rate of the generator (paper: 1e-3).")
     lr_d: float = _p(1e-4, "Adam learning rate of the discriminator (paper: 1e-4).")
     beta1: float = _p(0.5, "Adam beta1.")
@@ -106,10 +111,14 @@ class TrainParams(_Validated):
     inpaint_fraction: float = _p(
         0.2, "With rec_loss='inpaint': fraction of a cell's observed genes hidden from the generator."
     )
-    base_channels: int = _p(32, "Channels of the first convolution block (paper: 32).")
+    base_channels: int = _p(
+        16, "Channels of the generator's first convolution block (paper: 32; 16 is as good and 1.6x faster on CPU)."
+    )
     latent_dim: int | None = _p(None, "Noise dimension; the image side N when unset (as in the paper).")
-    patience: int = _p(25, "Early stopping: epochs without improvement of the smoothed validation loss.")
-    min_epochs: int = _p(20, "Never stop before this many epochs.")
+    patience: int = _p(
+        6, "Early stopping: epochs without improvement of the smoothed held-out candidate quality."
+    )
+    min_epochs: int = _p(8, "Never stop before this many epochs.")
     val_fraction: float = _p(0.1, "Fraction of cells held out for the validation signal.")
     grad_clip: float = _p(1.0, "Gradient norm clipping (0 disables).")
     checkpoint_every: int = _p(10, "Write a checkpoint every this many epochs.")

@@ -152,14 +152,21 @@ class TrainingCells:
         for start in starts.tolist():
             yield read_cells(self.store, self.index[start:start + self.block_cells])
 
-    def batches(self, batch_size: int, gen: torch.Generator) -> Iterator[CellTensors]:
-        """Shuffled mini-batches covering every training cell once (a last batch of 1 is dropped)."""
+    def batches(self, batch_size: int, gen: torch.Generator, limit: int | None = None) -> Iterator[CellTensors]:
+        """Shuffled mini-batches of every training cell, or of a random ``limit`` of them.
+
+        A last batch of a single cell is dropped (batch normalisation needs two).
+        """
+        remaining = len(self) if limit is None else min(limit, len(self))
         for block in self.blocks(gen):
-            order = torch.randperm(len(block), generator=gen)
+            order = torch.randperm(len(block), generator=gen)[:remaining]
+            remaining -= len(order)
             for start in range(0, len(order), batch_size):
                 idx = order[start:start + batch_size]
                 if len(idx) > 1 or len(order) == 1:
                     yield block.subset(idx)
+            if remaining <= 0:
+                return
 
 
 @dataclass
@@ -719,7 +726,7 @@ def _run_epochs(
         gen = torch.Generator().manual_seed(_epoch_seed(params.seed, epoch))
         sums: dict[str, float] = {}
         n_batches = 0
-        for batch in cells.batches(params.batch_size, gen):
+        for batch in cells.batches(params.batch_size, gen, params.cells_per_epoch):
             for key, value in trainer.step(batch.to(trainer.device), gen).items():
                 sums[key] = sums.get(key, 0.0) + value
             n_batches += 1
