@@ -29,14 +29,18 @@ workflow SCMASKGAN {
     ch_imputed = IMPUTE.out.h5ad.map { _meta, h5ad -> h5ad }.collect(sort: true)
     INTEGRATE(ch_imputed, samplesheet)
 
-    ch_qc = QC.out.json.mix(QC.out.png).map { _meta, f -> f }.collect(sort: true)
-    ch_train = TRAIN.out.log.mix(TRAIN.out.png).map { _meta, f -> f }.collect(sort: true)
-    ch_filter = FILTER.out.filtered.map { _meta, f -> f }.collect(sort: true)
-    ch_impute = IMPUTE.out.json.map { _meta, f -> f }.collect(sort: true)
-    ch_integrate = INTEGRATE.out.h5ad
-        .mix(INTEGRATE.out.markers, INTEGRATE.out.metrics, INTEGRATE.out.genes, INTEGRATE.out.figures)
-        .collect(sort: true)
-    REPORT(ch_qc, ch_train, ch_filter, ch_impute, ch_integrate)
+    // REPORT reads a results folder: every output, staged in the layout of --outdir
+    REPORT(
+        QC.out.json.mix(QC.out.png).map { _meta, f -> f }.collect(sort: true),
+        PREPARE.out.images.map { _meta, f -> f }.collect(sort: true),
+        TRAIN.out.model.mix(TRAIN.out.log, TRAIN.out.png).map { _meta, f -> f }.collect(sort: true),
+        GENERATE.out.candidates.map { _meta, f -> f }.collect(sort: true),
+        FILTER.out.filtered.map { _meta, f -> f }.collect(sort: true),
+        IMPUTE.out.h5ad.mix(IMPUTE.out.json).map { _meta, f -> f }.collect(sort: true),
+        INTEGRATE.out.h5ad
+            .mix(INTEGRATE.out.markers, INTEGRATE.out.metrics, INTEGRATE.out.genes, INTEGRATE.out.figures)
+            .collect(sort: true),
+    )
 
     ch_versions = QC.out.versions.first()
         .mix(

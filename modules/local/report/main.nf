@@ -5,9 +5,12 @@ process REPORT {
     conda "${moduleDir}/environment.yml"
     container 'ghcr.io/scmaskgan/scmaskgan:0.1.0'
 
+    // the outputs of every step, staged in the layout of --outdir
     input:
     path qc, stageAs: 'results/qc/*'
+    path prepare, stageAs: 'results/prepare/*'
     path train, stageAs: 'results/train/*'
+    path generate, stageAs: 'results/generate/*'
     path filtered, stageAs: 'results/filter/*'
     path impute, stageAs: 'results/impute/*'
     path integrate, stageAs: 'results/integrate/*'
