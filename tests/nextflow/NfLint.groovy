@@ -24,14 +24,18 @@ def pluginScopes = ['validation']
 def root = new File(args[0]).canonicalFile
 def files = args.drop(1).collect { new File(it).canonicalFile }
 
-def config = new LanguageServerConfiguration(
-    'TB', false, ErrorReportingMode.WARNINGS, [], false, false, false, 100,
-    'https://registry.nextflow.io/api/', false, false)
-def plugins = new PluginSpecCache(config.pluginRegistryUrl())
+// The strictest reporting (PARANOID: also future deprecations); type checking for the
+// scripts only: on configs it flags every dynamic directive (a closure) as a wrong type.
+def settings = { boolean typeChecking ->
+    new LanguageServerConfiguration(
+        'TB', false, ErrorReportingMode.PARANOID, [], false, false, false, 100,
+        'https://registry.nextflow.io/api/', false, typeChecking)
+}
+def plugins = new PluginSpecCache(settings(false).pluginRegistryUrl())
 def scripts = new ScriptAstCache(root.toURI().toString())
-scripts.initialize(config, plugins)
+scripts.initialize(settings(true), plugins)
 def configs = new ConfigAstCache()
-configs.initialize(config, plugins)
+configs.initialize(settings(false), plugins)
 
 def relevant = { String message ->
     !pluginScopes.any { message.startsWith("Unrecognized config option '${it}.") }
