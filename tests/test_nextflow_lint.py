@@ -52,6 +52,14 @@ BREAKAGES = [
      "    tuple val(meta), path(counts), path(labels)\n    }\n", "Unexpected input"),
     # the workflow calls a process that is not included
     ("workflows/scmaskgan.nf", "    PREPARE(QC.out.h5ad)", "    PREPARATION(QC.out.h5ad)", "`PREPARATION` is not defined"),
+    # an output the process does not emit (type checking)
+    ("workflows/scmaskgan.nf", "    FILTER(GENERATE.out.candidates)", "    FILTER(GENERATE.out.candidate)",
+     "Unrecognized output `candidate` for process `GENERATE`"),
+    # a process called with the wrong number of channels
+    ("workflows/scmaskgan.nf", "    TRAIN(PREPARE.out.images)", "    TRAIN(PREPARE.out.images, QC.out.h5ad)",
+     "Process `TRAIN` expects 1 argument(s) but received 2"),
+    # a task property that does not exist
+    ("modules/local/train/main.nf", "--threads ${task.cpus}", "--threads ${task.cpu}", "Unrecognized property `cpu`"),
     # an include of a module folder that does not exist
     ("workflows/scmaskgan.nf", "'../modules/local/report'", "'../modules/local/reports'", "Invalid include source"),
     # a variable declaration in a config file
