@@ -43,7 +43,8 @@ bench-scale: venv
 	$(BIN)/python benchmarks/bench_scale.py --outdir benchmarks/results
 
 docs: venv
-	$(BIN)/python scripts/schema_to_docs.py nextflow_schema.json docs/parameters.md
+	$(BIN)/python scripts/make_nextflow_schema.py
+	$(BIN)/python scripts/schema_to_docs.py
 
 IMAGE ?= scmaskgan
 TAG ?= 0.1.0
