@@ -53,8 +53,8 @@ def _trainer(images: Path, rec_loss: str, seed: int = 0) -> tuple[GanTrainer, Ce
 
 def _losses(trainer: GanTrainer, batch: CellTensors) -> list[float]:
     out = trainer.losses(batch, torch.Generator().manual_seed(3))
-    adv = trainer.generator_adversarial(out["fake"])
-    return [float(out["loss_d"].detach()), float(out["rec"].detach()), float(adv.detach())]
+    adv = trainer.generator_adversarial(out.fake)
+    return [float(out.loss_d.detach()), float(out.rec.detach()), float(adv.detach())]
 
 
 @pytest.mark.parametrize("rec_loss", ["moments", "inpaint"])

@@ -36,6 +36,7 @@ from scmaskgan.config import TrainParams
 from scmaskgan.device import amp_enabled, autocast, grad_scaler, select_device, set_threads
 from scmaskgan.encode import Encoding
 from scmaskgan.errors import InputError, StepError
+from scmaskgan.generate import energy_distance, label_vectors, sample_images
 from scmaskgan.images_h5 import ImageStore
 from scmaskgan.model import Discriminator, Generator, ModelConfig, count_parameters, gene_mask
 from scmaskgan.versions import package_versions
@@ -328,6 +329,15 @@ def model_config(params: TrainParams, encoding: Encoding, n_labels: int) -> Mode
     )
 
 
+@dataclass
+class BatchLosses:
+    """One batch's discriminator and reconstruction losses, and the generated cells for the adversarial term."""
+
+    loss_d: torch.Tensor
+    rec: torch.Tensor
+    fake: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
 class GanTrainer:
     """Generator, discriminator, optimisers and the masked losses of one training step.
 
@@ -399,7 +409,7 @@ class GanTrainer:
             draws["hide"] = torch.rand(b, side, side, generator=gen)
         return {k: v.to(self.device) for k, v in draws.items()}
 
-    def losses(self, cells: CellTensors, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    def losses(self, cells: CellTensors, gen: torch.Generator) -> BatchLosses:
         """Discriminator loss and the generator's adversarial and reconstruction losses of one batch.
 
         ``cells`` is on the training device; padding and dropout pixels of its values
@@ -420,11 +430,7 @@ class GanTrainer:
             d_real = self.discriminator(real.values, real.masks, onehot).float()
             d_fake = self.discriminator(fake_values.detach(), fake_mask.detach(), onehot).float()
             loss_d = patch_bce(d_real, 1.0, self.patches) + patch_bce(d_fake, 0.0, self.patches)
-        return {
-            "loss_d": loss_d,
-            "fake": (fake_values, fake_mask, onehot),  # type: ignore[dict-item]
-            "rec": self._rec(level, logits, real, kept, held),
-        }
+        return BatchLosses(loss_d, self._rec(level, logits, real, kept, held), (fake_values, fake_mask, onehot))
 
     def _rec(
         self,
@@ -451,11 +457,11 @@ class GanTrainer:
         self.generator.train()
         self.discriminator.train()
         out = self.losses(cells, gen)
-        self._update(out["loss_d"], self.opt_d, self.scaler_d, self.discriminator)
-        adv = self.generator_adversarial(out["fake"])
-        loss_g = adv + self.params.lambda_rec * out["rec"]
+        self._update(out.loss_d, self.opt_d, self.scaler_d, self.discriminator)
+        adv = self.generator_adversarial(out.fake)
+        loss_g = adv + self.params.lambda_rec * out.rec
         self._update(loss_g, self.opt_g, self.scaler_g, self.generator)
-        return {"loss_d": float(out["loss_d"].detach()), "loss_g_adv": float(adv.detach()), "loss_rec": float(out["rec"].detach())}
+        return {"loss_d": float(out.loss_d.detach()), "loss_g_adv": float(adv.detach()), "loss_rec": float(out.rec.detach())}
 
     def _update(self, loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: Any, net: nn.Module) -> None:
         if not torch.isfinite(loss):
@@ -574,8 +580,6 @@ class Validator:
     def __init__(
         self, val: CellTensors, pool: CellTensors | None, n_genes: int, params: TrainParams, per_label: int = 64
     ) -> None:
-        from scmaskgan.generate import label_vectors
-
         self.labels = val.labels.numpy()
         self.vectors = label_vectors(val.values, val.labels, n_genes)
         self.pool, self.n_genes, self.params = pool, n_genes, params
@@ -584,8 +588,6 @@ class Validator:
         self.cand_labels = np.repeat(present, [max(per_label, 2 * counts[k]) for k in present])
 
     def __call__(self, generator: Generator, device: torch.device) -> float:
-        from scmaskgan.generate import energy_distance, sample_images
-
         images = sample_images(
             generator, self.cand_labels, batch_size=256, seed=self.params.seed + 1, device=device,
             pool=self.pool, inpaint_fraction=self.params.inpaint_fraction,
