@@ -92,9 +92,38 @@ def auto_labels(
     features = pca_features(counts, n_pcs=n_pcs, seed=seed, target_sum=target_sum, input_scale=input_scale)
     graph = ad.AnnData(obs={"i": np.arange(features.shape[0])}, obsm={"X_pca": features})
     n_neighbors = max(2, min(N_NEIGHBORS, graph.n_obs - 1))
-    sc.pp.neighbors(graph, n_neighbors=n_neighbors, use_rep="X_pca", random_state=seed)
+    sc.pp.neighbors(
+        graph, n_neighbors=n_neighbors, use_rep="X_pca", random_state=seed,
+        transformer=knn_transformer(graph.n_obs, n_neighbors, seed),
+    )
     sc.tl.leiden(graph, resolution=resolution, flavor="igraph", n_iterations=2, directed=False, random_state=seed)
     return graph.obs["leiden"].astype(str).to_numpy(), features
+
+
+def knn_transformer(n_obs: int, n_neighbors: int, seed: int) -> Any:
+    """The kNN transformer scanpy would choose, made to work with scipy >= 1.17.
+
+    Below 8192 cells scanpy uses exact neighbours (returned as ``None``: scanpy's default).
+    Above, it uses pynndescent, whose ``csr_array`` output scanpy 1.11 queries with
+    ``getnnz``, a method scipy 1.17's sparse arrays no longer have; the transformer returned
+    here has scanpy's settings and returns ``csr_matrix``.
+    """
+    if n_obs < 8192:
+        return None
+    import scanpy as sc
+    from pynndescent import PyNNDescentTransformer
+
+    class CsrMatrixNNDescent(PyNNDescentTransformer):
+        def fit_transform(self, X, y=None, **fit_params):  # noqa: N803 (sklearn's argument name)
+            return sp.csr_matrix(super().fit_transform(X, y, **fit_params))
+
+        def transform(self, X, y=None):  # noqa: N803
+            return sp.csr_matrix(super().transform(X, y))
+
+    return CsrMatrixNNDescent(
+        n_neighbors=n_neighbors, metric="euclidean", random_state=seed, n_jobs=sc.settings.n_jobs,
+        n_trees=min(64, 5 + round(n_obs**0.5 / 20.0)), n_iters=max(5, round(np.log2(n_obs))),
+    )
 
 
 def merge_small_labels(
