@@ -11,6 +11,7 @@ import pytest
 from scmaskgan import steps
 from scmaskgan.config import FilterParams
 from scmaskgan.encode import Encoding
+from scmaskgan.errors import InputError
 from scmaskgan.filter import anomaly_scores, filter_labels, threshold
 from scmaskgan.generate import read_candidates, write_candidates
 
@@ -80,3 +81,13 @@ def test_filter_step_writes_the_contract(tmp_path: Path):
     assert kept.scores is not None and np.all(kept.scores <= kept.tau[kept.labels] + 1e-6)
     again = steps.filter_candidates(src, tmp_path / "again", "s", FilterParams())
     assert np.array_equal(read_candidates(again["filtered"]).values, kept.values)  # seeded
+
+
+def test_truncated_candidates_file_is_an_input_error(tmp_path: Path):
+    values, labels, _ = _candidates()
+    src = tmp_path / "s.candidates.h5"
+    write_candidates(src, values, labels, ["a", "b"], [f"g{i}" for i in range(30)], ENC, {})
+    cut = tmp_path / "cut.candidates.h5"
+    cut.write_bytes(src.read_bytes()[:3000])
+    with pytest.raises(InputError, match="cut.candidates.h5"):
+        steps.filter_candidates(cut, tmp_path / "out", "s", FilterParams())

@@ -197,3 +197,19 @@ def test_truncated_images_file_is_an_input_error(images: Path, tmp_path: Path):
     bad.write_bytes(images.read_bytes()[:2000])
     with pytest.raises(InputError, match="cut.images.h5"):
         _train(bad, tmp_path / "out", epochs=1)
+
+
+def test_device_choice_and_amp_off_the_gpu():
+    from scmaskgan.device import amp_enabled, autocast, select_device
+
+    cpu = torch.device("cpu")
+    assert select_device("cpu") == cpu
+    assert select_device("auto").type in {"cuda", "mps", "cpu"}
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="CUDA is not available"):
+            select_device("cuda:0")
+    with pytest.raises(InputError, match="not a torch device"):
+        select_device("gpu-please")
+    assert not amp_enabled(cpu, requested=True)
+    with autocast(cpu, enabled=True):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
