@@ -200,6 +200,14 @@ def guarded(render: Callable[[], str], what: str) -> str:
         return f'<p class="missing">Could not read {_esc(what)}: {_esc(type(exc).__name__)}: {_esc(exc)}</p>'
 
 
+def read_table(path: Path, sep: str = ",") -> pd.DataFrame:
+    """A CSV/TSV for display: empty text cells blank, columns without any value dropped."""
+    df = pd.read_csv(path, sep=sep).dropna(axis=1, how="all")
+    text = df.select_dtypes(exclude="number").columns
+    df[text] = df[text].fillna("")
+    return df
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     value = json.loads(Path(path).read_text())
     if not isinstance(value, dict):
@@ -341,7 +349,7 @@ def _summary(ctx: _Context) -> str:
     parts.append("<h3>Outputs per sample and step</h3>" + table(rows))
     trace = ctx.files.info("trace.tsv")
     if trace is not None:
-        parts.append("<h3>Steps run</h3>" + guarded(lambda: table(pd.read_csv(trace, sep="\t", keep_default_na=False)), trace.name))
+        parts.append("<h3>Steps run</h3>" + guarded(lambda: table(read_table(trace, sep="\t")), trace.name))
     return "".join(parts)
 
 
@@ -531,13 +539,14 @@ def _evaluation_sample(sid: str, path: Path) -> str:
     parts = [note(f"{record.get('n_cells', '?')} cells x {record.get('n_genes', '?')} genes, labels: "
                   f"{record.get('label_key') or 'none'} ({source})."),
              f'<div class="side-by-side">{table(single)}{table(paired) if paired else ""}</div>']
-    for key, caption in (("eval_umap", "UMAP of the original and the imputed data, coloured by label"),
-                         ("eval_zscore", "per-gene Z-score distributions"),
-                         ("eval_cv", "coefficient of variation per gene"),
-                         ("eval_gene_correlation", "gene-gene correlation of the most variable genes")):
+    def figure(key: str, caption: str) -> str:
         png = path.with_name(f"{sid}.{key}.png")
-        if png.is_file():
-            parts.append(png_file(png, f"{sid}: {caption}"))
+        return png_file(png, f"{sid}: {caption}") if png.is_file() else ""
+
+    parts.append(figure("eval_umap", "UMAP of the original and the imputed data, coloured by label"))
+    parts.append('<div class="fig-row">' + figure("eval_zscore", "per-gene Z-score distributions")
+                 + figure("eval_cv", "coefficient of variation per gene") + "</div>")
+    parts.append(figure("eval_gene_correlation", "gene-gene correlation of the most variable genes"))
     return "".join(parts)
 
 
@@ -611,12 +620,12 @@ def _integration(ctx: _Context) -> str:
     if h5ad:
         parts.append(guarded(lambda: _integration_overview(h5ad), h5ad.name))
     if metrics:
-        parts.append("<h3>Integration metrics</h3>" + guarded(lambda: table(pd.read_csv(metrics)), metrics.name))
+        parts.append("<h3>Integration metrics</h3>" + guarded(lambda: table(read_table(metrics)), metrics.name))
     else:
         parts.append(missing("integration_metrics.csv"))
     if changes:
         parts.append("<h3>Chosen genes before and after imputation</h3>"
-                     + guarded(lambda: table(pd.read_csv(changes).head(60)), changes.name))
+                     + guarded(lambda: table(read_table(changes).head(60)), changes.name))
     if markers:
         parts.append("<h3>Marker genes per cluster</h3>" + guarded(lambda: _top_markers(markers), markers.name))
     parts += [guarded(lambda p=p: png_file(p, p.stem.replace("_", " ")), p.name) for p in figures]
