@@ -308,17 +308,18 @@ def run_pipeline(
         progress = _Progress(len(samples) * len(SAMPLE_STEPS) + 2, show_progress)
         try:
             records = _run_samples(samples, outdir, flat, max_workers, resume, progress)
-            failed = [r for r in records if r.status == "failed"]
-            if not failed:
-                records += _run_cross_sample(samples, samplesheet, outdir, flat, progress)
+            if not any(r.status == "failed" for r in records):
+                imputed = [steps.output_paths("impute", outdir / "impute", s.sample)["h5ad"] for s in samples]
+                records.append(_run_cross_sample_step("integrate", progress, lambda: steps.integrate(
+                    imputed, outdir / "integrate", step_params_from_flat("integrate", flat), Path(samplesheet))))
+            # the report reads the trace and summary, so they are written before it runs
+            _write_run_info(info, samples, records, started)
+            if not any(r.status == "failed" for r in records):
+                records.append(_run_cross_sample_step(
+                    "report", progress, lambda: steps.report(outdir, outdir / "report")))
+                _write_run_info(info, samples, records, started)
         finally:
             progress.stop()
-        _write_trace(info / "trace.tsv", records)
-        write_text_atomic(info / "run_summary.json", json.dumps({
-            "samples": [s.sample for s in samples],
-            "wall_seconds": round(time.time() - started, 2),
-            "steps": {r.status: sum(1 for x in records if x.status == r.status) for r in records},
-        }, indent=2))
         failed = [r for r in records if r.status == "failed"]
         if failed:
             detail = "; ".join(f"{r.sample}:{r.step}: {r.error}" for r in failed)
@@ -329,26 +330,25 @@ def run_pipeline(
         handler.close()
 
 
-def _run_cross_sample(
-    samples: list[Sample], samplesheet: str | Path, outdir: Path, flat: dict[str, Any], progress: _Progress
-) -> list[StepRecord]:
-    imputed = [steps.output_paths("impute", outdir / "impute", s.sample)["h5ad"] for s in samples]
-    records = []
+def _write_run_info(info: Path, samples: list[Sample], records: list[StepRecord], started: float) -> None:
+    _write_trace(info / "trace.tsv", records)
+    write_text_atomic(info / "run_summary.json", json.dumps({
+        "samples": [s.sample for s in samples],
+        "wall_seconds": round(time.time() - started, 2),
+        "steps": {status: sum(r.status == status for r in records) for status in ("done", "cached", "failed")},
+    }, indent=2))
+
+
+def _run_cross_sample_step(
+    step: str, progress: _Progress, call: Callable[[], dict[str, Path]]
+) -> StepRecord:
+    """Run INTEGRATE or REPORT; a user-facing failure becomes a failed record."""
     start = time.perf_counter()
     try:
-        outputs = steps.integrate(
-            imputed, outdir / "integrate", step_params_from_flat("integrate", flat), Path(samplesheet)
-        )
-        record = StepRecord("all", "integrate", "done", time.perf_counter() - start, _peak_rss_mb(),
+        outputs = call()
+        record = StepRecord("all", step, "done", time.perf_counter() - start, _peak_rss_mb(),
                             outputs={k: str(v) for k, v in outputs.items()})
     except ScMaskGANError as exc:
-        record = StepRecord("all", "integrate", "failed", time.perf_counter() - start, _peak_rss_mb(), str(exc))
-    records.append(record)
+        record = StepRecord("all", step, "failed", time.perf_counter() - start, _peak_rss_mb(), str(exc))
     progress.advance(record)
-    start = time.perf_counter()
-    outputs = steps.report(outdir, outdir / "report")
-    record = StepRecord("all", "report", "done", time.perf_counter() - start, _peak_rss_mb(),
-                        outputs={k: str(v) for k, v in outputs.items()})
-    records.append(record)
-    progress.advance(record)
-    return records
+    return record
