@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 DEMO_DIR ?= demo_results
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint nf-lint bench bench-scale image image-cpu image-sif docs clean
+.PHONY: venv demo test lint nf-lint bench bench-scale report-png image image-cpu image-sif docs clean
 
 venv: $(STAMP)
 
@@ -45,6 +45,10 @@ bench-scale: venv
 docs: venv
 	$(BIN)/python scripts/make_nextflow_schema.py
 	$(BIN)/python scripts/schema_to_docs.py
+
+# screenshot of the demo report (Debian's chromium: apt-get install -y chromium)
+report-png:
+	bash scripts/render_report.sh $(DEMO_DIR)/report/report.html $(DEMO_DIR)/report/report.png
 
 IMAGE ?= scmaskgan
 TAG ?= 0.1.0
