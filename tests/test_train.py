@@ -13,7 +13,7 @@ from conftest import simulate_counts, write_images
 
 from scmaskgan import steps
 from scmaskgan.config import TrainParams
-from scmaskgan.errors import InputError
+from scmaskgan.errors import InputError, StepError
 from scmaskgan.images_h5 import ImageStore
 from scmaskgan.model import gene_mask
 from scmaskgan.train import (
@@ -213,3 +213,12 @@ def test_device_choice_and_amp_off_the_gpu():
     assert not amp_enabled(cpu, requested=True)
     with autocast(cpu, enabled=True):
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+
+
+def test_one_label_trains_and_too_few_cells_is_a_step_error(tmp_path: Path):
+    single, _ = simulate_counts(n_cells=40, n_genes=20, n_types=1, seed=2)
+    out = _train(write_images(tmp_path / "one.images.h5", single), tmp_path / "one", epochs=1)
+    assert load_model(out["model"]).label_names == ["type0"]
+    pair = write_images(tmp_path / "pair.images.h5", single[:2].copy())
+    with pytest.raises(StepError, match="1 training cell"):
+        _train(pair, tmp_path / "pair", epochs=1)

@@ -116,9 +116,9 @@ class TrainParams(_Validated):
     )
     latent_dim: int | None = _p(None, "Noise dimension; the image side N when unset (as in the paper).")
     patience: int = _p(
-        6, "Early stopping: epochs without improvement of the smoothed held-out candidate quality."
+        5, "Early stopping: epochs without improvement of the smoothed held-out candidate quality."
     )
-    min_epochs: int = _p(8, "Never stop before this many epochs.")
+    min_epochs: int = _p(5, "Never stop before this many epochs.")
     val_fraction: float = _p(0.1, "Fraction of cells held out for the validation signal.")
     grad_clip: float = _p(1.0, "Gradient norm clipping (0 disables).")
     checkpoint_every: int = _p(10, "Write a checkpoint every this many epochs.")

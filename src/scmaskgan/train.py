@@ -164,7 +164,7 @@ class TrainingCells:
             remaining -= len(order)
             for start in range(0, len(order), batch_size):
                 idx = order[start:start + batch_size]
-                if len(idx) > 1 or len(order) == 1:
+                if len(idx) > 1:
                     yield block.subset(idx)
             if remaining <= 0:
                 return
@@ -570,7 +570,7 @@ def check_compatible(model: LoadedModel, model_path: Path, store: ImageStore) ->
 class Validator:
     """Candidate quality on held-out cells: the validation signal for early stopping.
 
-    Generates a fixed set of candidates per label (fixed noise) as GENERATE would, and
+    Generates a fixed set of candidates per label (100, fixed noise) as GENERATE would, and
     returns the energy distance between them and the held-out real cells of the label,
     averaged over labels weighted by held-out cells. The energy distance is zero only
     when the two distributions agree, so it penalises both wrong per-label profiles and
@@ -578,14 +578,12 @@ class Validator:
     """
 
     def __init__(
-        self, val: CellTensors, pool: CellTensors | None, n_genes: int, params: TrainParams, per_label: int = 64
+        self, val: CellTensors, pool: CellTensors | None, n_genes: int, params: TrainParams, per_label: int = 100
     ) -> None:
         self.labels = val.labels.numpy()
         self.vectors = label_vectors(val.values, val.labels, n_genes)
         self.pool, self.n_genes, self.params = pool, n_genes, params
-        present = np.unique(self.labels)
-        counts = np.bincount(self.labels)
-        self.cand_labels = np.repeat(present, [max(per_label, 2 * counts[k]) for k in present])
+        self.cand_labels = np.repeat(np.unique(self.labels), per_label)
 
     def __call__(self, generator: Generator, device: torch.device) -> float:
         images = sample_images(
@@ -641,14 +639,18 @@ def fit(
     """
     set_threads(params.threads)
     device = select_device(params.device)
-    if params.batch_size < 2:
-        raise InputError(f"batch_size={params.batch_size} must be at least 2")
+    if params.batch_size < 2 or (params.cells_per_epoch is not None and params.cells_per_epoch < 2):
+        raise InputError(
+            f"batch_size={params.batch_size} and cells_per_epoch={params.cells_per_epoch} must be at least 2"
+        )
     with ImageStore(images_h5) as store:
         enc, label_names = store.encoding, list(store.label_names)
         if store.n_cells < 2:
             raise StepError(f"{images_h5}: {store.n_cells} cell(s); training needs at least 2")
         val_mask = split_validation(store.labels, params.val_fraction, params.seed)
         cells = TrainingCells(store, np.flatnonzero(~val_mask))
+        if len(cells) < 2:
+            raise StepError(f"{images_h5}: {len(cells)} training cell(s) after the validation split; need 2 or more")
         cfg = model_config(params, enc, len(label_names))
         stats = label_stats(cells, cfg.n_labels, enc.side)
         torch.manual_seed(params.seed)
