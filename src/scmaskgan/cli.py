@@ -68,7 +68,8 @@ SAMPLE_ID = _option("sample_id", None, "Sample id used in output names (default:
 def sample_id_from_path(path: Path) -> str:
     """Sample id from a file or folder name, without data suffixes (.qc.h5ad, .csv.gz, ...)."""
     name = Path(path).name
-    for suffix in (".gz", ".h5ad", ".h5", ".csv", ".tsv", ".txt", ".mtx", ".qc", ".images", ".imputed"):
+    for suffix in (".gz", ".h5ad", ".h5", ".pt", ".csv", ".tsv", ".txt", ".mtx", ".qc", ".images", ".imputed",
+                   ".model", ".filtered", ".candidates"):
         if name.endswith(suffix):
             name = name[: -len(suffix)]
     return name or "sample"
