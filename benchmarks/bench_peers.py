@@ -33,7 +33,20 @@ from methods import METHODS  # noqa: E402
 from scmaskgan.atomic import write_text_atomic  # noqa: E402
 
 COLUMNS = ["method", "status", "mcv_mse", "mcv_poisson", "ari", "nmi", "n_clusters", "wall_s", "process_s",
-           "peak_rss_mb", "rss_before_mb", "note"]
+           "peak_rss_mb", "rss_before_mb", "load_1min", "measured_utc", "note"]
+#: Methods run by default (``scmaskgan-cli`` is the same method as ``scmaskgan-zeros``, timed as a command).
+DEFAULT_METHODS = [m for m in METHODS if m != "scmaskgan-cli"]
+
+
+def merge_rows(previous: Path, rows: list[dict[str, object]]) -> list[dict[str, object]]:
+    """``rows`` plus the rows of other methods in an earlier CSV, in :data:`METHODS` order."""
+    if not previous.exists():
+        return rows
+    ran = {r["method"] for r in rows}
+    kept = [r for r in pd.read_csv(previous, keep_default_na=False, na_values=[""]).to_dict("records")
+            if r["method"] not in ran]
+    order = list(METHODS)
+    return sorted(kept + rows, key=lambda r: order.index(r["method"]) if r["method"] in order else len(order))
 
 
 def load_data(spec: str, seed: int) -> tuple[str, object]:
@@ -59,7 +72,9 @@ def write_results(rows: list[dict[str, object]], name: str, outdir: Path, info: 
         "clusters of the output vs `cell_type` (higher is better). `wall_s`: the method call alone; "
         "`process_s`: the whole process (start-up, imports, IO), both of the fastest of `--repeats` runs; `peak_rss_mb`: the process's peak "
         "resident memory, `rss_before_mb`: its RSS just before the method call (interpreter, libraries, data). "
-        "The machine is shared with other work, so times carry noise of some tens of percent.",
+        "The 2-core machine is shared with other work: `load_1min` is the load average when the method "
+        "finished (above 2 means the method got less than the 2 cores), so times carry that noise; "
+        "`measured_utc` says when each row was measured (`--update` refreshes some rows only).",
         markdown_table(rows, COLUMNS),
         "## Machine\n\n" + machine_markdown(info),
         "Command: `" + " ".join(["python", "benchmarks/bench_peers.py", *sys.argv[1:]]) + "`",
@@ -72,13 +87,16 @@ def main(argv: list[str] | None = None) -> None:
     """Parse options, run the methods, print and write the table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--outdir", type=Path, default=Path(__file__).resolve().parent / "results")
-    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated, of: " + ", ".join(METHODS))
+    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                        help="comma-separated, of: " + ", ".join(METHODS))
     parser.add_argument("--data", default="pbmc", help="'pbmc' (700 x 765 real cells) or '<cells>x<genes>'")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads per method")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds before a method is killed")
     parser.add_argument("--repeats", type=int, default=1, help="runs per method; the fastest is reported")
     parser.add_argument("--workdir", type=Path, default=None, help="scratch folder (default: a temp folder)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--update", action="store_true",
+                        help="keep the other methods' rows of an existing peers_<data>.csv in --outdir")
     args = parser.parse_args(argv)
 
     names = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -92,6 +110,8 @@ def main(argv: list[str] | None = None) -> None:
         workdir = args.workdir or Path(tmp)
         rows = evaluate_methods(adata, names, workdir, args.threads, args.timeout, cluster=True,
                                 repeats=args.repeats, seed=args.seed)
+    if args.update:
+        rows = merge_rows(args.outdir / f"peers_{name}.csv", rows)
     info = machine(args.threads)
     csv_path, md_path = write_results(rows, name, args.outdir, info, description)
     print(markdown_table(rows, COLUMNS))

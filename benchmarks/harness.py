@@ -264,7 +264,9 @@ def evaluate_methods(
         runs = [run_isolated(name, train_path, workdir, threads, timeout_s) for _ in range(max(1, repeats))]
         ok = [r for r in runs if r.status == "ok"]
         result = min(ok, key=lambda r: r.wall_s) if ok else runs[0]
-        row: dict[str, object] = {"method": name, "label": METHODS[name].label, **result_dict(result)}
+        row: dict[str, object] = {"method": name, "label": METHODS[name].label, **result_dict(result),
+                                  "load_1min": os.getloadavg()[0],
+                                  "measured_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}
         if result.status == "ok":
             denoised, r_idx, c_idx = load_output(result.output, adata)
             if len(r_idx) < adata.n_obs or len(c_idx) < adata.n_vars:
