@@ -127,12 +127,25 @@ def max_lognorm(x: np.ndarray | sp.spmatrix, target_sum: float, input_scale: str
 def to_unit(x: np.ndarray | sp.spmatrix, enc: Encoding) -> tuple[np.ndarray, np.ndarray]:
     """Encode rows of input values into [0, 1] gene vectors.
 
+    Sparse input is transformed on its non-zero values only (log1p(0) = 0), so a chunk
+    costs its non-zeros, not cells x genes.
+
     Returns
     -------
     ``(unit, library_size)``: float32 array (cells x genes) and float64 library sizes.
     """
-    lognorm, lib = lognormalise(x, enc.target_sum, enc.input_scale)
-    return (lognorm / enc.scale).astype(np.float32), lib
+    if not sp.issparse(x):
+        lognorm, lib = lognormalise(x, enc.target_sum, enc.input_scale)
+        return (lognorm / enc.scale).astype(np.float32), lib
+    csr = sp.csr_matrix(x)
+    lib = library_sizes(csr, enc.input_scale)
+    values = csr.data.astype(np.float64)
+    if enc.input_scale != "lognorm":
+        rows = np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr))
+        safe = np.where(lib > 0, lib, 1.0)
+        values = np.log1p(values / safe[rows] * enc.target_sum)
+    unit = sp.csr_matrix(((values / enc.scale).astype(np.float32), csr.indices, csr.indptr), shape=csr.shape)
+    return unit.toarray(), lib
 
 
 def decode(unit: np.ndarray, library_size: np.ndarray, enc: Encoding) -> np.ndarray:
@@ -171,5 +184,9 @@ def from_images(images: np.ndarray, n_genes: int) -> np.ndarray:
 
 def observed_mask(x: np.ndarray | sp.spmatrix, side: int) -> np.ndarray:
     """Mask images (uint8): 1 where the input value is > 0, 0 for dropouts and padding."""
-    observed = (_dense_rows(x) > 0).astype(np.uint8)
-    return to_images(observed, side)
+    if sp.issparse(x):
+        csr = sp.csr_matrix(x)
+        observed = sp.csr_matrix((csr.data > 0, csr.indices, csr.indptr), shape=csr.shape).toarray()
+    else:
+        observed = np.asarray(x) > 0
+    return to_images(observed.astype(np.uint8), side)

@@ -55,7 +55,7 @@ class ImageWriter:
         self._file = h5py.File(path, "w")
         side = enc.side
         chunk = (max(1, min(CHUNK_CELLS, n_cells)), side, side)
-        opts = {"compression": "gzip", "compression_opts": 4, "shuffle": True, "chunks": chunk}
+        opts = {"compression": "gzip", "compression_opts": 1, "shuffle": True, "chunks": chunk}
         self._images = self._file.create_dataset("images", (n_cells, side, side), np.float32, **opts)
         self._masks = self._file.create_dataset("masks", (n_cells, side, side), np.uint8, **opts)
         self._labels = self._file.create_dataset("labels", (n_cells,), np.int32)
