@@ -28,6 +28,7 @@ import scipy.sparse as sp
 from scmaskgan.config import IntegrateParams
 from scmaskgan.errors import InputError
 from scmaskgan.integration_metrics import SCORE_COLUMNS, integration_scores
+from scmaskgan.samplesheet import read_samplesheet
 from scmaskgan.steps import SAMPLE_OUTPUTS
 
 #: What the two analyses are run on: name -> layer of the integrated AnnData.
@@ -87,29 +88,13 @@ def read_sample_metadata(samplesheet: str | Path) -> pd.DataFrame:
     """Per-sample metadata from a samplesheet: index ``sample``, column ``batch`` and extras.
 
     Every column except ``sample``, ``path`` and ``label_key`` is metadata (e.g. ``risk``);
-    ``batch`` defaults to the sample id when absent or empty. Unlike
-    :func:`scmaskgan.samplesheet.read_samplesheet`, the ``path`` column is not checked:
-    INTEGRATE reads the imputed files, and the counts files need not be reachable from
-    where it runs (a cloud executor stages the samplesheet alone).
+    ``batch`` defaults to the sample id when absent or empty. The ``path`` column is not
+    checked: INTEGRATE reads the imputed files, and the counts files need not be reachable
+    from where it runs (a cloud executor stages the samplesheet alone).
     """
-    path = Path(samplesheet)
-    try:
-        sep = "\t" if path.name.lower().endswith(".tsv") else ","
-        sheet = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise InputError(f"samplesheet {path}: cannot be read ({exc})") from exc
-    sheet.columns = [c.strip() for c in sheet.columns]
-    if "sample" not in sheet.columns:
-        raise InputError(f"samplesheet {path}: no 'sample' column")
-    sheet["sample"] = sheet["sample"].str.strip()
-    repeated = sheet["sample"][sheet["sample"].duplicated()]
-    if len(repeated):
-        raise InputError(f"samplesheet {path}: sample id {repeated.iloc[0]!r} is repeated")
-    meta = sheet.drop(columns=[c for c in ("path", "label_key") if c in sheet.columns]).set_index("sample")
-    if "batch" not in meta.columns:
-        meta["batch"] = ""
-    meta["batch"] = meta["batch"].where(meta["batch"].str.strip() != "", meta.index.to_series())
-    return meta
+    samples = read_samplesheet(samplesheet, check_paths=False)
+    rows = [{"sample": s.sample, "batch": s.batch or s.sample, **s.meta} for s in samples]
+    return pd.DataFrame(rows, dtype=object).set_index("sample")
 
 
 def _input_scale(adata: ad.AnnData) -> str:

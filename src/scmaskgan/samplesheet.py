@@ -57,8 +57,10 @@ class Sample:
     meta: dict[str, str | None] = field(default_factory=dict)
 
 
-def _path_problem(value: str, base: Path) -> tuple[Path, str | None]:
+def _path_problem(value: str, base: Path, check: bool = True) -> tuple[Path, str | None]:
     path = Path(value) if Path(value).is_absolute() else base / value
+    if not check:
+        return path, None
     if not path.exists():
         return path, f"{value!r} does not exist"
     if path.is_file() and not re.search(PATH_PATTERN, value):
@@ -66,13 +68,16 @@ def _path_problem(value: str, base: Path) -> tuple[Path, str | None]:
     return path.resolve(), None
 
 
-def read_samplesheet(path: str | Path) -> list[Sample]:
+def read_samplesheet(path: str | Path, *, check_paths: bool = True) -> list[Sample]:
     """Read and validate a samplesheet.
 
     Parameters
     ----------
     path
         CSV (or ``.tsv``) file with a header line.
+    check_paths
+        Check that every ``path`` exists and has an allowed extension. INTEGRATE turns it
+        off: it needs only the metadata, and a cloud executor stages the samplesheet alone.
 
     Returns
     -------
@@ -127,7 +132,7 @@ def read_samplesheet(path: str | Path) -> list[Sample]:
         if value is None:
             problems.append(f"row {row_no}, column 'path': missing")
             continue
-        resolved, problem = _path_problem(value, base)
+        resolved, problem = _path_problem(value, base, check_paths)
         if problem:
             problems.append(f"row {row_no}, column 'path': {problem}")
         meta = {c: v for c, v in row.items() if c not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS}
