@@ -48,6 +48,7 @@ from sklearn.neighbors import NearestNeighbors
 from scmaskgan import mcv
 from scmaskgan.atomic import atomic_path, write_text_atomic
 from scmaskgan.errors import InputError, StepError
+from scmaskgan.labels import knn_transformer
 from scmaskgan.versions import package_versions
 
 #: Modes of ``scmaskgan.impute`` scored by :func:`run_mcv`.
@@ -254,7 +255,9 @@ def embed(x: np.ndarray, *, n_pcs: int = 30, n_neighbors: int = 15, resolution: 
     adata = ad.AnnData(X=np.asarray(x, dtype=np.float32))
     n_comps = max(2, min(n_pcs, adata.n_obs - 1, adata.n_vars - 1))
     sc.pp.pca(adata, n_comps=n_comps, random_state=seed)
-    sc.pp.neighbors(adata, n_neighbors=min(n_neighbors, adata.n_obs - 1), random_state=seed)
+    n_neighbors = min(n_neighbors, adata.n_obs - 1)
+    sc.pp.neighbors(adata, n_neighbors=n_neighbors, random_state=seed,
+                    transformer=knn_transformer(adata.n_obs, n_neighbors, seed))
     sc.tl.umap(adata, random_state=seed)
     sc.tl.leiden(adata, resolution=resolution, random_state=seed, flavor="igraph", n_iterations=2, directed=False)
     return adata

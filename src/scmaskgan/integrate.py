@@ -28,6 +28,7 @@ import scipy.sparse as sp
 from scmaskgan.config import IntegrateParams
 from scmaskgan.errors import InputError
 from scmaskgan.integration_metrics import SCORE_COLUMNS, integration_scores
+from scmaskgan.labels import knn_transformer
 from scmaskgan.samplesheet import read_samplesheet
 from scmaskgan.steps import SAMPLE_OUTPUTS
 
@@ -256,8 +257,9 @@ def _graph(rep: np.ndarray, obs: pd.DataFrame, params: IntegrateParams, *, bbknn
 
     g = ad.AnnData(obs=obs.copy(), obsm={"X_rep": rep})
     if bbknn_key is None:
-        sc.pp.neighbors(g, n_neighbors=min(params.n_neighbors, g.n_obs - 1), use_rep="X_rep",
-                        random_state=params.seed)
+        n_neighbors = min(params.n_neighbors, g.n_obs - 1)
+        sc.pp.neighbors(g, n_neighbors=n_neighbors, use_rep="X_rep", random_state=params.seed,
+                        transformer=knn_transformer(g.n_obs, n_neighbors, params.seed))
     else:
         n_batches = obs[bbknn_key].nunique()
         _optional("bbknn").bbknn(g, batch_key=bbknn_key, use_rep="X_rep", n_pcs=rep.shape[1],
