@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from conftest import simulate_counts
 
 from scmaskgan.config import ImputeParams
@@ -90,6 +91,8 @@ def test_same_seed_same_output_and_fixed_parameters_skip_tuning() -> None:
     a = impute_matrix(x[cells], labels[cells], cand, cand_labels, enc, params)
     b = impute_matrix(x[cells], labels[cells], cand, cand_labels, enc, params)
     assert np.array_equal(a.values, b.values) and a.tuning == b.tuning
+    sparse = impute_matrix(sp.csr_matrix(x[cells]), labels[cells], cand, cand_labels, enc, params)
+    assert np.array_equal(sparse.values, a.values)
     fixed = impute_matrix(x[cells], labels[cells], cand, cand_labels, enc, ImputeParams(k=a.k, theta_sigma=a.theta_sigma))
     assert fixed.tuning == [] and fixed.validation == "none"
     assert np.array_equal(fixed.values, a.values)

@@ -36,7 +36,7 @@ from scmaskgan.errors import InputError, StepError
 from scmaskgan.mcv import mcv_mse, split_counts
 
 #: Elements of the (cells, neighbours, genes) block processed at once (bounds memory).
-_BLOCK_ELEMENTS = 8_000_000
+_BLOCK_ELEMENTS = 4_000_000
 #: Cells encoded, estimated and decoded at once (bounds the float64 temporaries).
 _ROW_BLOCK = 1024
 
@@ -107,7 +107,7 @@ def _row_blocks(n: int) -> list[slice]:
     return [slice(start, start + _ROW_BLOCK) for start in range(0, n, _ROW_BLOCK)]
 
 
-def encode_rows(x: np.ndarray, enc: Encoding) -> tuple[np.ndarray, np.ndarray]:
+def encode_rows(x: np.ndarray | sp.spmatrix, enc: Encoding) -> tuple[np.ndarray, np.ndarray]:
     """:func:`scmaskgan.encode.to_unit` in row blocks: float32 unit vectors and library sizes."""
     unit = np.empty(x.shape, dtype=np.float32)
     lib = np.empty(x.shape[0], dtype=np.float64)
@@ -266,8 +266,10 @@ def cell_depth(x: np.ndarray | sp.spmatrix, enc: Encoding) -> np.ndarray:
     """
     if enc.input_scale == "counts":
         return library_sizes(x, "counts") / enc.target_sum
-    dense = _dense32(x)
-    smallest = np.where(dense > 0, dense, np.inf).min(axis=1)
+    smallest = np.concatenate([
+        np.where(block > 0, block, np.inf).min(axis=1)
+        for block in (_dense32(x[sl]) for sl in _row_blocks(x.shape[0]))
+    ])
     depth = np.where(np.isfinite(smallest), 1.0 / np.expm1(np.minimum(smallest, 50.0)), np.nan)
     fallback = np.nanmedian(depth) if np.any(np.isfinite(depth)) else 1.0
     return np.where(np.isfinite(depth), depth, fallback)
@@ -418,7 +420,7 @@ def impute_matrix(
     An :class:`ImputeResult`. Observed entries are copied from ``x`` in ``zeros`` mode.
     """
     params = params or ImputeParams()
-    x = _dense32(x)
+    x = sp.csr_matrix(x, dtype=np.float32) if sp.issparse(x) else np.asarray(x, dtype=np.float32)
     labels = np.asarray(labels, dtype=np.int64)
     candidate_labels = np.asarray(candidate_labels, dtype=np.int64)
     if x.shape[1] != enc.n_genes or candidates.shape[1] != enc.n_genes:
@@ -427,7 +429,8 @@ def impute_matrix(
         )
     if labels.shape != (x.shape[0],) or candidate_labels.shape != (candidates.shape[0],):
         raise InputError("labels must give one integer per cell and per candidate")
-    if not np.all(np.isfinite(x)) or np.any(x < 0):
+    stored = x.data if sp.issparse(x) else x
+    if not np.all(np.isfinite(stored)) or np.any(stored < 0):
         raise InputError("input values must be finite and non-negative")
     if not np.all(np.isfinite(candidates)):
         raise InputError("candidates contain NaN or inf")
@@ -441,18 +444,20 @@ def impute_matrix(
         k, theta_sigma = params.k, params.theta_sigma
 
     unit, lib = encode_rows(x, enc)
-    observed = x > 0
     depth = cell_depth(x, enc)
     neigh = find_neighbours(unit, labels, candidates, candidate_labels, k)
     w = select_neighbours(neigh, k, theta_sigma)
-    values = np.empty_like(x)
-    lognorm = np.empty_like(x)
+    values = np.empty(x.shape, dtype=np.float32)
+    lognorm = np.empty(x.shape, dtype=np.float32)
+    n_zeros = n_filled = n_changed = 0
     for sl in _row_blocks(x.shape[0]):
-        est = estimate(
-            unit[sl], observed[sl], depth[sl], candidates, neigh.rows(sl), w[sl], enc.scale, params.mode
-        )
-        values[sl], lognorm[sl] = _assemble(x[sl], est, lib[sl], enc, params.mode)
-    zeros = ~observed
+        block = _dense32(x[sl])
+        observed = block > 0
+        est = estimate(unit[sl], observed, depth[sl], candidates, neigh.rows(sl), w[sl], enc.scale, params.mode)
+        values[sl], lognorm[sl] = _assemble(block, est, lib[sl], enc, params.mode)
+        n_zeros += int((~observed).sum())
+        n_filled += int((values[sl][~observed] > 0).sum())
+        n_changed += int(np.count_nonzero(values[sl][observed] != block[observed]))
     return ImputeResult(
         values=values,
         lognorm=lognorm,
@@ -460,6 +465,6 @@ def impute_matrix(
         theta_sigma=float(theta_sigma),
         tuning=trials,
         validation=kind,
-        fraction_zeros_filled=float((values[zeros] > 0).mean()) if zeros.any() else 0.0,
-        n_observed_changed=int(np.count_nonzero(values[observed] != x[observed])),
+        fraction_zeros_filled=n_filled / n_zeros if n_zeros else 0.0,
+        n_observed_changed=n_changed,
     )
