@@ -32,7 +32,7 @@ from methods import METHODS  # noqa: E402
 
 from scmaskgan.atomic import write_text_atomic  # noqa: E402
 
-COLUMNS = ["method", "status", "mcv_mse", "mcv_poisson", "ari", "nmi", "n_clusters", "wall_s", "process_s",
+COLUMNS = ["method", "status", "mcv_mse", "mcv_poisson", "ari", "nmi", "n_clusters", "wall_s", "cpu_s", "process_s",
            "peak_rss_mb", "rss_before_mb", "load_1min", "measured_utc", "note"]
 #: Methods run by default (``scmaskgan-cli`` is the same method as ``scmaskgan-zeros``, timed as a command).
 DEFAULT_METHODS = [m for m in METHODS if m != "scmaskgan-cli"]
@@ -69,8 +69,8 @@ def write_results(rows: list[dict[str, object]], name: str, outdir: Path, info: 
         f"# Imputation peers on {description}",
         "Every method in its own process on the MCV train part (binomial p = 0.9, seed 0); MCV scores "
         "on the held-out part (lower is better; the 'perfect' control scores MSE 0), ARI/NMI of Leiden "
-        "clusters of the output vs `cell_type` (higher is better). `wall_s`: the method call alone; "
-        "`process_s`: the whole process (start-up, imports, IO), both of the fastest of `--repeats` runs; `peak_rss_mb`: the process's peak "
+        "clusters of the output vs `cell_type` (higher is better). `wall_s`: the method call alone, "
+        "`cpu_s` its CPU seconds (all threads); `process_s`: the whole process (start-up, imports, IO), both of the fastest of `--repeats` runs; `peak_rss_mb`: the process's peak "
         "resident memory, `rss_before_mb`: its RSS just before the method call (interpreter, libraries, data). "
         "The 2-core machine is shared with other work: `load_1min` is the load average when the method "
         "finished (above 2 means the method got less than the 2 cores), so times carry that noise; "

@@ -7,9 +7,11 @@ resource usage: ``peak_rss_mb`` is its maximum resident set size (Linux
 ``ru_maxrss``), which includes the Python interpreter, the imported libraries and the
 loaded data, as a user running the method would see it. The worker also reports
 ``wall_s`` (the method call alone, after its package is imported, without start-up
-and file IO) and ``rss_before_mb`` (its RSS just before the call), so the method's
-own increment can be read as ``peak_rss_mb - rss_before_mb``. For a command line,
-``wall_s`` is the whole process (``process_s``).
+and file IO), ``cpu_s`` (the CPU seconds of that call, all threads; a busy shared
+machine disturbs them less than the wall time) and ``rss_before_mb`` (its RSS just
+before the call), so the method's own increment can be read as
+``peak_rss_mb - rss_before_mb``. For a command line, ``wall_s`` and ``cpu_s`` are
+the whole process's (``process_s``, ``process_cpu_s``).
 """
 
 from __future__ import annotations
@@ -41,7 +43,9 @@ class RunResult:
 
     status: str
     wall_s: float = float("nan")
+    cpu_s: float = float("nan")
     process_s: float = float("nan")
+    process_cpu_s: float = float("nan")
     peak_rss_mb: float = float("nan")
     rss_before_mb: float = float("nan")
     note: str = ""
@@ -79,7 +83,8 @@ def run_command(command: list[str], log: Path, threads: int, timeout_s: float | 
     if not measured.exists():
         return RunResult("failed", note=f"the launcher wrote no measurements; see {log}")
     m = json.loads(measured.read_text())
-    result = RunResult("ok", wall_s=m["process_s"], process_s=m["process_s"], peak_rss_mb=m["peak_rss_mb"])
+    result = RunResult("ok", wall_s=m["process_s"], cpu_s=m["cpu_s"], process_s=m["process_s"],
+                       process_cpu_s=m["cpu_s"], peak_rss_mb=m["peak_rss_mb"])
     if m["exit_code"] != 0:
         result.status = "timeout" if m["timed_out"] else "failed"
         tail = log.read_text(errors="replace").strip().splitlines()[-1:]
@@ -118,6 +123,7 @@ def run_isolated(
         if result.status == "ok":
             inner = json.loads(report.read_text())
             result.wall_s = inner["wall_s"]
+            result.cpu_s = inner["cpu_s"]
             result.rss_before_mb = inner["rss_before_mb"]
             _training_info(result, inner.get("info", {}))
     if result.status == "ok":
@@ -178,14 +184,14 @@ def worker(method: str, input_h5ad: Path, output: Path, report: Path, threads: i
         importlib.import_module(module)
     adata = ad.read_h5ad(input_h5ad)
     rss_before = _rss_now_mb()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     denoised = spec.run(adata)
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     info: object = {}
     if isinstance(denoised, tuple):
         denoised, info = denoised
     np.save(output, np.asarray(denoised, dtype=np.float32))
-    report.write_text(json.dumps({"wall_s": wall, "rss_before_mb": rss_before, "info": info}, default=str))
+    report.write_text(json.dumps({"wall_s": wall, "cpu_s": cpu, "rss_before_mb": rss_before, "info": info}, default=str))
 
 
 def load_output(path: str, reference: ad.AnnData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

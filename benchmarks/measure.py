@@ -7,7 +7,9 @@ across ``execve``, so a command started directly from the benchmark (a big Pytho
 process holding the data) would inherit the benchmark's own peak. Started from
 this launcher, which imports nothing heavy, the command inherits at most the
 launcher's few MB (``launcher_rss_mb``, reported too). ``peak_rss_mb`` comes from
-``os.wait4`` on the command and so covers it and the children it waited for.
+``os.wait4`` on the command and so covers it and the children it waited for; so
+does ``cpu_s`` (user + system CPU seconds, which a busy shared machine disturbs
+less than the wall time).
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ def main(argv: list[str]) -> int:
     code = os.waitstatus_to_exitcode(status)
     proc.returncode = code
     with open(report, "w") as out:
-        json.dump({"exit_code": code, "process_s": elapsed, "peak_rss_mb": usage.ru_maxrss / 1024.0,
+        json.dump({"exit_code": code, "process_s": elapsed, "cpu_s": usage.ru_utime + usage.ru_stime,
+                   "peak_rss_mb": usage.ru_maxrss / 1024.0,
                    "launcher_rss_mb": launcher_rss, "timed_out": bool(timer and elapsed >= timeout and code != 0)},
                   out)
     return code
