@@ -193,3 +193,47 @@ def test_bad_input_is_refused_with_a_clear_message() -> None:
         impute_matrix(x, np.array([0, 0]), cand, np.array([0, 0]), enc, ImputeParams(k=0, theta_sigma=1.0))
     with pytest.raises(InputError, match="holdout_fraction"):
         impute_matrix(x, np.array([0, 0]), cand, np.array([0, 0]), enc, ImputeParams(holdout_fraction=1.0))
+
+
+def test_impute_step_writes_the_contract_files(tmp_path) -> None:  # noqa: ANN001
+    import json
+
+    import anndata as ad
+    import pandas as pd
+
+    from scmaskgan import steps
+    from scmaskgan.config import FilterParams
+    from scmaskgan.generate import write_candidates
+    from scmaskgan.images_h5 import ImageStore
+    from scmaskgan.io import LABEL_COLUMN, write_h5ad
+
+    adata, _ = simulate_counts(n_cells=160, n_genes=40, seed=5)
+    qc = ad.AnnData(X=adata.X, obs=pd.DataFrame(index=adata.obs_names), var=pd.DataFrame(index=adata.var_names))
+    qc.obs[LABEL_COLUMN] = adata.obs["cell_type"].to_numpy()
+    qc.uns["scmaskgan_qc"] = {"input_scale": "counts", "label_source": "obs:cell_type"}
+    qc_path = write_h5ad(qc, tmp_path / "s.qc.h5ad")
+    images = steps.prepare(qc_path, tmp_path, "s")["images"]
+    with ImageStore(images) as store:  # stand-in candidates: the encoded cells, shifted a little
+        unit, _ = store.vectors()
+        enc, names, genes, labels = store.encoding, store.label_names, store.genes, store.labels
+    cand = np.clip(unit + 0.02, 0, 1).astype(np.float32)
+    write_candidates(tmp_path / "s.candidates.h5", cand, labels, names, genes, enc, {})
+    filtered = steps.filter_candidates(tmp_path / "s.candidates.h5", tmp_path, "s", FilterParams(n_estimators=20))
+    out = steps.impute(qc_path, images, filtered["filtered"], tmp_path, "s", ImputeParams(n_trials=3))
+
+    result = ad.read_h5ad(out["h5ad"])
+    x = adata.X.toarray()
+    assert result.shape == adata.shape and list(result.var_names) == list(adata.var_names)
+    assert result.X.dtype == np.float32 and np.array_equal(result.X[x > 0], x[x > 0])
+    assert np.array_equal(result.layers["counts"].toarray(), x)
+    assert result.layers["imputed_lognorm"].shape == x.shape
+    assert list(result.obs[LABEL_COLUMN].astype(str)) == list(adata.obs["cell_type"].astype(str))
+    record = json.loads(out["json"].read_text())
+    assert record["label_source"] == "obs:cell_type" and record["n_observed_changed"] == 0
+    assert record["k"] == result.uns["scmaskgan"]["k"] and len(record["tuning"]["mse"]) == 3
+
+    other_genes = [f"OTHER{j}" for j in range(len(genes))]
+    write_candidates(tmp_path / "t.candidates.h5", cand, labels, names, other_genes, enc, {})
+    wrong = steps.filter_candidates(tmp_path / "t.candidates.h5", tmp_path, "t", FilterParams(n_estimators=20))
+    with pytest.raises(InputError, match="was not made from"):
+        steps.impute(qc_path, images, wrong["filtered"], tmp_path, "s", ImputeParams(n_trials=3))

@@ -326,8 +326,7 @@ def tune(
 ) -> tuple[int, float, list[dict[str, float]], str]:
     """Choose ``k`` and ``theta_sigma`` with Optuna on a held-out validation.
 
-    A subsample of at most ``params.tune_cells`` cells (stratified by nothing but the
-    seed) is split: for counts, every count binomially (``holdout_fraction`` of the
+    A seeded random subsample of at most ``params.tune_cells`` cells is split: for counts, every count binomially (``holdout_fraction`` of the
     molecules held out); for log-normalised input, ``holdout_fraction`` of the observed
     entries are hidden. The seen part is imputed with each trial's ``k`` and
     ``theta_sigma`` (whichever is not fixed in ``params``) and scored against the
