@@ -75,3 +75,10 @@ def test_sample_id_from_path_strips_data_suffixes():
     assert cli.sample_id_from_path("/x/GSM1.csv.gz") == "GSM1"
     assert cli.sample_id_from_path("s1.qc.h5ad") == "s1"
     assert cli.sample_id_from_path("run/filtered_feature_bc_matrix") == "filtered_feature_bc_matrix"
+
+
+def test_unknown_option_is_a_usage_error_not_an_internal_error(capsys):
+    rc = cli.main(["qc", "counts.h5ad", "--no-such-option"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "No such option" in err and "internal error" not in err and "Traceback" not in err

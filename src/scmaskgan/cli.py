@@ -18,7 +18,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 
 from scmaskgan import steps
@@ -316,16 +315,12 @@ def evaluate_command(
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``scmaskgan`` console script; returns the exit code."""
+    # Standalone mode lets typer report usage errors (exit 2) and --help (exit 0) itself,
+    # whichever click it bundles; everything else raised by a command reaches us here.
     try:
-        app(args=argv, prog_name="scmaskgan", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.exceptions.Abort:
-        typer.echo("scmaskgan: aborted", err=True)
-        return 130
+        app(args=argv, prog_name="scmaskgan", standalone_mode=True)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
     except (ScMaskGANError, InputError) as exc:
         if os.environ.get("SCMASKGAN_DEBUG"):
             raise
