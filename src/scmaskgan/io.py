@@ -388,7 +388,7 @@ def check_values(
                 row = int(np.searchsorted(x.indptr, k, side="right")) - 1
                 hint = " (log-normalised input needs input_scale 'lognorm')" if what == "not an integer" else ""
                 raise InputError(
-                    f"{path}: value {data[k]!r} is {what} at cell {cells[row]!r}, gene {genes[x.indices[k]]!r}{hint}"
+                    f"{path}: value {float(data[k])!r} is {what} at cell {cells[row]!r}, gene {genes[x.indices[k]]!r}{hint}"
                 )
 
 
