@@ -105,3 +105,29 @@ def test_demo_data_command_round_trip(pbmc_counts, tmp_path, capsys):
         assert ((share.reindex(total.index) - total / 2).abs() <= 0.5).all()
     with pytest.raises(InputError, match="1 to 7 samples"):
         write_demo(tmp_path / "x", n_samples=0)
+
+
+def test_shipped_gse192906_samplesheet_has_the_papers_ten_samples_in_the_checked_format():
+    """The neuroblastoma samplesheet passes every rule but file existence (its data is not shipped)."""
+    import json
+    import re
+    from pathlib import Path
+
+    import jsonschema
+
+    from scmaskgan.samplesheet import PATH_PATTERN, SAMPLE_PATTERN
+
+    assets = Path(__file__).resolve().parents[1] / "assets"
+    sheet = assets / "samplesheet_gse192906.csv"
+    samples = read_samplesheet(sheet, check_paths=False)
+    assert [s.sample for s in samples] == [f"GSM57687{n}" for n in range(43, 53)]
+    assert all(re.search(SAMPLE_PATTERN, s.sample) and re.search(PATH_PATTERN, str(s.path)) for s in samples)
+    risks = [s.meta["risk"] for s in samples]
+    assert risks.count("high") == 5 and len(set(risks)) >= 2
+    schema = json.loads((assets / "schema_input.json").read_text())
+    rows = [{"sample": s.sample, "path": str(s.path), **{k: v for k, v in s.meta.items() if v}} for s in samples]
+    for rule in schema["items"]["properties"].values():  # existence is nf-schema's check, not JSON schema's
+        rule.pop("exists", None)
+    jsonschema.validate(rows, schema)
+    with pytest.raises(InputError, match="does not exist"):
+        read_samplesheet(sheet)
