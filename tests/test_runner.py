@@ -138,3 +138,13 @@ def test_unknown_step_parameter_value_is_rejected(tmp_path, fake_steps):
     sheet = _samplesheet(tmp_path, ["s1"])
     with pytest.raises(Exception, match="impute_mode|mode='sometimes'"):
         runner.run_pipeline(sheet, tmp_path / "out", {"impute_mode": "sometimes"})
+
+
+def test_parallel_samples_produce_the_same_outputs(tmp_path, fake_steps):
+    sheet = _samplesheet(tmp_path, ["s1", "s2", "s3"])
+    records = runner.run_pipeline(sheet, tmp_path / "out", max_workers=2)
+    per_sample = [r for r in records if r.sample != "all"]
+    assert len(per_sample) == 3 * len(runner.SAMPLE_STEPS) and {r.status for r in per_sample} == {"done"}
+    for sid in ("s1", "s2", "s3"):
+        assert (tmp_path / "out" / "impute" / f"{sid}.imputed.h5ad").exists()
+    assert ("all", "integrate") in fake_steps
