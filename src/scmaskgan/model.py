@@ -155,6 +155,19 @@ class LabelMap(nn.Module):
         self.out_side = out_side
 
     def forward(self, onehot: torch.Tensor) -> torch.Tensor:
+        """Label maps ``(B, channels, out_side, out_side)`` of one-hot labels ``(B, n_labels)``.
+
+        With more cells than labels, the map of every label is computed once and each
+        cell selects its own (``onehot @ maps``, exact for one-hot rows): the
+        convolution then runs on ``n_labels`` maps instead of ``B``.
+        """
+        n_labels = onehot.shape[1]
+        if onehot.shape[0] <= n_labels:
+            return self._maps(onehot)
+        maps = self._maps(torch.eye(n_labels, dtype=onehot.dtype, device=onehot.device))
+        return (onehot @ maps.flatten(1)).view(onehot.shape[0], *maps.shape[1:])
+
+    def _maps(self, onehot: torch.Tensor) -> torch.Tensor:
         coarse = self.embed(onehot).view(-1, *self.shape)
         return F.relu(self.conv(F.interpolate(coarse, size=self.out_side, mode="nearest")))
 
