@@ -28,6 +28,7 @@ from scmaskgan.train import (
     load_model,
     model_config,
     moment_loss,
+    read_cells,
     split_validation,
 )
 
@@ -48,7 +49,7 @@ def _trainer(images: Path, rec_loss: str, seed: int = 0) -> tuple[GanTrainer, Ce
         cfg = model_config(params, store.encoding, len(store.label_names))
         stats = label_stats(cells, cfg.n_labels, cfg.side)
         torch.manual_seed(seed)
-        return GanTrainer(cfg, params, store.encoding.n_genes, stats, torch.device("cpu")), cells.cells
+        return GanTrainer(cfg, params, store.encoding.n_genes, stats, torch.device("cpu")), cells.cells.as_float()
 
 
 def _losses(trainer: GanTrainer, batch: CellTensors) -> list[float]:
@@ -105,10 +106,19 @@ def test_epoch_batches_cover_all_cells_or_a_random_subset(images: Path):
     with ImageStore(images) as store:
         cells = TrainingCells(store, np.arange(store.n_cells))
         gen = torch.Generator().manual_seed(0)
-        full = [len(b) for b in cells.batches(32, gen)]
+        batches = list(cells.batches(32, gen))
         part = [len(b) for b in cells.batches(32, gen, limit=50)]
+        exact = read_cells(store)
+    full = [len(b) for b in batches]
     assert sum(full) == store.n_cells and max(full) == 32
     assert part == [32, 18]
+    # held in 3 bytes per pixel, served as float32 within float16 precision of the file's values
+    assert cells.cells.values.dtype == torch.float16 and cells.cells.masks.dtype == torch.bool
+    batch = batches[0]
+    assert batch.values.dtype == torch.float32 and batch.masks.dtype == torch.float32
+    values = torch.cat([b.values for b in batches]).sum()
+    assert float(values) == pytest.approx(float(exact.values.sum()), rel=1e-3)
+    assert float(torch.cat([b.masks for b in batches]).sum()) == float(exact.masks.sum())
 
 
 def _train(images: Path, outdir: Path, **kw) -> dict[str, Path]:

@@ -44,6 +44,8 @@ from scmaskgan.versions import package_versions
 MODEL_FORMAT = 1
 #: Training data larger than this is streamed from the HDF5 file instead of held in memory.
 IN_MEMORY_BYTES = 4 * 2**30
+#: Candidates generated per validation (spread over the labels).
+VALIDATION_CANDIDATES = 2000
 #: Weight of the newest epoch in the exponentially smoothed validation signal.
 SMOOTHING = 0.3
 
@@ -71,6 +73,10 @@ class CellTensors:
         """A copy on ``device``."""
         return CellTensors(self.values.to(device), self.masks.to(device), self.labels.to(device))
 
+    def as_float(self) -> CellTensors:
+        """float32 values and masks (of compact cells, see :func:`read_cells`; no copy when already float32)."""
+        return CellTensors(self.values.float(), self.masks.float(), self.labels)
+
 
 def clean_cells(images: np.ndarray, masks: np.ndarray, labels: np.ndarray, n_genes: int) -> CellTensors:
     """Tensors from an images file's arrays, with dropouts and padding set to zero in both."""
@@ -81,12 +87,21 @@ def clean_cells(images: np.ndarray, masks: np.ndarray, labels: np.ndarray, n_gen
     return CellTensors(x, m, torch.from_numpy(np.asarray(labels, dtype=np.int64)))
 
 
-def read_cells(store: ImageStore, index: np.ndarray | None = None, block: int = 1024) -> CellTensors:
-    """Read cells (all, or the sorted ``index``) into one contiguous set of tensors, block by block."""
+def read_cells(
+    store: ImageStore, index: np.ndarray | None = None, block: int = 1024, compact: bool = False
+) -> CellTensors:
+    """Read cells (all, or the sorted ``index``) into one contiguous set of tensors, block by block.
+
+    ``compact=True`` stores 3 bytes per pixel instead of 8: float16 values (unit scale,
+    about 3 significant digits) and bool masks; :meth:`CellTensors.as_float` converts a batch back.
+    """
     index = np.arange(store.n_cells) if index is None else np.asarray(index)
     side, n_genes = store.encoding.side, store.encoding.n_genes
+    shape = (len(index), side, side)
     out = CellTensors(
-        torch.empty(len(index), side, side), torch.empty(len(index), side, side), torch.empty(len(index), dtype=torch.long)
+        torch.empty(shape, dtype=torch.float16 if compact else torch.float32),
+        torch.empty(shape, dtype=torch.bool if compact else torch.float32),
+        torch.empty(len(index), dtype=torch.long),
     )
     for start in range(0, len(index), block):
         part = index[start:start + block]
@@ -126,7 +141,8 @@ def split_validation(labels: np.ndarray, fraction: float, seed: int) -> np.ndarr
 class TrainingCells:
     """The training cells, yielding shuffled batches each epoch.
 
-    Held in memory as one contiguous tensor when they fit in :data:`IN_MEMORY_BYTES`;
+    Held in memory as one contiguous compact tensor (float16 values, bool masks; batches
+    come out as float32) when they fit in :data:`IN_MEMORY_BYTES`;
     otherwise every epoch reads contiguous blocks of the file in random order and
     shuffles within each block (memory grows with the block, not the sample).
     """
@@ -135,9 +151,9 @@ class TrainingCells:
         self.store = store
         self.index = np.sort(train_index)
         side = store.encoding.side
-        self.in_memory = len(self.index) * side * side * 8 <= IN_MEMORY_BYTES
+        self.in_memory = len(self.index) * side * side * 3 <= IN_MEMORY_BYTES
         self.block_cells = block_cells
-        self.cells = read_cells(store, self.index) if self.in_memory else None
+        self.cells = read_cells(store, self.index, compact=True) if self.in_memory else None
 
     def __len__(self) -> int:
         return len(self.index)
@@ -165,7 +181,7 @@ class TrainingCells:
             for start in range(0, len(order), batch_size):
                 idx = order[start:start + batch_size]
                 if len(idx) > 1:
-                    yield block.subset(idx)
+                    yield block.subset(idx).as_float()
             if remaining <= 0:
                 return
 
@@ -570,7 +586,9 @@ def check_compatible(model: LoadedModel, model_path: Path, store: ImageStore) ->
 class Validator:
     """Candidate quality on held-out cells: the validation signal for early stopping.
 
-    Generates a fixed set of candidates per label (100, fixed noise) as GENERATE would, and
+    Generates a fixed set of candidates per label (fixed noise; ``per_label``, fewer when
+    there are many labels so that an epoch's validation generates at most
+    :data:`VALIDATION_CANDIDATES`, but never fewer than 10) as GENERATE would, and
     returns the energy distance between them and the held-out real cells of the label,
     averaged over labels weighted by held-out cells. The energy distance is zero only
     when the two distributions agree, so it penalises both wrong per-label profiles and
@@ -583,16 +601,18 @@ class Validator:
         self.labels = val.labels.numpy()
         self.vectors = label_vectors(val.values, val.labels, n_genes)
         self.pool, self.n_genes, self.params = pool, n_genes, params
-        self.cand_labels = np.repeat(np.unique(self.labels), per_label)
+        present = np.unique(self.labels)
+        per_label = max(10, min(per_label, VALIDATION_CANDIDATES // len(present)))
+        self.cand_labels = np.repeat(present, per_label)
 
     def __call__(self, generator: Generator, device: torch.device) -> float:
-        images = sample_images(
+        vectors = sample_images(
             generator, self.cand_labels, batch_size=256, seed=self.params.seed + 1, device=device,
-            pool=self.pool, inpaint_fraction=self.params.inpaint_fraction,
+            pool=self.pool, inpaint_fraction=self.params.inpaint_fraction, n_genes=self.n_genes,
         )
         total, weight = 0.0, 0
         for label, real in self.vectors.items():
-            cand = torch.from_numpy(images[self.cand_labels == label].reshape(-1, images.shape[1] ** 2)[:, : self.n_genes])
+            cand = torch.from_numpy(vectors[self.cand_labels == label])
             n = len(real)
             total += n * energy_distance(cand, real)
             weight += n
