@@ -10,7 +10,15 @@ from conftest import simulate_counts
 from scmaskgan.config import ImputeParams
 from scmaskgan.encode import fit_encoding, to_unit
 from scmaskgan.errors import InputError, StepError
-from scmaskgan.imputation import Neighbours, estimate, find_neighbours, impute_matrix, select_neighbours
+from scmaskgan.imputation import (
+    EncodedRows,
+    Neighbours,
+    encode_rows,
+    estimate,
+    find_neighbours,
+    impute_matrix,
+    select_neighbours,
+)
 from scmaskgan.mcv import mcv_mse, split_counts
 
 
@@ -161,6 +169,27 @@ def test_neighbours_are_found_within_the_label_only() -> None:
     # k_max beyond the label's candidates: missing neighbours are marked
     wide = find_neighbours(cells, np.zeros(6, int), cand[:4], np.zeros(4, int), k_max=6)
     assert np.all(wide.index[:, 4:] == -1) and np.all(np.isinf(wide.distance[:, 4:]))
+
+
+def test_neighbours_by_row_blocks_match_the_whole_encoded_matrix(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Encoding block by block (``EncodedRows``), with labels interleaved across blocks and
+    candidates not sorted by label, gives the same neighbours and label statistics."""
+    import scmaskgan.imputation as imputation
+
+    adata, _ = simulate_counts(n_cells=300, n_genes=50, seed=4)
+    x = sp.csr_matrix(adata.X)
+    labels = adata.obs["cell_type"].cat.codes.to_numpy()
+    enc = fit_encoding(x)
+    unit, _ = encode_rows(x, enc)
+    order = np.random.default_rng(0).permutation(150)  # candidates in no label order
+    cand, cand_labels = unit[150:][order], labels[150:][order]
+    whole = find_neighbours(unit[:150], labels[:150], cand, cand_labels, k_max=7)
+    monkeypatch.setattr(imputation, "_ROW_BLOCK", 32)
+    blocks = find_neighbours(EncodedRows(x[:150], enc), labels[:150], cand, cand_labels, k_max=7)
+    np.testing.assert_array_equal(blocks.index, whole.index)
+    np.testing.assert_allclose(blocks.distance, whole.distance, rtol=1e-6)
+    np.testing.assert_allclose(blocks.mu, whole.mu, rtol=1e-6)
+    np.testing.assert_allclose(blocks.sigma, whole.sigma, rtol=1e-6)
 
 
 def test_lognorm_input_is_tuned_on_hidden_entries_and_returned_on_its_scale() -> None:

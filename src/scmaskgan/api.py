@@ -28,6 +28,7 @@ from scmaskgan.config import ImputeParams, all_flat_names, step_params_from_flat
 from scmaskgan.encode import Encoding
 from scmaskgan.errors import InputError
 from scmaskgan.imputation import ImputeResult, encode_rows, impute_matrix
+from scmaskgan.memory import release_memory
 from scmaskgan.versions import package_versions
 
 #: Steps ``fit`` runs, in order (QC is the user's business: the API is QC-free).
@@ -228,14 +229,20 @@ class ScMaskGAN:
         with tempfile.TemporaryDirectory(prefix="scmaskgan-") as tmp:
             folder = Path(tmp)
             qc_h5ad = write_h5ad(work, folder / f"{_SAMPLE}.qc.h5ad")
+            del work
+            release_memory()
             images = steps.prepare(qc_h5ad, folder, _SAMPLE, step_params_from_flat("prepare", flat))["images"]
+            release_memory()
             model = steps.train(images, folder, _SAMPLE, step_params_from_flat("train", flat))["model"]
+            release_memory()
             candidates = steps.generate(
                 model, images, folder, _SAMPLE, step_params_from_flat("generate", flat)
             )["candidates"]
+            release_memory()
             filtered = steps.filter_candidates(
                 candidates, folder, _SAMPLE, step_params_from_flat("filter", flat)
             )["filtered"]
+            release_memory()
             with ImageStore(images) as store:
                 labels = store.labels.copy()
                 self.label_names_ = list(store.label_names)
@@ -304,10 +311,11 @@ class ScMaskGAN:
         result = impute_matrix(
             x[rows][:, cols], labels[rows], self.candidates_, self.candidate_labels_, self.encoding_, params
         )
-        values = np.zeros(adata.shape, dtype=np.float32)
-        lognorm = np.zeros(adata.shape, dtype=np.float32)
-        values[np.ix_(rows, cols)] = result.values
-        lognorm[np.ix_(rows, cols)] = result.lognorm
+        values, lognorm = result.values, result.lognorm
+        if values.shape != adata.shape:  # all-zero cells or genes unseen at fit: put the result in place
+            values, lognorm = np.zeros(adata.shape, dtype=np.float32), np.zeros(adata.shape, dtype=np.float32)
+            values[np.ix_(rows, cols)] = result.values
+            lognorm[np.ix_(rows, cols)] = result.lognorm
         fit_params = {s: dataclasses.asdict(step_params_from_flat(s, self.flat_params_)) for s in FIT_STEPS}
         record = imputation_record(
             result, params, encoding=self.encoding_, label_source=self.label_source_,

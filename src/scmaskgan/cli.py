@@ -181,11 +181,11 @@ def impute_command(**kwargs: Any) -> None:
     input_path, output = kwargs.pop("input_path"), kwargs.pop("output")
     read = {name: kwargs.pop(name) for name in IMPUTE_READ_FIELDS}
     adata = read_counts(input_path, orientation=read["orientation"], input_scale=read["input_scale"])
-    imputed = impute(
+    impute(  # in place: the file's AnnData is ours, a copy would only double the memory
         adata, label_key=read["label_key"], mode=kwargs.pop("impute_mode"), random_state=kwargs.pop("seed"),
-        input_scale=read["input_scale"], copy=True, **kwargs,
+        input_scale=read["input_scale"], copy=False, **kwargs,
     )
-    typer.echo(f"h5ad\t{write_h5ad(imputed, output)}")
+    typer.echo(f"h5ad\t{write_h5ad(adata, output)}")
 
 
 _qc_fields = {f.name: f for f in dataclasses.fields(STEP_PARAMS["qc"])}

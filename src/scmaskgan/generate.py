@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from scmaskgan.atomic import atomic_path
 from scmaskgan.config import GenerateParams
 from scmaskgan.device import select_device
-from scmaskgan.encode import FORMAT_VERSION, Encoding, from_images
+from scmaskgan.encode import FORMAT_VERSION, Encoding
 from scmaskgan.errors import InputError
 from scmaskgan.images_h5 import ImageStore
 from scmaskgan.model import Generator
@@ -55,8 +55,9 @@ def sample_images(
     dropouts: str = "sample",
     pool: Any = None,
     inpaint_fraction: float = 0.2,
+    n_genes: int | None = None,
 ) -> np.ndarray:
-    """Generate one cell image ``(N, N)`` for every entry of ``labels``.
+    """Generate one cell for every entry of ``labels``: its gene vector, padding stripped.
 
     Parameters
     ----------
@@ -78,17 +79,20 @@ def sample_images(
         observed pixels hidden. Ignored by other generators.
     inpaint_fraction
         Fraction of observed pixels hidden from the conditioning cell.
+    n_genes
+        Genes of the sample (the first ``n_genes`` pixels row-wise); all ``N * N`` when unset.
 
     Returns
     -------
-    float32 array ``(len(labels), N, N)``.
+    float32 array ``(len(labels), n_genes)``, filled batch by batch (no image-sized copy).
     """
     generator.eval().to(device)
     cfg = generator.cfg
     gen = torch.Generator().manual_seed(seed)
     labels_t = torch.as_tensor(np.asarray(labels, dtype=np.int64))
     cond_rows = _conditioning_rows(pool, labels_t, gen) if cfg.inpaint else None
-    out = np.empty((len(labels_t), cfg.side, cfg.side), dtype=np.float32)
+    n_genes = cfg.side * cfg.side if n_genes is None else n_genes
+    out = np.empty((len(labels_t), n_genes), dtype=np.float32)
     for start in range(0, len(labels_t), batch_size):
         lab = labels_t[start:start + batch_size]
         z = torch.randn(len(lab), cfg.latent_dim, generator=gen)
@@ -103,7 +107,7 @@ def sample_images(
         level, logits = generator(z.to(device), onehot, cond)
         prob = torch.sigmoid(logits)
         detect = (uniform.to(device) < prob).float() if dropouts == "sample" else prob
-        out[start:start + len(lab)] = (level * detect).float().cpu().numpy()
+        out[start:start + len(lab)] = (level * detect).float().flatten(1)[:, :n_genes].cpu().numpy()
     return out
 
 
@@ -256,7 +260,7 @@ def write_candidates(
     """Write a candidates file atomically (layout in ``docs/architecture.md``); ``extra`` adds datasets."""
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         chunk = (max(1, min(1024, len(values))), values.shape[1]) if len(values) else None
-        f.create_dataset("candidates", data=values.astype(np.float32), chunks=chunk,
+        f.create_dataset("candidates", data=np.asarray(values, dtype=np.float32), chunks=chunk,
                          compression="gzip" if len(values) else None, compression_opts=1 if len(values) else None)
         f.create_dataset("labels", data=np.asarray(labels, dtype=np.int32))
         f.create_dataset("label_names", data=np.asarray(label_names, dtype=object), dtype=_STR)
@@ -266,6 +270,18 @@ def write_candidates(
         f.attrs["format_version"] = FORMAT_VERSION
         f.attrs["params_json"] = json.dumps(params)
         f.attrs["encoding_json"] = json.dumps(encoding.to_dict())
+
+
+def _read_rows(ds: h5py.Dataset, rows: np.ndarray, block: int = 4096) -> np.ndarray:
+    """The ``rows`` (bool mask) of a 2-D dataset, read block by block (no full-size temporary)."""
+    out = np.empty((int(rows.sum()), ds.shape[1]), dtype=np.float32)
+    filled = 0
+    for start in range(0, ds.shape[0], block):
+        keep = rows[start:start + block]
+        part = ds[start:start + len(keep)][keep]
+        out[filled:filled + len(part)] = part
+        filled += len(part)
+    return out
 
 
 def read_candidates(path: Path, kept_only: bool = True) -> Candidates:
@@ -290,13 +306,12 @@ def read_candidates(path: Path, kept_only: bool = True) -> Candidates:
         with h5py.File(path, "r") as f:
             if int(f.attrs.get("format_version", -1)) != FORMAT_VERSION or "candidates" not in f:
                 raise InputError(f"{path}: not a scmaskgan candidates file")
-            values = f["candidates"][:]
             labels = f["labels"][:].astype(np.int32)
             scores = f["scores"][:] if "scores" in f else None
             tau = f["tau"][:] if "tau" in f else None
-            if kept_only and "kept" in f:
-                kept = f["kept"][:].astype(bool)
-                values, labels, scores = values[kept], labels[kept], scores[kept] if scores is not None else None
+            kept = f["kept"][:].astype(bool) if kept_only and "kept" in f else np.ones(len(labels), dtype=bool)
+            values = _read_rows(f["candidates"], kept)
+            labels, scores = labels[kept], scores[kept] if scores is not None else None
             return Candidates(
                 values=values, labels=labels, label_names=_strings(f["label_names"]), genes=_strings(f["genes"]),
                 encoding=Encoding(**json.loads(f.attrs["encoding_json"])),
@@ -328,11 +343,10 @@ def generate_candidates(model_pt: Path, images_h5: Path, out_path: Path, params:
     per_label = n_candidates_per_label(counts, params)
     labels = np.repeat(np.arange(len(per_label)), per_label)
     inpaint_fraction = float(model.train.get("params", {}).get("inpaint_fraction", 0.2))
-    images = sample_images(
+    values = sample_images(
         model.generator, labels, batch_size=params.batch_size, seed=params.seed, device=device,
-        dropouts=params.dropouts, pool=pool, inpaint_fraction=inpaint_fraction,
+        dropouts=params.dropouts, pool=pool, inpaint_fraction=inpaint_fraction, n_genes=model.encoding.n_genes,
     )
-    values = from_images(images, model.encoding.n_genes)
     record = {"params": dataclasses.asdict(params), "model": str(model_pt), "versions": package_versions()}
     write_candidates(out_path, values, labels, label_names, genes, model.encoding, record)
     return {"per_label": dict(zip(label_names, per_label.tolist(), strict=True))}

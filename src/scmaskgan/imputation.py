@@ -34,11 +34,15 @@ from scmaskgan.config import ImputeParams
 from scmaskgan.encode import Encoding, decode, library_sizes, to_unit
 from scmaskgan.errors import InputError, StepError
 from scmaskgan.mcv import mcv_mse, split_counts
+from scmaskgan.memory import return_large_blocks_to_the_system
 
 #: Elements of the (cells, neighbours, genes) block processed at once (bounds memory).
 _BLOCK_ELEMENTS = 4_000_000
-#: Cells encoded, estimated and decoded at once (bounds the float64 temporaries).
+#: Cells encoded, estimated and decoded at once (at most; fewer for wide samples, see
+#: :data:`_ROW_ELEMENTS`): bounds the float64 temporaries.
 _ROW_BLOCK = 1024
+#: Cells x genes of one row block: 1,024 cells at 2,000 genes, 119 cells at 33,514.
+_ROW_ELEMENTS = 4_000_000
 
 
 @dataclass(frozen=True)
@@ -103,21 +107,47 @@ def _dense32(x: np.ndarray | sp.spmatrix) -> np.ndarray:
     return np.asarray(x.toarray() if sp.issparse(x) else x, dtype=np.float32)
 
 
-def _row_blocks(n: int) -> list[slice]:
-    return [slice(start, start + _ROW_BLOCK) for start in range(0, n, _ROW_BLOCK)]
+def _row_blocks(shape: tuple[int, int]) -> list[slice]:
+    """Row slices of a (cells, genes) matrix, each at most ``_ROW_BLOCK`` rows and about ``_ROW_ELEMENTS`` entries."""
+    n, g = shape
+    step = max(1, min(_ROW_BLOCK, _ROW_ELEMENTS // max(g, 1)))
+    return [slice(start, start + step) for start in range(0, n, step)]
 
 
 def encode_rows(x: np.ndarray | sp.spmatrix, enc: Encoding) -> tuple[np.ndarray, np.ndarray]:
     """:func:`scmaskgan.encode.to_unit` in row blocks: float32 unit vectors and library sizes."""
     unit = np.empty(x.shape, dtype=np.float32)
     lib = np.empty(x.shape[0], dtype=np.float64)
-    for sl in _row_blocks(x.shape[0]):
+    for sl in _row_blocks(x.shape):
         unit[sl], lib[sl] = to_unit(x[sl], enc)
     return unit, lib
 
 
+class EncodedRows:
+    """Rows of an input matrix encoded to the unit scale on demand, a block at a time.
+
+    Stands in for the (cells x genes) unit matrix in :func:`find_neighbours`, so that the
+    encoded sample never has to be held in memory whole.
+    """
+
+    def __init__(self, x: np.ndarray | sp.spmatrix, enc: Encoding) -> None:
+        self.x, self.enc = x, enc
+        self.shape = x.shape
+
+    def __getitem__(self, sl: slice) -> np.ndarray:
+        return to_unit(self.x[sl], self.enc)[0]
+
+
+def _label_rows(labels: np.ndarray, label: int) -> slice | np.ndarray:
+    """Rows of ``label``: a slice when they are contiguous (no copy when indexing), else indices."""
+    rows = np.flatnonzero(labels == label)
+    if rows.size and rows[-1] - rows[0] + 1 == rows.size:
+        return slice(int(rows[0]), int(rows[-1]) + 1)
+    return rows
+
+
 def find_neighbours(
-    cells: np.ndarray,
+    cells: np.ndarray | EncodedRows,
     cell_labels: np.ndarray,
     candidates: np.ndarray,
     candidate_labels: np.ndarray,
@@ -126,10 +156,14 @@ def find_neighbours(
 ) -> Neighbours:
     """Rank each cell's label candidates by Euclidean distance in the unit space.
 
+    Cells are processed in blocks of rows; memory grows with a block and one label's
+    candidates, not with the sample.
+
     Parameters
     ----------
     cells
-        (n, n_genes) encoded cells (unit scale).
+        (n, n_genes) encoded cells (unit scale), or :class:`EncodedRows` encoding them
+        block by block.
     cell_labels
         (n,) integer labels of the cells.
     candidates
@@ -150,35 +184,46 @@ def find_neighbours(
     n, g = cells.shape
     index = np.full((n, k_max), -1, dtype=np.int64)
     distance = np.full((n, k_max), np.inf, dtype=np.float32)
-    mu = np.zeros(n, dtype=np.float64)
-    sigma = np.zeros(n, dtype=np.float64)
-    for label in np.unique(cell_labels):
-        rows = np.flatnonzero(cell_labels == label)
-        cand_rows = np.flatnonzero(candidate_labels == label)
+    present = np.unique(cell_labels)
+    pools: dict[int, tuple[np.ndarray, torch.Tensor, torch.Tensor]] = {}
+    for label in present.tolist():
+        where = _label_rows(candidate_labels, label)
+        cand_rows = np.arange(candidates.shape[0])[where]
         if cand_rows.size == 0:
             raise StepError(f"label {int(label)} has no retained candidates to impute from")
-        cand = torch.from_numpy(np.ascontiguousarray(candidates[cand_rows], dtype=np.float32))
-        cand_sq = (cand * cand).sum(1)
-        kk = min(k_max, cand_rows.size)
-        total = total_sq = 0.0
-        step = max(1, _BLOCK_ELEMENTS // max(1, cand_rows.size * 4))
-        for start in range(0, rows.size, step):
-            sel = rows[start:start + step]
-            x = torch.from_numpy(np.ascontiguousarray(cells[sel], dtype=np.float32))
-            if observed is None:
-                d2 = (x * x).sum(1, keepdim=True) - 2.0 * x @ cand.T + cand_sq[None, :]
-            else:
-                m = torch.from_numpy(np.ascontiguousarray(observed[sel], dtype=np.float32))
-                xm = x * m
-                d2 = (xm * x).sum(1, keepdim=True) - 2.0 * xm @ cand.T + m @ (cand * cand).T
-                d2 = d2 * (g / m.sum(1, keepdim=True).clamp_min(1.0))
-            d = d2.clamp_min(0.0).sqrt()
-            total += float(d.sum(dtype=torch.float64))
-            total_sq += float((d.double() ** 2).sum())
-            best, where = torch.topk(d, kk, dim=1, largest=False, sorted=True)
-            index[sel, :kk] = cand_rows[where.numpy()]
-            distance[sel, :kk] = best.numpy()
-        count = rows.size * cand_rows.size
+        cand = torch.from_numpy(np.ascontiguousarray(candidates[where], dtype=np.float32))
+        pools[label] = (cand_rows, cand, (cand * cand).sum(1))
+    sums = {label: np.zeros(2) for label in pools}
+    for block in _row_blocks((n, g)):
+        x_block = torch.from_numpy(np.ascontiguousarray(cells[block], dtype=np.float32))
+        obs_block = None if observed is None else torch.from_numpy(np.asarray(observed[block], dtype=np.float32))
+        block_labels = cell_labels[block]
+        for label in np.unique(block_labels).tolist():
+            local = np.flatnonzero(block_labels == label)
+            cand_rows, cand, cand_sq = pools[label]
+            kk = min(k_max, cand_rows.size)
+            step = max(1, _BLOCK_ELEMENTS // max(1, cand_rows.size * 4))
+            for start in range(0, local.size, step):
+                part = local[start:start + step]
+                x = x_block[part]
+                if obs_block is None:
+                    d2 = (x * x).sum(1, keepdim=True) - 2.0 * x @ cand.T + cand_sq[None, :]
+                else:
+                    m = obs_block[part]
+                    xm = x * m
+                    d2 = (xm * x).sum(1, keepdim=True) - 2.0 * xm @ cand.T + m @ (cand * cand).T
+                    d2 = d2 * (g / m.sum(1, keepdim=True).clamp_min(1.0))
+                d = d2.clamp_min(0.0).sqrt()
+                sums[label] += (float(d.sum(dtype=torch.float64)), float((d.double() ** 2).sum()))
+                best, where_k = torch.topk(d, kk, dim=1, largest=False, sorted=True)
+                rows = block.start + part
+                index[rows, :kk] = cand_rows[where_k.numpy()]
+                distance[rows, :kk] = best.numpy()
+    mu = np.zeros(n, dtype=np.float64)
+    sigma = np.zeros(n, dtype=np.float64)
+    for label, (total, total_sq) in sums.items():
+        rows = cell_labels == label
+        count = rows.sum() * pools[label][0].size
         mean = total / count
         mu[rows] = mean
         sigma[rows] = math.sqrt(max(total_sq / count - mean * mean, 0.0))
@@ -268,7 +313,7 @@ def cell_depth(x: np.ndarray | sp.spmatrix, enc: Encoding) -> np.ndarray:
         return library_sizes(x, "counts") / enc.target_sum
     smallest = np.concatenate([
         np.where(block > 0, block, np.inf).min(axis=1)
-        for block in (_dense32(x[sl]) for sl in _row_blocks(x.shape[0]))
+        for block in (_dense32(x[sl]) for sl in _row_blocks(x.shape))
     ])
     depth = np.where(np.isfinite(smallest), 1.0 / np.expm1(np.minimum(smallest, 50.0)), np.nan)
     fallback = np.nanmedian(depth) if np.any(np.isfinite(depth)) else 1.0
@@ -419,6 +464,7 @@ def impute_matrix(
     An :class:`ImputeResult`. Observed entries are copied from ``x`` in ``zeros`` mode.
     """
     params = params or ImputeParams()
+    return_large_blocks_to_the_system()
     x = sp.csr_matrix(x, dtype=np.float32) if sp.issparse(x) else np.asarray(x, dtype=np.float32)
     labels = np.asarray(labels, dtype=np.int64)
     candidate_labels = np.asarray(candidate_labels, dtype=np.int64)
@@ -442,18 +488,18 @@ def impute_matrix(
     else:
         k, theta_sigma = params.k, params.theta_sigma
 
-    unit, lib = encode_rows(x, enc)
     depth = cell_depth(x, enc)
-    neigh = find_neighbours(unit, labels, candidates, candidate_labels, k)
+    neigh = find_neighbours(EncodedRows(x, enc), labels, candidates, candidate_labels, k)
     w = select_neighbours(neigh, k, theta_sigma)
     values = np.empty(x.shape, dtype=np.float32)
     lognorm = np.empty(x.shape, dtype=np.float32)
     n_zeros = n_filled = n_changed = 0
-    for sl in _row_blocks(x.shape[0]):
+    for sl in _row_blocks(x.shape):
         block = _dense32(x[sl])
+        unit, lib = to_unit(x[sl], enc)
         observed = block > 0
-        est = estimate(unit[sl], observed, depth[sl], candidates, neigh.rows(sl), w[sl], enc.scale, params.mode)
-        values[sl], lognorm[sl] = _assemble(block, est, lib[sl], enc, params.mode)
+        est = estimate(unit, observed, depth[sl], candidates, neigh.rows(sl), w[sl], enc.scale, params.mode)
+        values[sl], lognorm[sl] = _assemble(block, est, lib, enc, params.mode)
         n_zeros += int((~observed).sum())
         n_filled += int((values[sl][~observed] > 0).sum())
         n_changed += int(np.count_nonzero(values[sl][observed] != block[observed]))
