@@ -5,8 +5,10 @@ Usage: ``python measure.py REPORT.json TIMEOUT_S -- COMMAND ...``
 Why a separate, tiny launcher: Linux keeps a process's peak RSS (``ru_maxrss``)
 across ``execve``, so a command started directly from the benchmark (a big Python
 process holding the data) would inherit the benchmark's own peak. Started from
-this launcher, which imports nothing heavy, the command inherits at most the
-launcher's few MB (``launcher_rss_mb``, reported too). ``peak_rss_mb`` comes from
+this launcher, which imports nothing heavy, the command starts from the
+launcher's few MB (``launcher_rss_mb``: the launcher's own ``VmHWM``; its
+``ru_maxrss`` shows the inherited peak, which its children do not get: a forked
+child starts a fresh count). ``peak_rss_mb`` comes from
 ``os.wait4`` on the command and so covers it and the children it waited for; so
 does ``cpu_s`` (user + system CPU seconds, which a busy shared machine disturbs
 less than the wall time).
@@ -16,11 +18,19 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import threading
 import time
+
+
+def _own_peak_mb() -> float:
+    """Peak RSS of this process's own memory map (``VmHWM``), not the inherited ``ru_maxrss``."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
 
 
 def main(argv: list[str]) -> int:
@@ -28,7 +38,7 @@ def main(argv: list[str]) -> int:
     report, timeout_s, sep, *command = argv
     if sep != "--" or not command:
         raise SystemExit("usage: measure.py REPORT.json TIMEOUT_S -- COMMAND ...")
-    launcher_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    launcher_rss = _own_peak_mb()
     start = time.perf_counter()
     proc = subprocess.Popen(command)
     timeout = float(timeout_s)
