@@ -97,3 +97,15 @@ def test_config_round_trip_and_bad_values():
         ModelConfig.from_dict({**cfg.to_dict(), "depth": 3})
     with pytest.raises(InputError):
         ModelConfig(side=0, n_labels=2, latent_dim=4)
+
+
+def test_batches_of_large_images_hold_the_pixels_of_a_64_side_batch():
+    from scmaskgan.config import TrainParams
+    from scmaskgan.model import pixel_scaled
+    from scmaskgan.train import batch_sizes
+
+    assert pixel_scaled(64, 45) == 64 and pixel_scaled(64, 64) == 64  # up to 64 x 64: as given
+    assert pixel_scaled(64, 128) == 16 and pixel_scaled(64, 184) == 8  # (64/N)^2, floor 8
+    assert pixel_scaled(4, 184) == 4  # never above the request
+    assert batch_sizes(TrainParams(), 184) == (8, 248)  # 33,514 genes: same 31 steps per epoch
+    assert batch_sizes(TrainParams(cells_per_epoch=None), 184) == (8, None)

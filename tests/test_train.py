@@ -210,7 +210,7 @@ def test_truncated_images_file_is_an_input_error(images: Path, tmp_path: Path):
 
 
 def test_device_choice_and_amp_off_the_gpu():
-    from scmaskgan.device import amp_enabled, autocast, select_device
+    from scmaskgan.device import amp_enabled, autocast, grad_scaler, select_device, to_device
 
     cpu = torch.device("cpu")
     assert select_device("cpu") == cpu
@@ -223,6 +223,17 @@ def test_device_choice_and_amp_off_the_gpu():
     assert not amp_enabled(cpu, requested=True)
     with autocast(cpu, enabled=True):
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+    assert not grad_scaler(cpu, enabled=True).is_enabled()  # a pass-through off CUDA
+    batch = torch.ones(3)
+    assert to_device(batch, cpu) is batch  # no pinned copy off CUDA
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_batches_arrive_through_pinned_memory():
+    from scmaskgan.device import to_device
+
+    moved = to_device(torch.arange(6.0), torch.device("cuda"))
+    assert moved.is_cuda and float(moved.sum()) == 15.0
 
 
 def test_one_label_trains_and_too_few_cells_is_a_step_error(tmp_path: Path):

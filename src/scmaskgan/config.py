@@ -91,11 +91,16 @@ class TrainParams(_Validated):
     """Training the conditional masked GAN (TRAIN step)."""
 
     epochs: int = _p(60, "Maximum number of epochs (early stopping usually ends training sooner).")
-    batch_size: int = _p(64, "Mini-batch size.")
+    batch_size: int = _p(
+        64,
+        "Mini-batch size. For images larger than 64 x 64 (over 4,096 genes) it shrinks by "
+        "(64/N)^2, at least 8, so that a batch holds the same number of pixels (memory and time).",
+    )
     cells_per_epoch: int | None = _p(
         2048,
         "Training cells drawn per epoch (a new random subset every epoch; all cells when "
-        "fewer or unset), so validation and early stopping come at the same pace on large samples.",
+        "fewer or unset), so validation and early stopping come at the same pace on large samples. "
+        "Shrinks like batch_size for images larger than 64 x 64.",
     )
     lr_g: float = _p(1e-3, "Adam learning rate of the generator (paper: 1e-3).")
     lr_d: float = _p(1e-4, "Adam learning rate of the discriminator (paper: 1e-4).")
@@ -136,7 +141,9 @@ class GenerateParams(_Validated):
     candidates_per_cell: float = _p(2.0, "Candidates generated per real cell of a label.")
     min_candidates: int = _p(200, "At least this many candidates per label.")
     max_candidates: int = _p(4000, "At most this many candidates per label.")
-    batch_size: int = _p(256, "Candidates generated per forward pass.")
+    batch_size: int = _p(
+        256, "Candidates generated per forward pass (shrinks by (64/N)^2 for images larger than 64 x 64)."
+    )
     dropouts: str = _p(
         "sample",
         "'sample': candidates have dropouts like real cells (level x Bernoulli detection draw); "
@@ -185,7 +192,11 @@ class ImputeParams(_Validated):
         "count, as in molecular cross-validation); for log-normalised input, fraction of "
         "the observed entries hidden.",
     )
-    tune_cells: int = _p(1000, "At most this many cells (a seeded random subsample) are used for tuning.")
+    tune_cells: int = _p(
+        1000,
+        "At most this many cells (a seeded random subsample) are used for tuning; fewer for wide "
+        "samples (at most 4 M cells x genes, at least 100 cells).",
+    )
     seed: int = _p(0, "Random seed.")
 
 

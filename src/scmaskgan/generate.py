@@ -26,7 +26,7 @@ from scmaskgan.device import select_device
 from scmaskgan.encode import FORMAT_VERSION, Encoding
 from scmaskgan.errors import InputError
 from scmaskgan.images_h5 import ImageStore
-from scmaskgan.model import Generator
+from scmaskgan.model import Generator, pixel_scaled
 from scmaskgan.versions import package_versions
 
 _STR = h5py.string_dtype("utf-8")
@@ -344,7 +344,8 @@ def generate_candidates(model_pt: Path, images_h5: Path, out_path: Path, params:
     labels = np.repeat(np.arange(len(per_label)), per_label)
     inpaint_fraction = float(model.train.get("params", {}).get("inpaint_fraction", 0.2))
     values = sample_images(
-        model.generator, labels, batch_size=params.batch_size, seed=params.seed, device=device,
+        model.generator, labels, batch_size=pixel_scaled(params.batch_size, model.config.side), seed=params.seed,
+        device=device,
         dropouts=params.dropouts, pool=pool, inpaint_fraction=inpaint_fraction, n_genes=model.encoding.n_genes,
     )
     record = {"params": dataclasses.asdict(params), "model": str(model_pt), "versions": package_versions()}

@@ -43,6 +43,9 @@ _BLOCK_ELEMENTS = 4_000_000
 _ROW_BLOCK = 1024
 #: Cells x genes of one row block: 1,024 cells at 2,000 genes, 119 cells at 33,514.
 _ROW_ELEMENTS = 4_000_000
+#: Cells x genes imputed by every tuning trial (at most; 1,000 cells at 2,000 genes and
+#: 119 at 33,514, where 1,000 cells took 20 s per trial), and the fewest cells tuned on.
+_TUNE_ENTRIES, _TUNE_MIN_CELLS = 4_000_000, 100
 
 
 @dataclass(frozen=True)
@@ -371,7 +374,8 @@ def tune(
 ) -> tuple[int, float, list[dict[str, float]], str]:
     """Choose ``k`` and ``theta_sigma`` with Optuna on a held-out validation.
 
-    A seeded random subsample of at most ``params.tune_cells`` cells is split: for counts, every count binomially (``holdout_fraction`` of the
+    A seeded random subsample of at most ``params.tune_cells`` cells (and of at most
+    4 M cells x genes, but at least 100 cells: every trial imputes it whole) is split: for counts, every count binomially (``holdout_fraction`` of the
     molecules held out); for log-normalised input, ``holdout_fraction`` of the observed
     entries are hidden. The seen part is imputed with each trial's ``k`` and
     ``theta_sigma`` (whichever is not fixed in ``params``) and scored against the
@@ -385,7 +389,8 @@ def tune(
 
     rng = np.random.default_rng(params.seed)
     n = x.shape[0]
-    pick = np.sort(rng.choice(n, size=min(n, params.tune_cells), replace=False))
+    n_tune = min(n, params.tune_cells, max(_TUNE_MIN_CELLS, _TUNE_ENTRIES // max(x.shape[1], 1)))
+    pick = np.sort(rng.choice(n, size=n_tune, replace=False))
     sub = x[pick]
     fold = _Fold(sub, labels[pick], enc, params.holdout_fraction, params.seed)
     k_hi = max(1, min(params.k_max, int(np.bincount(candidate_labels).max())))

@@ -33,12 +33,12 @@ from torch import nn
 
 from scmaskgan.atomic import atomic_path
 from scmaskgan.config import TrainParams
-from scmaskgan.device import amp_enabled, autocast, grad_scaler, select_device, set_threads
+from scmaskgan.device import amp_enabled, autocast, grad_scaler, select_device, set_threads, to_device
 from scmaskgan.encode import Encoding
 from scmaskgan.errors import InputError, StepError
 from scmaskgan.generate import energy_distance, label_vectors, sample_images
 from scmaskgan.images_h5 import ImageStore
-from scmaskgan.model import Discriminator, Generator, ModelConfig, count_parameters, gene_mask
+from scmaskgan.model import Discriminator, Generator, ModelConfig, count_parameters, gene_mask, pixel_scaled
 from scmaskgan.versions import package_versions
 
 MODEL_FORMAT = 1
@@ -70,8 +70,8 @@ class CellTensors:
         return CellTensors(self.values[index], self.masks[index], self.labels[index])
 
     def to(self, device: torch.device) -> CellTensors:
-        """A copy on ``device``."""
-        return CellTensors(self.values.to(device), self.masks.to(device), self.labels.to(device))
+        """The cells on ``device`` (through pinned memory on CUDA, see :func:`~scmaskgan.device.to_device`)."""
+        return CellTensors(*(to_device(t, device) for t in (self.values, self.masks, self.labels)))
 
     def as_float(self) -> CellTensors:
         """float32 values and masks (of compact cells, see :func:`read_cells`; no copy when already float32)."""
@@ -588,7 +588,8 @@ class Validator:
 
     Generates a fixed set of candidates per label (fixed noise; ``per_label``, fewer when
     there are many labels so that an epoch's validation generates at most
-    :data:`VALIDATION_CANDIDATES`, but never fewer than 10) as GENERATE would, and
+    :data:`VALIDATION_CANDIDATES`, scaled by :func:`~scmaskgan.model.pixel_scaled` for
+    large images, but never fewer than 10) as GENERATE would, and
     returns the energy distance between them and the held-out real cells of the label,
     averaged over labels weighted by held-out cells. The energy distance is zero only
     when the two distributions agree, so it penalises both wrong per-label profiles and
@@ -602,12 +603,15 @@ class Validator:
         self.vectors = label_vectors(val.values, val.labels, n_genes)
         self.pool, self.n_genes, self.params = pool, n_genes, params
         present = np.unique(self.labels)
-        per_label = max(10, min(per_label, VALIDATION_CANDIDATES // len(present)))
+        side = val.values.shape[-1]
+        budget = pixel_scaled(VALIDATION_CANDIDATES, side, floor=10 * len(present))
+        per_label = max(10, min(per_label, budget // len(present)))
         self.cand_labels = np.repeat(present, per_label)
+        self.batch_size = pixel_scaled(256, side)
 
     def __call__(self, generator: Generator, device: torch.device) -> float:
         vectors = sample_images(
-            generator, self.cand_labels, batch_size=256, seed=self.params.seed + 1, device=device,
+            generator, self.cand_labels, batch_size=self.batch_size, seed=self.params.seed + 1, device=device,
             pool=self.pool, inpaint_fraction=self.params.inpaint_fraction, n_genes=self.n_genes,
         )
         total, weight = 0.0, 0
@@ -742,6 +746,7 @@ def _run_epochs(
     from tqdm.auto import tqdm
 
     ckpt = _checkpoint_path(paths["model"].parent, sample_id)
+    batch_size, per_epoch = batch_sizes(params, trainer.cfg.side)
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(total=params.epochs, initial=state["epoch"], desc=f"train {sample_id}", disable=not show, leave=False)
     while state["epoch"] < params.epochs and not state["stopped"]:
@@ -750,7 +755,7 @@ def _run_epochs(
         gen = torch.Generator().manual_seed(_epoch_seed(params.seed, epoch))
         sums: dict[str, float] = {}
         n_batches = 0
-        for batch in cells.batches(params.batch_size, gen, params.cells_per_epoch):
+        for batch in cells.batches(batch_size, gen, per_epoch):
             for key, value in trainer.step(batch.to(trainer.device), gen).items():
                 sums[key] = sums.get(key, 0.0) + value
             n_batches += 1
@@ -766,6 +771,14 @@ def _run_epochs(
     bar.close()
     if state["best"]["weights"] is None:  # no validation cells: the last epoch is the model
         state["best"] = {"epoch": state["epoch"], "score": math.nan, "weights": _weights(trainer)}
+
+
+def batch_sizes(params: TrainParams, side: int) -> tuple[int, int | None]:
+    """Cells per batch and per epoch used for images of ``side``: the parameters, shrunk by
+    :func:`~scmaskgan.model.pixel_scaled` above 64 x 64 (same steps per epoch, same pixels per batch)."""
+    batch = pixel_scaled(params.batch_size, side)
+    per_epoch = None if params.cells_per_epoch is None else pixel_scaled(params.cells_per_epoch, side, floor=2 * batch)
+    return batch, per_epoch
 
 
 def _weights(trainer: GanTrainer) -> dict[str, Any]:
@@ -809,6 +822,8 @@ def _train_meta(
         "best_val_energy": float(state["best"]["score"]),
         "early_stopped": bool(state["stopped"]),
         "n_train_cells": n_train,
+        "batch_size_used": batch_sizes(params, trainer.cfg.side)[0],
+        "cells_per_epoch_used": batch_sizes(params, trainer.cfg.side)[1],
         "n_val_cells": n_val,
         "seconds_per_epoch": float(np.mean([r["seconds"] for r in history])) if history else 0.0,
         "parameters_generator": count_parameters(trainer.generator),
