@@ -37,7 +37,7 @@ from scmaskgan.mcv import mcv_mse, split_counts
 from scmaskgan.memory import return_large_blocks_to_the_system
 
 #: Elements of the (cells, neighbours, genes) block processed at once (bounds memory).
-_BLOCK_ELEMENTS = 4_000_000
+_BLOCK_ELEMENTS = 1_000_000
 #: Cells encoded, estimated and decoded at once (at most; fewer for wide samples, see
 #: :data:`_ROW_ELEMENTS`): bounds the float64 temporaries.
 _ROW_BLOCK = 1024
