@@ -308,9 +308,9 @@ class ScMaskGAN:
         rows = np.flatnonzero(x.getnnz(axis=1) > 0)
         cols = np.flatnonzero(self.used_genes_)
         params = step_params_from_flat("impute", self.flat_params_)
-        result = impute_matrix(
-            x[rows][:, cols], labels[rows], self.candidates_, self.candidate_labels_, self.encoding_, params
-        )
+        if rows.size < x.shape[0] or cols.size < x.shape[1]:  # copies only when some cells/genes are left out
+            x = x[rows][:, cols]
+        result = impute_matrix(x, labels[rows], self.candidates_, self.candidate_labels_, self.encoding_, params)
         values, lognorm = result.values, result.lognorm
         if values.shape != adata.shape:  # all-zero cells or genes unseen at fit: put the result in place
             values, lognorm = np.zeros(adata.shape, dtype=np.float32), np.zeros(adata.shape, dtype=np.float32)
