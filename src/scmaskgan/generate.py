@@ -345,8 +345,8 @@ def generate_candidates(model_pt: Path, images_h5: Path, out_path: Path, params:
     inpaint_fraction = float(model.train.get("params", {}).get("inpaint_fraction", 0.2))
     values = sample_images(
         model.generator, labels, batch_size=pixel_scaled(params.batch_size, model.config.side), seed=params.seed,
-        device=device,
-        dropouts=params.dropouts, pool=pool, inpaint_fraction=inpaint_fraction, n_genes=model.encoding.n_genes,
+        device=device, dropouts=params.dropouts, pool=pool, inpaint_fraction=inpaint_fraction,
+        n_genes=model.encoding.n_genes,
     )
     record = {"params": dataclasses.asdict(params), "model": str(model_pt), "versions": package_versions()}
     write_candidates(out_path, values, labels, label_names, genes, model.encoding, record)

@@ -375,8 +375,9 @@ def tune(
     """Choose ``k`` and ``theta_sigma`` with Optuna on a held-out validation.
 
     A seeded random subsample of at most ``params.tune_cells`` cells (and of at most
-    4 M cells x genes, but at least 100 cells: every trial imputes it whole) is split: for counts, every count binomially (``holdout_fraction`` of the
-    molecules held out); for log-normalised input, ``holdout_fraction`` of the observed
+    4 M cells x genes, but at least 100 cells: every trial imputes it whole) is split:
+    for counts, every count binomially (``holdout_fraction`` of the molecules held
+    out); for log-normalised input, ``holdout_fraction`` of the observed
     entries are hidden. The seen part is imputed with each trial's ``k`` and
     ``theta_sigma`` (whichever is not fixed in ``params``) and scored against the
     held-out part with the log-normalised MSE.
@@ -500,8 +501,9 @@ def impute_matrix(
     lognorm = np.empty(x.shape, dtype=np.float32)
     n_zeros = n_filled = n_changed = 0
     for sl in _row_blocks(x.shape):
-        block = _dense32(x[sl])
-        unit, lib = to_unit(x[sl], enc)
+        rows = x[sl]
+        block = _dense32(rows)
+        unit, lib = to_unit(rows, enc)
         observed = block > 0
         est = estimate(unit, observed, depth[sl], candidates, neigh.rows(sl), w[sl], enc.scale, params.mode)
         values[sl], lognorm[sl] = _assemble(block, est, lib, enc, params.mode)

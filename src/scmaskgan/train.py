@@ -814,6 +814,7 @@ def _train_meta(
     params: TrainParams, state: dict[str, Any], trainer: GanTrainer, n_train: int, n_val: int
 ) -> dict[str, Any]:
     history = state["history"]
+    batch_size, per_epoch = batch_sizes(params, trainer.cfg.side)
     return {
         "params": dataclasses.asdict(params),
         "seed": params.seed,
@@ -822,8 +823,8 @@ def _train_meta(
         "best_val_energy": float(state["best"]["score"]),
         "early_stopped": bool(state["stopped"]),
         "n_train_cells": n_train,
-        "batch_size_used": batch_sizes(params, trainer.cfg.side)[0],
-        "cells_per_epoch_used": batch_sizes(params, trainer.cfg.side)[1],
+        "batch_size_used": batch_size,
+        "cells_per_epoch_used": per_epoch,
         "n_val_cells": n_val,
         "seconds_per_epoch": float(np.mean([r["seconds"] for r in history])) if history else 0.0,
         "parameters_generator": count_parameters(trainer.generator),
