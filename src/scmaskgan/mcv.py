@@ -3,6 +3,9 @@
 Counts are split binomially into a train part the method sees and a test part it
 does not; a denoised train part is scored against the test part with a
 log-normalised MSE and a Poisson loss. No ground truth is needed.
+
+:func:`within_label_signal` checks what MCV cannot see: how much of each cell's own
+signal, beyond its label's average, the output keeps (``EVALUATION.md``).
 """
 
 from __future__ import annotations
@@ -77,3 +80,38 @@ def score(
     if denoised.shape != test.shape:
         raise InputError(f"denoised shape {denoised.shape} differs from the counts' {test.shape}")
     return MCVScore(mcv_mse(test, denoised), mcv_poisson(train, test, denoised))
+
+
+def within_label_signal(
+    test: np.ndarray | sp.spmatrix, denoised: np.ndarray | sp.spmatrix, labels: np.ndarray
+) -> float:
+    """Pearson correlation of the held-out and the output signal left after removing each label's means.
+
+    Both matrices are log-normalised as for :func:`mcv_mse` (negative output clipped to 0);
+    every label's gene means are subtracted from its cells in each; the correlation is
+    taken over all entries. An output equal to its label's profile scores 0 (it has no
+    residual); raw counts score the biological signal they share with the held-out
+    molecules; a denoiser that keeps each cell's own state scores at least as much.
+
+    Parameters
+    ----------
+    test
+        Held-out counts (cells x genes), or any reference such as the true means.
+    denoised
+        The method's output, any non-negative scale.
+    labels
+        (cells,) label of every cell (any hashable values).
+    """
+    if denoised.shape != test.shape or len(labels) != test.shape[0]:
+        raise InputError(
+            f"shapes differ: test {test.shape}, output {denoised.shape}, {len(labels)} labels"
+        )
+    ref, out = _lognorm_dense(test), _lognorm_dense(denoised)
+    _, codes = np.unique(np.asarray(labels), return_inverse=True)
+    for code in np.unique(codes):
+        rows = codes == code
+        ref[rows] -= ref[rows].mean(axis=0)
+        out[rows] -= out[rows].mean(axis=0)
+    ref, out = ref.ravel(), out.ravel()
+    scale = float(np.linalg.norm(ref) * np.linalg.norm(out))
+    return float(ref @ out / scale) if scale > 1e-12 * ref.size else 0.0
