@@ -49,6 +49,7 @@ from scmaskgan import mcv
 from scmaskgan.atomic import atomic_path, write_text_atomic
 from scmaskgan.errors import InputError, StepError
 from scmaskgan.labels import knn_transformer
+from scmaskgan.quality import correlation_similarity
 from scmaskgan.versions import package_versions
 
 #: Modes of ``scmaskgan.impute`` scored by :func:`run_mcv`.
@@ -170,20 +171,6 @@ def gene_correlation(x: np.ndarray, genes: Sequence[int]) -> np.ndarray:
     """Gene-gene Pearson correlation matrix of the columns ``genes`` (NaN for constant genes)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.corrcoef(np.asarray(x)[:, list(genes)], rowvar=False)
-
-
-def correlation_similarity(corr_original: np.ndarray, corr_imputed: np.ndarray) -> float:
-    """Pearson correlation between the upper triangles of two gene-gene correlation matrices.
-
-    1 means imputation kept the gene-gene correlation structure; pairs that are NaN in
-    either matrix are ignored.
-    """
-    iu = np.triu_indices_from(corr_original, k=1)
-    a, b = corr_original[iu], corr_imputed[iu]
-    ok = np.isfinite(a) & np.isfinite(b)
-    if ok.sum() < 2 or np.ptp(a[ok]) == 0 or np.ptp(b[ok]) == 0:
-        return float("nan")
-    return float(np.corrcoef(a[ok], b[ok])[0, 1])
 
 
 # ------------------------------------------------------------------ clusters vs labels
