@@ -137,9 +137,15 @@ def _noisy_fill(adata: ad.AnnData, seed: int = 0) -> ad.AnnData:
     return out
 
 
+def _self_labelled(imputed: ad.AnnData) -> ad.AnnData:
+    """Record that the method computed its own labels (as ``scmaskgan impute`` without a label key)."""
+    imputed.uns["scmaskgan"] = {"label_source": "leiden"}
+    return imputed
+
+
 def test_evaluate_identity_is_perfect(simulated):
     adata, _ = simulated
-    result = ev.evaluate_imputation(adata, adata.copy(), label_key="cell_type")
+    result = ev.evaluate_imputation(adata, _self_labelled(adata.copy()), label_key="cell_type")
     m = result.metrics
     assert m["wasserstein"] == 0 and m["jensen_shannon"] == 0
     assert m["pearson_cell_median"] == pytest.approx(1.0)
@@ -152,16 +158,46 @@ def test_evaluate_identity_is_perfect(simulated):
 
 def test_evaluate_ranks_a_scrambled_imputation_below_a_mild_one(simulated):
     adata, _ = simulated
-    mild = ev.evaluate_imputation(adata, _noisy_fill(adata), label_key="cell_type").metrics
+    mild = ev.evaluate_imputation(adata, _self_labelled(_noisy_fill(adata)), label_key="cell_type").metrics
     scrambled = adata.copy()
     rng = np.random.default_rng(1)
     scrambled.X = sp.csr_matrix(np.apply_along_axis(rng.permutation, 1, adata.X.toarray()))
-    bad = ev.evaluate_imputation(adata, scrambled, label_key="cell_type").metrics
+    bad = ev.evaluate_imputation(adata, _self_labelled(scrambled), label_key="cell_type").metrics
     assert mild["fraction_zeros_filled"] == 1.0 and mild["n_observed_changed"] == 0
     assert bad["pearson_cell_median"] < mild["pearson_cell_median"]
     assert bad["gene_correlation_similarity"] < mild["gene_correlation_similarity"]
     assert bad["umap_knn_overlap"] < mild["umap_knn_overlap"]
     assert bad["ari_imputed"] < mild["ari_imputed"]
+
+
+def test_clustering_status_is_accuracy_only_for_labels_kept_from_the_method():
+    assert ev.clustering_status("cell_type", "leiden")["status"] == "accuracy"
+    given = ev.clustering_status("cell_type", "obs:cell_type")
+    assert given["status"] == "circular" and given["suffix"] == "_circular"
+    assert given["reason"].startswith("circular: labels were given to the method")
+    assert ev.clustering_status("cell_type", "csv:labels.csv")["status"] == "circular"
+    assert ev.clustering_status("scmaskgan_label", "leiden")["status"] == "circular"  # its own Leiden labels
+    assert ev.clustering_status("cell_type", None)["status"] == "unverified"
+
+
+@pytest.mark.parametrize("source, status", [("obs:cell_type", "circular"), ("leiden", "accuracy"), (None, "unverified")])
+def test_evaluate_reports_clustering_as_accuracy_only_without_given_labels(simulated, tmp_path, source, status):
+    adata, _ = simulated
+    imputed = _noisy_fill(adata)
+    if source is not None:
+        imputed.uns["scmaskgan"] = {"label_source": source}
+    result = ev.evaluate_imputation(adata, imputed, label_key="cell_type")
+    assert result.info["clustering"]["status"] == status
+    suffix = "" if status == "accuracy" else f"_{status}"
+    for score in ev.LABEL_SCORES:
+        for side in ("original", "imputed"):
+            assert f"{score}_{side}{suffix}" in result.metrics
+            assert (f"{score}_{side}" in result.metrics) == (status == "accuracy")
+    assert "n_clusters_imputed" in result.metrics  # a count, not a score against the labels
+    paths = ev.write_evaluation(result, tmp_path, "s")
+    names = [row.split(",")[0] for row in paths["csv"].read_text().splitlines()]
+    assert f"ari_imputed{suffix}" in names
+    assert json.loads(paths["json"].read_text())["clustering"]["status"] == status
 
 
 def test_evaluate_aligns_by_names_and_checks_inputs(simulated):

@@ -207,3 +207,22 @@ def test_report_renders_in_headless_chromium(pbmc_counts, tmp_path):
     # content, not a blank page: the header band is the accent colour, the body holds text and figures
     assert pixels[20, 640, :3] == pytest.approx([0x2C / 255, 0x5F / 255, 0x8A / 255], abs=0.02)
     assert pixels[200:, 300:].std() > 0.05
+
+
+@pytest.mark.parametrize("clustering, shown", [
+    ({"status": "circular", "suffix": "_circular", "reason": "circular: labels were given to the method (obs:cell_type)"},
+     "circular: labels were given to the method"),
+    ({"status": "accuracy", "suffix": "", "reason": "accuracy: the method computed its own labels"}, "accuracy"),
+    (None, "unverified"),  # written before label sources were recorded
+])
+def test_report_marks_clustering_scores_that_are_not_accuracy(tmp_path, clustering, shown):
+    suffix = clustering["suffix"] if clustering else ""
+    metrics = {"wasserstein": 0.1, f"ari_original{suffix}": 0.4, f"ari_imputed{suffix}": 0.9876}
+    record = {"sample": "s", "label_key": "cell_type", "metrics": metrics, "clustering": clustering}
+    (tmp_path / "evaluate").mkdir()
+    (tmp_path / "evaluate" / "s.evaluation.json").write_text(json.dumps(record))
+    evaluation = _section(build_report(tmp_path, tmp_path / "out", evaluate_missing=False), "evaluation")
+    assert f"Clusters against the labels: {shown}" in evaluation and "0.9876" in evaluation
+    row = re.search(r"<td>(ari[^<]*)</td>", evaluation).group(1)
+    assert row == ("ari" if shown == "accuracy" else f"ari ({clustering['status'] if clustering else 'unverified'})")
+    assert f"ari_imputed{suffix}" not in evaluation  # shown once, in the paired table

@@ -279,7 +279,8 @@ def evaluate_command(
     outdir: Annotated[Path, typer.Option("--outdir", "-o", help="Output folder.")] = Path("."),
     sample_id: Annotated[str | None, typer.Option(help="Name used in output files (default: from the input's name).")] = None,
     label_key: Annotated[
-        str | None, typer.Option(help="obs column with known labels (default: scmaskgan_label when present).")
+        str | None, typer.Option(help="obs column with known labels (default: scmaskgan_label when present). Cluster "
+                                      "scores are accuracy only if the method computed its own labels; else marked circular.")
     ] = None,
     genes: Annotated[str | None, typer.Option(help="Comma-separated genes of the gene-gene correlation (default: 30 most variable).")] = None,
     input_scale: Annotated[str, typer.Option(help="Scale of both inputs: counts or lognorm.")] = "counts",

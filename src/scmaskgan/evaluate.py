@@ -15,7 +15,8 @@ The paper's metrics (Wu et al. 2025, section 3):
 * Wasserstein and Jensen-Shannon distances between the original and imputed value
   distributions of each gene (:func:`wasserstein`, :func:`jensen_shannon`);
 * ACC, AUC and F1 of clusters against known labels, with clusters matched to labels
-  by the Hungarian algorithm, plus ARI and NMI (:func:`clustering_scores`);
+  by the Hungarian algorithm, plus ARI and NMI (:func:`clustering_scores`), reported as
+  accuracy only when the labels were not given to the method (:func:`clustering_status`);
 * Pearson correlation of each cell's original and imputed profile
   (:func:`pearson_per_cell`) and the preservation of gene-gene correlations
   (:func:`gene_correlation`, :func:`correlation_similarity`).
@@ -48,7 +49,9 @@ from sklearn.neighbors import NearestNeighbors
 from scmaskgan import mcv
 from scmaskgan.atomic import atomic_path, write_text_atomic
 from scmaskgan.errors import InputError, StepError
+from scmaskgan.io import LABEL_COLUMN
 from scmaskgan.labels import knn_transformer
+from scmaskgan.quality import correlation_similarity
 from scmaskgan.versions import package_versions
 
 #: Modes of ``scmaskgan.impute`` scored by :func:`run_mcv`.
@@ -172,20 +175,6 @@ def gene_correlation(x: np.ndarray, genes: Sequence[int]) -> np.ndarray:
         return np.corrcoef(np.asarray(x)[:, list(genes)], rowvar=False)
 
 
-def correlation_similarity(corr_original: np.ndarray, corr_imputed: np.ndarray) -> float:
-    """Pearson correlation between the upper triangles of two gene-gene correlation matrices.
-
-    1 means imputation kept the gene-gene correlation structure; pairs that are NaN in
-    either matrix are ignored.
-    """
-    iu = np.triu_indices_from(corr_original, k=1)
-    a, b = corr_original[iu], corr_imputed[iu]
-    ok = np.isfinite(a) & np.isfinite(b)
-    if ok.sum() < 2 or np.ptp(a[ok]) == 0 or np.ptp(b[ok]) == 0:
-        return float("nan")
-    return float(np.corrcoef(a[ok], b[ok])[0, 1])
-
-
 # ------------------------------------------------------------------ clusters vs labels
 def match_clusters(labels: Sequence[Any], clusters: Sequence[Any], unmatched: str = "<unmatched>") -> np.ndarray:
     """Map each cluster to one label by the Hungarian algorithm (most shared cells).
@@ -240,6 +229,42 @@ def clustering_scores(labels: Sequence[Any], clusters: Sequence[Any]) -> dict[st
         "nmi": float(skm.normalized_mutual_info_score(labels, clusters)),
         "n_clusters": float(len(np.unique(np.asarray(clusters).astype(str)))),
     }
+
+
+#: Scores of clusters against labels: accuracy only when the method was not given the labels.
+LABEL_SCORES: tuple[str, ...] = ("acc", "auc", "f1", "ari", "nmi", "silhouette")
+
+
+def clustering_status(label_key: str, label_source: str | None) -> dict[str, str]:
+    """Whether clustering scores against the labels in ``label_key`` measure accuracy.
+
+    They do only when the method computed its own labels (``label_source == 'leiden'``)
+    and the scores use other, known labels kept aside. Labels given to the method come
+    back out of it, and its own Leiden labels were computed from the same data: both
+    are circular.
+
+    Parameters
+    ----------
+    label_key
+        obs column of the labels the clusters are scored against.
+    label_source
+        ``uns['scmaskgan']['label_source']`` of the imputed data (``obs:<column>``,
+        ``csv:<file>`` or ``leiden``); None when the imputed file records none.
+
+    Returns
+    -------
+    ``status`` (``'accuracy'``, ``'circular'`` or ``'unverified'``), ``reason`` (one line
+    for tables) and ``suffix`` (appended to the metric names, ``''`` for accuracy).
+    """
+    if label_source is None:
+        status, reason = "unverified", "unverified: the imputed data records no label source, so the labels may have been given to the method"
+    elif label_source != "leiden":
+        status, reason = "circular", f"circular: labels were given to the method ({label_source})"
+    elif label_key == LABEL_COLUMN:
+        status, reason = "circular", "circular: scored against the method's own Leiden labels; pass known types kept aside as the label key"
+    else:
+        status, reason = "accuracy", f"accuracy: the method computed its own labels; scored against {label_key}, kept aside"
+    return {"status": status, "reason": reason, "suffix": "" if status == "accuracy" else f"_{status}"}
 
 
 # ------------------------------------------------------------------ embeddings
@@ -372,7 +397,11 @@ def evaluate_imputation(
         the original may hold cells or genes that QC removed.
     label_key
         obs column with known labels (original or imputed obs). Default:
-        ``'scmaskgan_label'`` when the imputed data has it, else no label metrics.
+        ``'scmaskgan_label'`` when the imputed data has it, else no label metrics. The
+        clusters' scores against them (:data:`LABEL_SCORES`) keep their plain names
+        (``ari_imputed``) only when they measure accuracy; otherwise the names end in
+        ``_circular`` or ``_unverified`` (:func:`clustering_status`, recorded in
+        ``info['clustering']``).
     genes
         Genes of the gene-gene correlation; default the 30 most variable original genes.
     input_scale
@@ -418,15 +447,18 @@ def evaluate_imputation(
         "zscore_outliers_imputed": zscore_outlier_fraction(x_imp),
         "umap_knn_overlap": knn_overlap(emb_orig.obsm["X_umap"], emb_imp.obsm["X_umap"]),
     }
+    clustering = None
     if labels is not None:
+        clustering = clustering_status(label_key, imputed.uns.get("scmaskgan", {}).get("label_source"))
         for name, emb in (("original", emb_orig), ("imputed", emb_imp)):
-            metrics[f"silhouette_{name}"] = label_silhouette(emb.obsm["X_umap"], labels)
-            for key, value in clustering_scores(labels, emb.obs["leiden"]).items():
-                metrics[f"{key}_{name}"] = value
+            scores = {**clustering_scores(labels, emb.obs["leiden"]), "silhouette": label_silhouette(emb.obsm["X_umap"], labels)}
+            for key, value in scores.items():
+                metrics[f"{key}_{name}{clustering['suffix'] if key in LABEL_SCORES else ''}"] = value
     info = {
         "n_cells": int(original.n_obs),
         "n_genes": int(original.n_vars),
         "label_key": label_key,
+        "clustering": clustering,
         "correlation_genes": [str(g) for g in gene_names[chosen]],
         "params": {"input_scale": input_scale, "max_cells": max_cells, "resolution": resolution, "seed": seed},
     }
