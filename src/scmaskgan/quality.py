@@ -365,7 +365,9 @@ class QualityReference:
             raise InputError("no cells share a label with the held-out cells")
         tags = np.concatenate([np.full(len(r) + len(f), name) for name, r, f in pooled])
         is_fake = np.concatenate([np.repeat([False, True], [len(r), len(f)]) for _, r, f in pooled])
-        scores = discriminant_cv_scores(np.vstack([np.vstack([r, f]) for _, r, f in pooled]), is_fake, rng=rng)
+        x = np.vstack([np.vstack([r, f]) for _, r, f in pooled])
+        # a single balanced pair has nothing to cross-validate: NaN scores give NaN AUCs
+        scores = discriminant_cv_scores(x, is_fake, rng=rng) if is_fake.sum() > 1 else np.full(len(x), np.nan)
         for name in per_label:
             per_label[name]["c2st_auc"] = auc(scores[tags == name], is_fake[tags == name])
         return {**_weighted(per_label, self.weights_), "c2st_auc": auc(scores, is_fake), "per_label": per_label}
