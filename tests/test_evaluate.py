@@ -151,6 +151,7 @@ def test_evaluate_identity_is_perfect(simulated):
     assert m["pearson_cell_median"] == pytest.approx(1.0)
     assert m["gene_correlation_similarity"] == pytest.approx(1.0)
     assert m["fraction_zeros_filled"] == 0 and m["n_observed_changed"] == 0
+    assert m["abs_corr_p95_inflation"] == 0 and m["abs_corr_p95_original"] > 0
     assert m["acc_original"] == m["acc_imputed"]
     # three well-separated simulated types: Leiden recovers them
     assert m["ari_original"] > 0.8

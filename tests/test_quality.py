@@ -126,3 +126,10 @@ def test_reference_checks_its_inputs(setting):
         reference.score(held[:, :10], held_labels)
     with pytest.raises(InputError, match="labels for"):
         reference.score(held, held_labels[:5])
+
+
+def test_a_single_held_out_cell_gives_nan_not_an_error():
+    rng = np.random.default_rng(4)
+    reference = q.QualityReference(rng.random((1, 20)), ["a"], rng.random((10, 20)), ["a"] * 10, n_components=3)
+    s = reference.score(rng.random((5, 20)), ["a"] * 5)
+    assert np.isnan(s["c2st_auc"]) and np.isnan(s["recall"]) and np.isfinite(s["energy"])

@@ -21,6 +21,9 @@ The paper's metrics (Wu et al. 2025, section 3):
   (:func:`pearson_per_cell`) and the preservation of gene-gene correlations
   (:func:`gene_correlation`, :func:`correlation_similarity`).
 
+Beyond the paper, the false-signal check (:func:`scmaskgan.false_signal.correlation_inflation`):
+the distribution of ``|r|`` over gene pairs, imputed against original.
+
 :func:`evaluate_imputation` computes all of them for one original/imputed pair, and
 :func:`run_mcv` scores imputation by molecular cross-validation (:mod:`scmaskgan.mcv`).
 """
@@ -49,6 +52,7 @@ from sklearn.neighbors import NearestNeighbors
 from scmaskgan import mcv
 from scmaskgan.atomic import atomic_path, write_text_atomic
 from scmaskgan.errors import InputError, StepError
+from scmaskgan.false_signal import correlation_inflation
 from scmaskgan.io import LABEL_COLUMN
 from scmaskgan.labels import knn_transformer
 from scmaskgan.quality import correlation_similarity
@@ -446,6 +450,7 @@ def evaluate_imputation(
         "zscore_outliers_original": zscore_outlier_fraction(x_orig),
         "zscore_outliers_imputed": zscore_outlier_fraction(x_imp),
         "umap_knn_overlap": knn_overlap(emb_orig.obsm["X_umap"], emb_imp.obsm["X_umap"]),
+        **correlation_inflation(x_orig, x_imp),
     }
     clustering = None
     if labels is not None:

@@ -16,10 +16,11 @@ The scores (per label, and overall as the mean over labels weighted by held-out 
   (Naeem et al. 2020): k-nearest-neighbour manifold estimates (k = 5) in a PCA of the real
   cells; precision and density measure realism, recall and coverage diversity (low for
   candidates collapsed onto their label's profile);
-* ``c2st_auc``: classifier two-sample test, the cross-validated ROC AUC of a logistic
-  regression telling candidates from held-out cells (balanced sizes) on the PCA scores and
-  their squares (so a difference in spread is found as well as one in location); 0.5 means
-  indistinguishable, 1 fully separable;
+* ``c2st_auc``: classifier two-sample test, the cross-validated ROC AUC of a linear
+  discriminant telling candidates from held-out cells (balanced per label) on the PCA
+  scores relative to their label's centre and on their squares (so a difference in spread
+  is found as well as one in location); 0.5 means indistinguishable, 1 fully separable.
+  One classifier serves all labels, so small labels do not each fit their own;
 * ``gene_mean_abs_log2``, ``gene_var_abs_log2``: median over genes of ``|log2|`` of the
   candidates' per-gene mean and variance over the real ones; ``gene_var_log2`` the signed
   median (negative: candidates vary less than real cells);
@@ -120,38 +121,64 @@ def prdc(real: np.ndarray, fake: np.ndarray, k: int = 5) -> dict[str, float]:
 
 
 # ------------------------------------------------------------------ classifier two-sample test
-def c2st_auc(real: np.ndarray, fake: np.ndarray, *, folds: int = 5, ridge: float = 0.1, seed: int = 0) -> float:
-    """Classifier two-sample test: cross-validated ROC AUC of telling ``fake`` from ``real``.
-
-    The larger set is subsampled (seeded) to the size of the smaller one. The classifier
-    is a linear (Fisher) discriminant on the standardised features and their squares, so
-    it finds a difference in spread (e.g. candidates collapsed onto a mean) as well as one
-    in location: ``w = (S + ridge * mean variance * I)^-1 (mean_fake - mean_real)`` with
-    ``S`` the pooled within-class covariance, fitted on all folds but one and scoring the
-    last (seeded stratified ``folds``-fold, fewer for small sets). The AUC is that of the
-    out-of-fold scores (Mann-Whitney). NaN when a set has fewer than 2 cells.
-    """
+def auc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """ROC AUC of ``scores`` for the ``positive`` (bool) cells (Mann-Whitney U); NaN without both classes."""
     from scipy.stats import rankdata
 
-    rng = np.random.default_rng(seed)
-    n = min(len(real), len(fake))
-    if n < 2:
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
         return float("nan")
-    x = np.vstack([real[rng.permutation(len(real))[:n]], fake[rng.permutation(len(fake))[:n]]])
+    return float((rankdata(scores)[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def discriminant_cv_scores(
+    x: np.ndarray, fake: np.ndarray, *, folds: int = 5, ridge: float = 0.1, rng: np.random.Generator
+) -> np.ndarray:
+    """Out-of-fold scores of a linear (Fisher) discriminant telling ``fake`` (bool) rows from the others.
+
+    The features are ``x`` standardised and their squares, so a difference in spread
+    (e.g. candidates collapsed onto a mean) is found as well as one in location. On all
+    folds but one, ``w = (S + ridge * mean variance * I)^-1 (mean_fake - mean_real)``
+    (``S`` the pooled within-class covariance) scores the last one; the folds are seeded
+    and stratified by class, at most ``folds`` and at most the smaller class size.
+    """
     x = (x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1.0)
     x = np.hstack([x, x * x])
-    y = np.repeat([False, True], n)
-    fold = np.concatenate([rng.permutation(n) % min(folds, n)] * 2)
-    scores = np.empty(2 * n)
-    for f in np.unique(fold):
+    n_folds = max(2, min(folds, int(fake.sum()), int((~fake).sum())))
+    fold = np.empty(len(x), dtype=np.int64)
+    for cls in (False, True):
+        idx = np.flatnonzero(fake == cls)
+        fold[idx] = rng.permutation(len(idx)) % n_folds
+    scores = np.empty(len(x))
+    for f in range(n_folds):
         test = fold == f
-        xr, xf = x[~test & ~y], x[~test & y]
+        xr, xf = x[~test & ~fake], x[~test & fake]
         centred = np.vstack([xr - xr.mean(0), xf - xf.mean(0)])
         cov = centred.T @ centred / max(len(centred) - 2, 1)
         cov[np.diag_indices_from(cov)] += ridge * max(float(np.trace(cov)) / len(cov), 1e-12)
         scores[test] = x[test] @ np.linalg.solve(cov, xf.mean(0) - xr.mean(0))
-    ranks = rankdata(scores)
-    return float((ranks[y].sum() - n * (n + 1) / 2) / (n * n))
+    return scores
+
+
+def _balanced(n_real: int, n_fake: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded indices of equally many real and fake cells (the larger set subsampled)."""
+    n = min(n_real, n_fake)
+    return np.sort(rng.permutation(n_real)[:n]), np.sort(rng.permutation(n_fake)[:n])
+
+
+def c2st_auc(real: np.ndarray, fake: np.ndarray, *, folds: int = 5, seed: int = 0) -> float:
+    """Classifier two-sample test: cross-validated ROC AUC of telling ``fake`` from ``real``.
+
+    The larger set is subsampled (seeded) to the size of the smaller one; the AUC is that
+    of the out-of-fold scores of :func:`discriminant_cv_scores`. 0.5 means
+    indistinguishable; NaN when a set has fewer than 2 cells.
+    """
+    rng = np.random.default_rng(seed)
+    ir, jf = _balanced(len(real), len(fake), rng)
+    if len(ir) < 2:
+        return float("nan")
+    is_fake = np.repeat([False, True], len(ir))
+    return auc(discriminant_cv_scores(np.vstack([real[ir], fake[jf]]), is_fake, folds=folds, rng=rng), is_fake)
 
 
 # ------------------------------------------------------------------ genes
@@ -192,6 +219,9 @@ def correlation_similarity(corr_a: np.ndarray, corr_b: np.ndarray) -> float:
 
 
 def _corr(x: np.ndarray) -> np.ndarray:
+    """Gene-gene Pearson correlations of the columns of ``x`` (NaN for constant genes and single cells)."""
+    if len(x) < 2:
+        return np.full((x.shape[1], x.shape[1]), np.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.corrcoef(x, rowvar=False)
 
@@ -205,6 +235,7 @@ class _Label:
     pcs: np.ndarray
     corr: np.ndarray
     within: float
+    centre: np.ndarray
 
 
 def _weighted(per_label: dict[str, dict[str, float]], weights: dict[str, int]) -> dict[str, float]:
@@ -272,12 +303,16 @@ class QualityReference:
         self.k, self.seed = k, seed
         pca_cells, ref_cells = _halves(train_labels, max_train_cells, np.random.default_rng(seed))
         self._fit_pca(train[pca_cells], n_components)
+        pca_pcs, pca_labels = self.project(train[pca_cells]), train_labels[pca_cells]
         train, train_labels = train[ref_cells], train_labels[ref_cells]
         self.genes_ = np.argsort(-held.var(0), kind="stable")[: min(n_corr_genes, held.shape[1])]
         self.labels_: dict[str, _Label] = {}
         for name in map(str, np.unique(held_labels)):
             h = held[held_labels == name]
-            self.labels_[name] = _Label(h, self.project(h), _corr(h[:, self.genes_]), _within(h))
+            pcs = self.project(h)
+            fit = pca_pcs[pca_labels == name]
+            centre = fit.mean(0) if len(fit) else pcs.mean(0)
+            self.labels_[name] = _Label(h, pcs, _corr(h[:, self.genes_]), _within(h), centre)
         self.weights_ = {name: int(len(lab.genes)) for name, lab in self.labels_.items()}
         self.real_ = self._scores(train, train_labels, require_all=False)
 
@@ -293,30 +328,49 @@ class QualityReference:
         """PCA scores of cells x genes in the reference's space."""
         return (x - self.mean_) @ self.components_.T
 
-    def _label_scores(self, lab: _Label, fake: np.ndarray, rng: np.random.Generator) -> dict[str, float]:
-        fake_pcs = self.project(fake)
+    def _label_scores(self, lab: _Label, fake: np.ndarray, fake_pcs: np.ndarray) -> dict[str, float]:
         energy = 2.0 * pairwise_distances(lab.genes, fake).mean() - lab.within - _within(fake)
-        balanced = fake_pcs[rng.permutation(len(fake))[: len(lab.pcs)]]
         return {
             "energy": float(energy),
-            **prdc(lab.pcs, balanced, self.k),
-            "c2st_auc": c2st_auc(lab.pcs, fake_pcs, seed=self.seed),
+            **prdc(lab.pcs, fake_pcs, self.k),
             **gene_ratios(lab.genes, fake),
             "corr_agreement": correlation_similarity(lab.corr, _corr(fake[:, self.genes_])),
         }
 
     def _scores(self, cells: np.ndarray, labels: np.ndarray, *, require_all: bool) -> dict[str, Any]:
+        """Scores of ``cells`` per label and overall; the classifier is one for all labels.
+
+        For the k-NN scores and the classifier, each label's cells are subsampled (seeded)
+        to at most its held-out cells; for the classifier, held-out cells also to at most
+        the label's cells. The
+        classifier sees PCA scores minus the label's centre (from the PCA half of the
+        training cells), so one discriminant serves every label; its per-label AUCs come
+        from the same out-of-fold scores, the overall one from all of them.
+        """
         rng = np.random.default_rng(self.seed)
-        per_label: dict[str, dict[str, float]] = {}
         missing = [name for name in self.labels_ if not (labels == name).any()]
         if missing and require_all:
             raise InputError(f"no candidates for held-out label(s) {', '.join(missing[:10])}")
+        per_label: dict[str, dict[str, float]] = {}
+        pooled: list[tuple[str, np.ndarray, np.ndarray]] = []
         for name, lab in self.labels_.items():
-            if name not in missing:
-                per_label[name] = self._label_scores(lab, cells[labels == name], rng)
+            if name in missing:
+                continue
+            fake = cells[labels == name]
+            ir, jf = _balanced(len(lab.pcs), len(fake), rng)
+            fake_pcs = self.project(fake[jf])
+            per_label[name] = self._label_scores(lab, fake, fake_pcs)
+            pooled.append((name, lab.pcs[ir] - lab.centre, fake_pcs - lab.centre))
         if not per_label:
             raise InputError("no cells share a label with the held-out cells")
-        return {**_weighted(per_label, self.weights_), "per_label": per_label}
+        tags = np.concatenate([np.full(len(r) + len(f), name) for name, r, f in pooled])
+        is_fake = np.concatenate([np.repeat([False, True], [len(r), len(f)]) for _, r, f in pooled])
+        x = np.vstack([np.vstack([r, f]) for _, r, f in pooled])
+        # a single balanced pair has nothing to cross-validate: NaN scores give NaN AUCs
+        scores = discriminant_cv_scores(x, is_fake, rng=rng) if is_fake.sum() > 1 else np.full(len(x), np.nan)
+        for name in per_label:
+            per_label[name]["c2st_auc"] = auc(scores[tags == name], is_fake[tags == name])
+        return {**_weighted(per_label, self.weights_), "c2st_auc": auc(scores, is_fake), "per_label": per_label}
 
     def score(self, candidates: Any, labels: Any) -> dict[str, Any]:
         """Scores of candidate cells against the held-out cells, beside the training cells' level.

@@ -524,7 +524,7 @@ def _imputation(ctx: _Context) -> str:
     return "".join(parts)
 
 
-_PAIRED = ("n_clusters", "cv_median", "zscore_outliers")
+_PAIRED = ("n_clusters", "cv_median", "zscore_outliers", "abs_corr_median", "abs_corr_p95")
 
 
 def _clustering_pairs(clustering: dict[str, Any] | None) -> tuple[list[tuple[str, str, str]], str]:
@@ -585,7 +585,9 @@ def _evaluation(ctx: _Context) -> str:
                   "preservation of gene-gene correlations and of UMAP neighbourhoods, and clusters (Leiden) "
                   "against the labels (ACC with Hungarian matching, AUC, F1, ARI, NMI). Those scores are accuracy "
                   "only when the method computed its own labels and known types were kept aside for scoring; "
-                  "with labels given to the method they are marked circular: the labels went in and came out.")]
+                  "with labels given to the method they are marked circular: the labels went in and came out. "
+                  "abs_corr: median and 95th percentile of |Pearson r| over gene pairs (the most expressed genes); "
+                  "a rise (inflation) above the original's may be a false signal of smoothing.")]
     parts += [f"<h3>{_esc(sid)}</h3>" + guarded(lambda s=sid, p=p: _evaluation_sample(s, p), p.name)
               for sid, p in sorted(ctx.evaluations.items())]
     parts += [missing(n) for n in ctx.notes]
