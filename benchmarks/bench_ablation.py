@@ -272,7 +272,8 @@ def run_dataset(name: str, args: argparse.Namespace) -> list[dict[str, object]]:
         "(c) GAN, trained": lambda: _gan(bench, args.epochs, fit, args.seed),
         "(d) real cells (B)": lambda: _real(bench, False, impute.k_max),
     }
-    ablation_rows(bench, sources, args.modes.split(","), impute)
+    chosen = {name: make for name, make in sources.items() if name[1] in args.sources.split(",")}
+    ablation_rows(bench, chosen, args.modes.split(","), impute)
     for row in bench.rows:
         row.update(n_scored=int(bench.in_a.sum()), n_genes=bench.train.shape[1])
     return bench.rows
@@ -306,6 +307,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="small GAN, few epochs and trials, smaller data")
     parser.add_argument("--outdir", type=Path, default=Path(__file__).resolve().parent / "results")
     parser.add_argument("--modes", default="zeros,denoise", help="imputation modes")
+    parser.add_argument("--sources", default="a,b,c,d", help="candidate sources, of a,b,c,d")
     parser.add_argument("--epochs", type=int, default=None, help="epochs of source (c); default: training's")
     parser.add_argument("--fit-on", choices=("other", "all"), default="other",
                         help="cells the GAN is fitted on: the other half B (default) or all cells")

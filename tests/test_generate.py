@@ -8,13 +8,12 @@ import anndata as ad
 import h5py
 import numpy as np
 import pytest
-import torch
 from conftest import simulate_counts, write_images
 
 from scmaskgan import cli, steps
 from scmaskgan.config import GenerateParams, TrainParams
 from scmaskgan.errors import InputError
-from scmaskgan.generate import energy_distance, n_candidates_per_label, read_candidates
+from scmaskgan.generate import n_candidates_per_label, read_candidates
 from scmaskgan.images_h5 import ImageStore
 
 TINY = {"base_channels": 8, "batch_size": 32, "device": "cpu", "threads": 1}
@@ -72,15 +71,6 @@ def test_model_from_another_sample_is_a_one_line_cli_error(trained: tuple[Path, 
     bad.write_bytes(model.read_bytes()[:100])
     assert cli.main(["generate", str(bad), str(images), "--outdir", str(tmp_path)]) == InputError.exit_code
     assert "bad.model.pt" in capsys.readouterr().err
-
-
-def test_energy_distance_sees_location_and_collapse():
-    gen = torch.Generator().manual_seed(0)
-    a = torch.randn(200, 5, generator=gen)
-    b = torch.randn(200, 5, generator=gen)
-    assert abs(energy_distance(a, b)) < 0.1
-    assert energy_distance(a + 1.0, b) > 0.5
-    assert energy_distance(torch.zeros(200, 5), b) > 0.5  # right mean, no spread
 
 
 def test_candidates_are_label_specific_on_real_pbmc(pbmc_counts: ad.AnnData, tmp_path: Path):

@@ -12,7 +12,6 @@ from scmaskgan.model import (
     ModelConfig,
     SelfAttention,
     count_parameters,
-    gene_mask,
 )
 
 
@@ -27,9 +26,8 @@ def test_shapes_for_any_side(side: int, inpaint: bool):
     level, logits = gen(z, onehot, cond)
     assert level.shape == logits.shape == (4, side, side)
     assert float(level.detach().min()) >= 0.0 and float(level.detach().max()) <= 1.0
-    patches = disc(level, torch.ones_like(level), onehot)
-    assert patches.shape == (4, cfg.work_side // 2, cfg.work_side // 2)
-    assert disc.patch_weights(gene_mask(side, side * side - 1)).shape == patches.shape[1:]
+    disc.set_genes(side * side - 1)
+    assert disc(level, torch.ones_like(level), onehot).shape == (4,)
 
 
 def test_inpainting_generator_requires_its_condition():
@@ -41,13 +39,30 @@ def test_inpainting_generator_requires_its_condition():
         Generator(inpaint)(torch.randn(2, 6), torch.eye(2))
 
 
-def test_patch_weights_cover_exactly_the_gene_pixels():
+def test_discriminator_pools_only_patches_that_hold_genes():
     cfg = ModelConfig(side=10, n_labels=2, latent_dim=10, base_channels=8)
-    weights = Discriminator(cfg).patch_weights(gene_mask(10, 21))  # genes fill rows 0-1 and one pixel of row 2
+    disc = Discriminator(cfg)
+    disc.set_genes(21)  # genes fill rows 0-1 and one pixel of row 2
+    weights = disc.patches
     assert weights.shape == (6, 6)
     assert weights[0].tolist() == [1, 1, 1, 1, 1, 0]
     assert weights[1].tolist() == [1, 0, 0, 0, 0, 0]
     assert float(weights[2:].sum()) == 0
+
+
+def test_discriminator_sees_the_whole_cell_each_cell_on_its_own():
+    """One distant gene pixel changes a cell's logit; the rest of the batch does not."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(side=8, n_labels=2, latent_dim=8, base_channels=8)
+    disc = Discriminator(cfg).eval()
+    onehot = torch.eye(2)[[0, 1, 0, 1]]
+    values = torch.rand(4, 8, 8) * 0.5
+    base = disc(values, (values > 0).float(), onehot)
+    moved = values.clone()
+    moved[:, 7, 7] += 0.5
+    assert not torch.allclose(base, disc(moved, (moved > 0).float(), onehot))
+    alone = disc(values[:1], (values[:1] > 0).float(), onehot[:1])
+    assert torch.allclose(alone, base[:1], atol=1e-6)
 
 
 def test_attention_starts_as_identity_and_pools_large_maps():
@@ -81,12 +96,14 @@ def test_label_changes_the_generated_cell():
     assert not torch.allclose(level[0], level[1])
 
 
-def test_parameter_count_at_n128_is_single_digit_millions():
+def test_parameter_count_at_n128_stays_in_the_low_millions():
+    """16,384 genes: the whole-cell paths grow with the genes (rank x genes, genes x hidden), the rest does not."""
     cfg = ModelConfig(side=128, n_labels=12, latent_dim=128)
     total = count_parameters(Generator(cfg)) + count_parameters(Discriminator(cfg))
-    assert 1e6 < total < 10e6
+    whole_cell = 2 * 128 * 128 * cfg.global_rank + 128 * 128 * cfg.global_hidden
+    assert whole_cell < total < whole_cell + 6e6 < 13e6
     inpaint = ModelConfig(side=128, n_labels=12, latent_dim=128, inpaint=True)
-    assert count_parameters(Generator(inpaint)) + count_parameters(Discriminator(inpaint)) < 10e6
+    assert count_parameters(Generator(inpaint)) + count_parameters(Discriminator(inpaint)) < 15e6
 
 
 def test_config_round_trip_and_bad_values():

@@ -140,7 +140,8 @@ def test_same_seed_same_model_and_outputs_written(images: Path, tmp_path: Path):
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)
     rows = list(csv.DictReader(a["log"].open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
-    assert {"loss_d", "loss_g_adv", "loss_rec", "val_energy", "val_smoothed", "seconds"} <= set(rows[0])
+    assert {"loss_d", "loss_g_adv", "loss_rec", "energy", "coverage", "c2st_auc", "val_score", "val_smoothed",
+            "d_accuracy", "seconds"} <= set(rows[0])
     assert a["png"].stat().st_size > 1000
 
 

@@ -90,7 +90,7 @@ class PrepareParams(_Validated):
 class TrainParams(_Validated):
     """Training the conditional masked GAN (TRAIN step)."""
 
-    epochs: int = _p(60, "Maximum number of epochs (early stopping usually ends training sooner).")
+    epochs: int = _p(40, "Maximum number of epochs (early stopping usually ends training sooner).")
     batch_size: int = _p(
         64,
         "Mini-batch size. For images larger than 64 x 64 (over 4,096 genes) it shrinks by "
@@ -98,12 +98,17 @@ class TrainParams(_Validated):
     )
     cells_per_epoch: int | None = _p(
         2048,
-        "Training cells drawn per epoch (a new random subset every epoch; all cells when "
-        "fewer or unset), so validation and early stopping come at the same pace on large samples. "
+        "Training cells drawn per epoch (a new random subset every epoch; passes over all cells are "
+        "repeated when the sample has fewer; one pass when unset), so that an epoch is the same number "
+        "of adversarial steps and validation and early stopping come at the same pace for any sample size. "
         "Shrinks like batch_size for images larger than 64 x 64.",
     )
     lr_g: float = _p(1e-3, "Adam learning rate of the generator (paper: 1e-3).")
-    lr_d: float = _p(1e-4, "Adam learning rate of the discriminator (paper: 1e-4).")
+    lr_d: float = _p(
+        2e-3,
+        "Adam learning rate of the discriminator (paper: 1e-4, with which the spectrally normalised "
+        "discriminator stayed at chance; see docs/method.md).",
+    )
     beta1: float = _p(0.5, "Adam beta1.")
     beta2: float = _p(0.999, "Adam beta2.")
     lambda_rec: float = _p(10.0, "Weight of the masked reconstruction loss.")
@@ -121,9 +126,9 @@ class TrainParams(_Validated):
     )
     latent_dim: int | None = _p(None, "Noise dimension; the image side N when unset (as in the paper).")
     patience: int = _p(
-        5, "Early stopping: epochs without improvement of the smoothed held-out candidate quality."
+        6, "Early stopping: epochs without improvement of the smoothed held-out candidate quality."
     )
-    min_epochs: int = _p(5, "Never stop before this many epochs.")
+    min_epochs: int = _p(10, "Never stop before this many epochs.")
     val_fraction: float = _p(0.1, "Fraction of cells held out for the validation signal.")
     grad_clip: float = _p(1.0, "Gradient norm clipping (0 disables).")
     checkpoint_every: int = _p(10, "Write a checkpoint every this many epochs.")
@@ -185,7 +190,20 @@ class ImputeParams(_Validated):
         "Distance threshold theta = mu + theta_sigma * sigma (mean and SD of the label's "
         "cell-candidate distances); candidates beyond it are not used. Tuned when unset.",
     )
-    n_trials: int = _p(25, "Optuna trials for tuning k and theta_sigma.")
+    shrinkage: float | None = _p(
+        None,
+        "Denoise mode: shape alpha of the Gamma prior that the cell's neighbours give each gene "
+        "(posterior mean (x + alpha) m / (m + alpha) for a count x and neighbour mean m). Small values "
+        "trust the cell's own counts, large ones its neighbours. Tuned when unset.",
+    )
+    neighbour_space: str = _p(
+        "pca",
+        "Where nearest candidates are searched: 'pca' (the first n_pcs principal components of the "
+        "sample's encoded cells; sampling noise of single genes averages out) or 'genes' (all genes).",
+        ("pca", "genes"),
+    )
+    n_pcs: int = _p(30, "Principal components of the neighbour search (neighbour_space='pca').")
+    n_trials: int = _p(25, "Optuna trials for tuning k, theta_sigma and (denoise) shrinkage.")
     holdout_fraction: float = _p(
         0.1,
         "Validation for tuning: fraction of the molecules held out (binomial split of every "

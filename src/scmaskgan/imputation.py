@@ -33,7 +33,7 @@ import torch
 from scmaskgan.config import ImputeParams
 from scmaskgan.encode import Encoding, decode, library_sizes, to_unit
 from scmaskgan.errors import InputError, StepError
-from scmaskgan.mcv import mcv_mse, split_counts
+from scmaskgan.mcv import mcv_mse, mcv_poisson, split_counts, within_label_signal
 from scmaskgan.memory import return_large_blocks_to_the_system
 
 #: Elements of the (cells, neighbours, genes) block processed at once (bounds memory).
@@ -46,6 +46,8 @@ _ROW_ELEMENTS = 4_000_000
 #: Cells x genes imputed by every tuning trial (at most; 1,000 cells at 2,000 genes and
 #: 119 at 33,514, where 1,000 cells took 20 s per trial), and the fewest cells tuned on.
 _TUNE_ENTRIES, _TUNE_MIN_CELLS = 4_000_000, 100
+#: Objective penalty per unit of within-label signal lost against the seen counts.
+_SIGNAL_PENALTY = 10.0
 
 
 @dataclass(frozen=True)
@@ -86,8 +88,13 @@ class ImputeResult:
         (n, n_genes) float32 imputed values log-normalised with the input's library sizes.
     k, theta_sigma
         The neighbourhood used (tuned or given).
+    shrinkage
+        The denoise prior's ``alpha`` (tuned or given; ``nan`` in zeros mode).
     tuning
-        One dict per Optuna trial (``k``, ``theta_sigma``, ``mse``); empty when not tuned.
+        One dict per Optuna trial (``k``, ``theta_sigma``, ``shrinkage``, ``mse``, ``signal``,
+        ``objective``); empty when not tuned.
+    raw_signal
+        Within-label signal of the seen counts in the tuning fold (the level a trial must keep).
     validation
         How the tuning score was obtained (``'molecules'``, ``'entries'`` or ``'none'``).
     fraction_zeros_filled
@@ -100,7 +107,9 @@ class ImputeResult:
     lognorm: np.ndarray
     k: int
     theta_sigma: float
+    shrinkage: float = math.nan
     tuning: list[dict[str, float]] = field(default_factory=list)
+    raw_signal: float = math.nan
     validation: str = "none"
     fraction_zeros_filled: float = 0.0
     n_observed_changed: int = 0
@@ -137,8 +146,59 @@ class EncodedRows:
         self.x, self.enc = x, enc
         self.shape = x.shape
 
-    def __getitem__(self, sl: slice) -> np.ndarray:
+    def __getitem__(self, sl: slice | np.ndarray) -> np.ndarray:
         return to_unit(self.x[sl], self.enc)[0]
+
+
+#: Cells x genes the principal components of the neighbour space are fitted on (at most).
+_PCA_ENTRIES = 20_000_000
+
+
+@dataclass(frozen=True)
+class PCASpace:
+    """A linear map of unit-scale gene vectors to their first principal components.
+
+    Attributes
+    ----------
+    mean
+        (n_genes,) float32 centre (the mean cell of the sample).
+    components
+        (n_genes, n_pcs) float32 orthonormal loadings.
+    """
+
+    mean: np.ndarray
+    components: np.ndarray
+
+    def __call__(self, unit: np.ndarray) -> np.ndarray:
+        """(n, n_pcs) scores of (n, n_genes) unit-scale rows."""
+        return (np.asarray(unit, dtype=np.float32) - self.mean) @ self.components
+
+
+def fit_pca_space(cells: np.ndarray | EncodedRows, n_pcs: int, seed: int) -> PCASpace:
+    """Principal components of a sample's encoded cells (a seeded subsample of at most 20 M entries).
+
+    Distances between a cell and the candidates in this space average out the sampling
+    noise of single genes, as kNN smoothing and MAGIC do; candidates are projected with
+    the real cells' components, so the space is the data's, not the generator's.
+    """
+    from sklearn.decomposition import PCA
+
+    n, g = cells.shape
+    n_fit = min(n, max(n_pcs + 1, _PCA_ENTRIES // max(g, 1)))
+    rows = np.sort(np.random.default_rng(seed).choice(n, size=n_fit, replace=False))
+    sample = np.concatenate([cells[sl] for sl in _index_blocks(rows, g)]) if n_fit < n else _all_rows(cells)
+    k = max(1, min(n_pcs, n_fit - 1, g))
+    pca = PCA(n_components=k, svd_solver="randomized", random_state=seed).fit(sample)
+    return PCASpace(pca.mean_.astype(np.float32), np.ascontiguousarray(pca.components_.T, dtype=np.float32))
+
+
+def _all_rows(cells: np.ndarray | EncodedRows) -> np.ndarray:
+    return np.concatenate([cells[sl] for sl in _row_blocks(cells.shape)])
+
+
+def _index_blocks(rows: np.ndarray, n_genes: int) -> list[np.ndarray]:
+    step = max(1, min(_ROW_BLOCK, _ROW_ELEMENTS // max(n_genes, 1)))
+    return [rows[start:start + step] for start in range(0, len(rows), step)]
 
 
 def _label_rows(labels: np.ndarray, label: int) -> slice | np.ndarray:
@@ -156,6 +216,7 @@ def find_neighbours(
     candidate_labels: np.ndarray,
     k_max: int,
     observed: np.ndarray | None = None,
+    space: PCASpace | None = None,
 ) -> Neighbours:
     """Rank each cell's label candidates by Euclidean distance in the unit space.
 
@@ -179,12 +240,18 @@ def find_neighbours(
         Optional (n, n_genes) bool mask: when given, distances use only the cell's
         observed genes, rescaled to all genes (``sqrt(n_genes / n_observed)``).
         By default all genes are used (the choice measured in ``docs/method.md``).
+    space
+        Optional :class:`PCASpace`: distances are measured between the principal
+        component scores of cells and candidates (not combinable with ``observed``).
 
     Returns
     -------
     The :class:`Neighbours` of every cell.
     """
-    n, g = cells.shape
+    if space is not None and observed is not None:
+        raise InputError("find_neighbours: distances on observed genes need neighbour_space='genes'")
+    n = cells.shape[0]
+    g = cells.shape[1] if space is None else space.components.shape[1]
     index = np.full((n, k_max), -1, dtype=np.int64)
     distance = np.full((n, k_max), np.inf, dtype=np.float32)
     present = np.unique(cell_labels)
@@ -194,11 +261,13 @@ def find_neighbours(
         cand_rows = np.arange(candidates.shape[0])[where]
         if cand_rows.size == 0:
             raise StepError(f"label {int(label)} has no retained candidates to impute from")
-        cand = torch.from_numpy(np.ascontiguousarray(candidates[where], dtype=np.float32))
+        chosen = candidates[where] if space is None else space(candidates[where])
+        cand = torch.from_numpy(np.ascontiguousarray(chosen, dtype=np.float32))
         pools[label] = (cand_rows, cand, (cand * cand).sum(1))
     sums = {label: np.zeros(2) for label in pools}
-    for block in _row_blocks((n, g)):
-        x_block = torch.from_numpy(np.ascontiguousarray(cells[block], dtype=np.float32))
+    for block in _row_blocks(cells.shape):
+        rows_block = cells[block] if space is None else space(cells[block])
+        x_block = torch.from_numpy(np.ascontiguousarray(rows_block, dtype=np.float32))
         obs_block = None if observed is None else torch.from_numpy(np.asarray(observed[block], dtype=np.float32))
         block_labels = cell_labels[block]
         for label in np.unique(block_labels).tolist():
@@ -257,6 +326,7 @@ def estimate(
     weights: np.ndarray,
     scale: float,
     mode: str,
+    shrinkage: float = 1.0,
 ) -> np.ndarray:
     """Neighbour estimates of every entry in the unit scale.
 
@@ -274,8 +344,17 @@ def estimate(
     scale
         The encoding's ``scale``.
     mode
-        ``'zeros'``: observed entries keep the cell's value; ``'denoise'``: they get the
-        neighbours' mean. Zero entries get the posterior mean given the zero in both.
+        ``'zeros'``: observed entries keep the cell's value and zero entries get the
+        posterior mean given the zero (a mixture over the neighbours, each weighted by
+        the chance that it gives a zero at this depth). ``'denoise'``: every entry gets
+        the posterior mean of a Gamma-Poisson model whose prior is centred on the
+        neighbours: for the cell's count ``x`` and the neighbours' mean ``m`` (their mean
+        in the encoded, log scale, as molecules at the cell's depth),
+        ``(x + alpha) * m / (m + alpha)``. The cell's own counts
+        weigh more where they carry more molecules (deep cells, high genes), so the
+        estimate shrinks toward the neighbours without replacing the cell.
+    shrinkage
+        ``alpha`` of the denoise prior (larger: nearer the neighbours).
 
     Returns
     -------
@@ -294,14 +373,16 @@ def estimate(
         c = cand[torch.from_numpy(idx_all[sl])]  # (b, k, g)
         w = torch.from_numpy(weights[sl])
         log_w = torch.log(w)[:, :, None]  # -inf for dropped neighbours
-        lam = torch.expm1(c * scale) * torch.from_numpy(depth[sl].astype(np.float32))[:, None, None]
-        post0 = (torch.softmax(log_w - lam, dim=1) * c).sum(1)
-        obs = torch.from_numpy(observed[sl])
+        d = torch.from_numpy(depth[sl].astype(np.float32))[:, None]
+        lam = torch.expm1(c * scale) * d[:, :, None]
+        own = torch.from_numpy(np.ascontiguousarray(cells[sl], dtype=np.float32))
         if mode == "denoise":
-            kept = torch.einsum("bk,bkg->bg", w, c)
+            m = torch.expm1(torch.einsum("bk,bkg->bg", w, c) * scale) * d
+            post = (torch.expm1(own * scale) * d + shrinkage) * m / (m + shrinkage)
+            out[sl] = (torch.log1p(post / d.clamp_min(1e-12)) / scale).numpy()
         else:
-            kept = torch.from_numpy(np.ascontiguousarray(cells[sl], dtype=np.float32))
-        out[sl] = torch.where(obs, kept, post0).numpy()
+            post0 = (torch.softmax(log_w - lam, dim=1) * c).sum(1)
+            out[sl] = torch.where(torch.from_numpy(observed[sl]), own, post0).numpy()
     return out
 
 
@@ -344,6 +425,10 @@ class _Fold:
     ) -> None:
         if enc.input_scale == "counts":
             seen, self.held_out = split_counts(x, 1.0 - fraction, seed)
+            held = self.held_out.data
+            # the Poisson loss of predicting the held-out counts themselves: its excess over
+            # this is a deviance (never negative), so scores can be compared as ratios
+            self.poisson_floor = float(np.sum(held - held * np.log(held + 1e-6)) / np.prod(self.held_out.shape))
             self.seen = seen.toarray().astype(np.float32)
             self.kind = "molecules"
         else:
@@ -358,10 +443,18 @@ class _Fold:
         self.observed = self.seen > 0
         self.depth = cell_depth(self.seen, enc)
 
-    def score(self, values: np.ndarray, lognorm: np.ndarray) -> float:
+    def scores(self, values: np.ndarray, lognorm: np.ndarray) -> dict[str, float]:
+        """``mse`` on the held-out part, and for molecules also the ``poisson`` loss above its floor."""
         if self.kind == "molecules":
-            return mcv_mse(self.held_out, values)
-        return float(np.mean((lognorm[self.hidden] - self.truth) ** 2))
+            poisson = mcv_poisson(self.seen, self.held_out, values) - self.poisson_floor
+            return {"mse": mcv_mse(self.held_out, values), "poisson": poisson}
+        return {"mse": float(np.mean((lognorm[self.hidden] - self.truth) ** 2))}
+
+    def signal(self, values: np.ndarray) -> float:
+        """Within-label signal of an output against the held-out molecules (``nan`` for entries)."""
+        if self.kind != "molecules":
+            return math.nan
+        return within_label_signal(self.held_out, values, self.labels)
 
 
 def tune(
@@ -371,20 +464,29 @@ def tune(
     candidate_labels: np.ndarray,
     enc: Encoding,
     params: ImputeParams,
-) -> tuple[int, float, list[dict[str, float]], str]:
-    """Choose ``k`` and ``theta_sigma`` with Optuna on a held-out validation.
+    space: PCASpace | None = None,
+) -> tuple[dict[str, float], list[dict[str, float]], str]:
+    """Choose ``k``, ``theta_sigma`` and (denoise) ``shrinkage`` with Optuna on a held-out validation.
 
     A seeded random subsample of at most ``params.tune_cells`` cells (and of at most
     4 M cells x genes, but at least 100 cells: every trial imputes it whole) is split:
     for counts, every count binomially (``holdout_fraction`` of the molecules held
     out); for log-normalised input, ``holdout_fraction`` of the observed
-    entries are hidden. The seen part is imputed with each trial's ``k`` and
-    ``theta_sigma`` (whichever is not fixed in ``params``) and scored against the
-    held-out part with the log-normalised MSE.
+    entries are hidden. The seen part is imputed with each trial's values (those not
+    fixed in ``params``) and scored against the held-out part: molecules by the sum of
+    the log-normalised MSE and the Poisson loss, each relative to the seen counts' own
+    score (the MSE alone favours outputs that keep zeros, the Poisson loss alone smooth
+    ones; on simulated data the true expression is the best on the Poisson loss and
+    worse than raw counts on the MSE); hidden entries by their MSE.
+
+    A trial that keeps less within-label signal (:func:`~scmaskgan.mcv.within_label_signal`)
+    than the seen counts themselves is penalised by the shortfall: an imputation must
+    not win the MSE by pulling cells onto their label's profile.
 
     Returns
     -------
-    ``(k, theta_sigma, trials, validation kind)``.
+    ``(chosen, trials, validation kind)``: ``chosen`` holds ``k``, ``theta_sigma`` and
+    ``shrinkage``; every trial's values, ``mse``, ``signal`` and ``objective``.
     """
     import optuna
 
@@ -392,41 +494,51 @@ def tune(
     n = x.shape[0]
     n_tune = min(n, params.tune_cells, max(_TUNE_MIN_CELLS, _TUNE_ENTRIES // max(x.shape[1], 1)))
     pick = np.sort(rng.choice(n, size=n_tune, replace=False))
-    sub = x[pick]
-    fold = _Fold(sub, labels[pick], enc, params.holdout_fraction, params.seed)
+    fold = _Fold(x[pick], labels[pick], enc, params.holdout_fraction, params.seed)
     k_hi = max(1, min(params.k_max, int(np.bincount(candidate_labels).max())))
-    neigh = find_neighbours(fold.unit, fold.labels, candidates, candidate_labels, k_hi)
+    neigh = find_neighbours(fold.unit, fold.labels, candidates, candidate_labels, k_hi, space=space)
+    raw_signal = fold.signal(fold.seen)
+    raw_scores = fold.scores(fold.seen, fold.unit * np.float32(enc.scale))
+    denoise = params.mode == "denoise"
 
     def objective(trial: optuna.Trial) -> float:
         k = params.k if params.k is not None else trial.suggest_int("k", 1, k_hi, log=True)
-        t = (
-            params.theta_sigma
-            if params.theta_sigma is not None
-            else trial.suggest_float("theta_sigma", -3.0, 3.0)
+        t = params.theta_sigma if params.theta_sigma is not None else trial.suggest_float("theta_sigma", -3.0, 3.0)
+        alpha = params.shrinkage if params.shrinkage is not None or not denoise else trial.suggest_float(
+            "shrinkage", 0.05, 50.0, log=True
         )
-        k = min(k, k_hi)
-        w = select_neighbours(neigh, k, t)
-        est = estimate(fold.unit, fold.observed, fold.depth, candidates, neigh, w, enc.scale, params.mode)
+        w = select_neighbours(neigh, min(k, k_hi), t)
+        est = estimate(
+            fold.unit, fold.observed, fold.depth, candidates, neigh, w, enc.scale, params.mode, alpha or 1.0
+        )
         values, lognorm = _assemble(fold.seen, est, fold.lib, enc, params.mode)
-        return fold.score(values, lognorm)
+        scores, signal = fold.scores(values, lognorm), fold.signal(values)
+        for name, value in {**scores, "signal": signal}.items():
+            trial.set_user_attr(name, value)
+        relative = sum(scores[name] / raw_scores[name] for name in scores)
+        shortfall = raw_signal - signal if math.isfinite(signal) else 0.0
+        return relative + max(shortfall, 0.0) * _SIGNAL_PENALTY
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.TPESampler(seed=params.seed)
     study = optuna.create_study(direction="minimize", sampler=sampler)
     study.optimize(objective, n_trials=params.n_trials)
+    fixed = {"k": params.k, "theta_sigma": params.theta_sigma, "shrinkage": params.shrinkage}
     trials = [
         {
-            "k": int(tr.params.get("k", params.k)),
-            "theta_sigma": float(tr.params.get("theta_sigma", params.theta_sigma)),
-            "mse": float(tr.value),
+            **{name: float(tr.params.get(name, value)) for name, value in fixed.items() if name in tr.params
+               or value is not None},
+            **{name: float(value) for name, value in tr.user_attrs.items()},
+            "objective": float(tr.value),
         }
         for tr in study.trials
         if tr.value is not None
     ]
     best = study.best_trial
-    k = int(best.params.get("k", params.k))
-    t = float(best.params.get("theta_sigma", params.theta_sigma))
-    return min(k, k_hi), t, trials, fold.kind
+    chosen = {name: best.params.get(name, value) for name, value in fixed.items()}
+    chosen["k"] = min(int(chosen["k"]), k_hi)
+    chosen["raw_signal"] = raw_signal
+    return chosen, trials, fold.kind
 
 
 def _check_params(params: ImputeParams) -> None:
@@ -487,15 +599,19 @@ def impute_matrix(
         raise InputError("candidates contain NaN or inf")
     _check_params(params)
 
+    cells = EncodedRows(x, enc)
+    space = fit_pca_space(cells, params.n_pcs, params.seed) if params.neighbour_space == "pca" else None
     trials: list[dict[str, float]] = []
     kind = "none"
-    if params.k is None or params.theta_sigma is None:
-        k, theta_sigma, trials, kind = tune(x, labels, candidates, candidate_labels, enc, params)
-    else:
-        k, theta_sigma = params.k, params.theta_sigma
+    chosen: dict[str, float | None] = {"k": params.k, "theta_sigma": params.theta_sigma, "shrinkage": params.shrinkage}
+    denoise = params.mode == "denoise"
+    if None in (params.k, params.theta_sigma) or (denoise and params.shrinkage is None):
+        chosen, trials, kind = tune(x, labels, candidates, candidate_labels, enc, params, space)
+    k, theta_sigma = int(chosen["k"] or 1), float(chosen["theta_sigma"] or 0.0)
+    shrinkage = float(chosen["shrinkage"]) if denoise and chosen["shrinkage"] is not None else math.nan
 
     depth = cell_depth(x, enc)
-    neigh = find_neighbours(EncodedRows(x, enc), labels, candidates, candidate_labels, k)
+    neigh = find_neighbours(cells, labels, candidates, candidate_labels, k, space=space)
     w = select_neighbours(neigh, k, theta_sigma)
     values = np.empty(x.shape, dtype=np.float32)
     lognorm = np.empty(x.shape, dtype=np.float32)
@@ -505,7 +621,10 @@ def impute_matrix(
         block = _dense32(rows)
         unit, lib = to_unit(rows, enc)
         observed = block > 0
-        est = estimate(unit, observed, depth[sl], candidates, neigh.rows(sl), w[sl], enc.scale, params.mode)
+        est = estimate(
+            unit, observed, depth[sl], candidates, neigh.rows(sl), w[sl], enc.scale, params.mode,
+            shrinkage if denoise else 1.0,
+        )
         values[sl], lognorm[sl] = _assemble(block, est, lib, enc, params.mode)
         n_zeros += int((~observed).sum())
         n_filled += int((values[sl][~observed] > 0).sum())
@@ -515,7 +634,9 @@ def impute_matrix(
         lognorm=lognorm,
         k=int(k),
         theta_sigma=float(theta_sigma),
+        shrinkage=shrinkage,
         tuning=trials,
+        raw_signal=float(chosen.get("raw_signal", math.nan) or math.nan),
         validation=kind,
         fraction_zeros_filled=n_filled / n_zeros if n_zeros else 0.0,
         n_observed_changed=n_changed,

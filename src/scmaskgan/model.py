@@ -45,6 +45,12 @@ class ModelConfig:
     attn_side
         Self-attention runs on the feature map average-pooled to at most this side,
         so its matrix has at most ``attn_side**4`` entries per cell.
+    global_hidden
+        Width of the fully connected paths that see the whole cell: the generator's
+        latent MLP and the discriminator's projection of the whole gene vector.
+    global_rank
+        Rank of the generator's whole-cell output layer (its gene loadings), as in a
+        factor model of expression.
     inpaint
         The generator is also conditioned on a masked real cell (``rec_loss='inpaint'``).
     """
@@ -55,6 +61,8 @@ class ModelConfig:
     base_channels: int = 32
     label_channels: int = 8
     attn_side: int = 8
+    global_hidden: int = 256
+    global_rank: int = 64
     inpaint: bool = False
 
     def __post_init__(self) -> None:
@@ -226,11 +234,18 @@ class CellEncoder(nn.Module):
 class Generator(nn.Module):
     """Noise + one-hot label (+ a masked real cell) -> level and detection maps.
 
-    Linear + BatchNorm + ReLU -> reshape ``(cn1, N/4, N/4)`` -> Conv block -> two x2
-    upsampling blocks -> self-attention -> concatenation with the spatial label map
-    -> two 3x3 convolutions -> (level logit, detection logit) plus a learned per-label,
-    per-gene bias -> cropped to N x N. :meth:`init_label_bias` starts that bias at the
-    training cells' label statistics, so the network learns the variation around them.
+    Two paths, summed in logit space with a learned per-label, per-gene bias:
+
+    * the paper's convolutional path: Linear + BatchNorm + ReLU -> reshape
+      ``(cn1, N/4, N/4)`` -> Conv block -> two x2 upsampling blocks -> self-attention ->
+      concatenation with the spatial label map -> two 3x3 convolutions;
+    * a whole-cell path: an MLP of the same input to ``global_rank`` factors, then one
+      linear layer to every gene's (level, detection) logit. Genes on the N x N grid have
+      no spatial neighbours, so co-expression programmes that span the whole cell are
+      much easier to express as gene loadings than through 3x3 convolutions.
+
+    :meth:`init_label_bias` starts the bias at the training cells' label statistics and
+    both paths start near zero, so the network learns the variation around them.
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -253,6 +268,14 @@ class Generator(nn.Module):
             nn.Conv2d(c3, 2, 3, padding=1),
         )
         nn.init.normal_(self.head[-1].weight, std=1e-3)  # start close to the label bias
+        n_in = cfg.latent_dim + cfg.n_labels + cfg.code_dim
+        self.whole = nn.Sequential(
+            nn.Linear(n_in, cfg.global_hidden), nn.LeakyReLU(0.2),
+            nn.Linear(cfg.global_hidden, cfg.global_rank), nn.LeakyReLU(0.2),
+            nn.Linear(cfg.global_rank, 2 * cfg.side * cfg.side),
+        )
+        nn.init.normal_(self.whole[-1].weight, std=1e-3)
+        nn.init.zeros_(self.whole[-1].bias)
         self.label_bias = nn.Parameter(torch.zeros(cfg.n_labels, 2, s, s))
         self.encoder = CellEncoder(cfg) if cfg.inpaint else None
 
@@ -281,13 +304,13 @@ class Generator(nn.Module):
             parts.append(self.encoder(*cond))
         elif cond is not None:
             raise ValueError("this generator is not conditioned on cells (inpaint=False)")
-        s0 = self.cfg.base_side
-        h = self.project(torch.cat(parts, dim=1)).view(z.shape[0], -1, s0, s0)
+        s0, n = self.cfg.base_side, self.cfg.side
+        inputs = torch.cat(parts, dim=1)
+        h = self.project(inputs).view(z.shape[0], -1, s0, s0)
         h = self.attention(self.up(self.conv0(h)))
         bias = (onehot @ self.label_bias.flatten(1)).view(-1, *self.label_bias.shape[1:])
-        out = self.head(torch.cat([h, self.label_map(onehot)], dim=1)) + bias
-        n = self.cfg.side
-        out = out[:, :, :n, :n]
+        out = (self.head(torch.cat([h, self.label_map(onehot)], dim=1)) + bias)[:, :, :n, :n]
+        out = out + self.whole(inputs).view(-1, 2, n, n)
         return torch.sigmoid(out[:, 0]), out[:, 1]
 
     @torch.no_grad()
@@ -320,12 +343,22 @@ class _Residual(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """Image + observed mask (+ label) -> patch logits on an ``S/2 x S/2`` grid.
+    """Image + observed mask + label -> one logit per cell.
 
-    Conv 3x3 + max-pool + residual block -> Conv 3x3 -> self-attention ->
-    concatenation with the spatial label map -> Conv 3x3 -> 1x1 logits. Convolutions
-    are spectrally normalised for a stable adversarial game. Use with
-    ``BCEWithLogits``; :meth:`patch_weights` tells which patches hold genes.
+    Two paths, as in the paper (a linear pre-layer and a fully connected head beside the
+    convolutions):
+
+    * convolutional: Conv 3x3 + max-pool + residual block -> Conv 3x3 -> self-attention
+      -> concatenation with the spatial label map -> Conv 3x3, averaged over the patches
+      that hold genes;
+    * whole cell: a linear projection of the whole gene vector and a second fully
+      connected layer, which sees every gene at once (co-expression, library depth,
+      how many genes are detected);
+
+    then the two feature vectors -> a fully connected logit plus a projection term
+    ``<embed(label), features>`` (Miyato & Koyama 2018). Every cell is judged on its own
+    (no batch statistics), so a cell gets the same logit in any batch. All weights are
+    spectrally normalised; use with ``BCEWithLogits``.
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -339,21 +372,45 @@ class Discriminator(nn.Module):
         )
         self.attention = SelfAttention(c2, cfg.attn_side)
         self.label_map = LabelMap(cfg.n_labels, cfg.label_channels, cfg.base_side, half)
-        self.head = nn.Sequential(
+        self.conv_head = nn.Sequential(
             spectral_norm(nn.Conv2d(c2 + cfg.label_channels, c2, 3, padding=1)), nn.LeakyReLU(0.2),
-            spectral_norm(nn.Conv2d(c2, 1, 1)),
         )
+        hidden = cfg.global_hidden
+        self.whole = nn.Sequential(
+            spectral_norm(nn.Linear(cfg.side * cfg.side, hidden)), nn.LeakyReLU(0.2),
+            spectral_norm(nn.Linear(hidden, hidden)), nn.LeakyReLU(0.2),
+        )
+        n_features = hidden + c2
+        self.out = spectral_norm(nn.Linear(n_features, 1))
+        self.embed = spectral_norm(nn.Linear(cfg.n_labels, n_features, bias=False))
+        self.register_buffer("patches", torch.ones(half, half), persistent=False)
+        self.register_buffer("centre", torch.zeros(cfg.side * cfg.side))
+        self.register_buffer("spread", torch.ones(cfg.side * cfg.side))
+
+    def set_genes(self, n_genes: int, centre: torch.Tensor | None = None, spread: torch.Tensor | None = None) -> None:
+        """Which pixels hold genes, and the training cells' per-gene mean and SD.
+
+        The convolutional features are averaged only over patches that hold at least one
+        of the ``n_genes`` genes; the whole-cell path sees every gene standardised by the
+        training cells' ``centre`` and ``spread`` (``(N, N)`` each), so that lowly and highly
+        expressed genes start on an equal footing.
+        """
+        genes = gene_mask(self.cfg.side, n_genes, self.patches.device)
+        self.patches = F.max_pool2d(_pad_to(genes[None, None], self.cfg.work_side), 2)[0, 0]
+        if centre is not None and spread is not None:
+            flat = genes.flatten()
+            self.centre = centre.flatten().to(self.centre) * flat
+            self.spread = torch.where(flat > 0, spread.flatten().to(self.spread).clamp_min(1e-3), 1.0)
 
     def forward(self, values: torch.Tensor, mask: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
-        """Patch logits ``(B, S/2, S/2)`` for cells ``values`` with masks ``mask`` (both ``(B, N, N)``).
+        """Logits ``(B,)`` for cells ``values`` with masks ``mask`` (both ``(B, N, N)``).
 
         Callers zero the padding pixels of both inputs (see :func:`gene_mask`).
         """
         x = _pad_to(torch.stack([values, mask], dim=1), self.cfg.work_side)
         h = self.attention(self.stem(x))
-        return self.head(torch.cat([h, self.label_map(onehot)], dim=1))[:, 0]
-
-    def patch_weights(self, genes: torch.Tensor) -> torch.Tensor:
-        """``(S/2, S/2)`` weights: 1 for output patches over at least one gene pixel, else 0."""
-        padded = _pad_to(genes[None, None], self.cfg.work_side)
-        return F.max_pool2d(padded, 2)[0, 0]
+        h = self.conv_head(torch.cat([h, self.label_map(onehot)], dim=1))
+        pooled = (h * self.patches).sum((2, 3)) / self.patches.sum()
+        whole = self.whole((values.flatten(1) - self.centre) / self.spread)
+        features = torch.cat([pooled, whole], dim=1)
+        return self.out(features)[:, 0] + (self.embed(onehot) * features).sum(1)

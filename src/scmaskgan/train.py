@@ -36,7 +36,7 @@ from scmaskgan.config import TrainParams
 from scmaskgan.device import amp_enabled, autocast, grad_scaler, select_device, set_threads, to_device
 from scmaskgan.encode import Encoding
 from scmaskgan.errors import InputError, StepError
-from scmaskgan.generate import energy_distance, label_vectors, sample_images
+from scmaskgan.generate import sample_images
 from scmaskgan.images_h5 import ImageStore
 from scmaskgan.model import Discriminator, Generator, ModelConfig, count_parameters, gene_mask, pixel_scaled
 from scmaskgan.versions import package_versions
@@ -170,20 +170,25 @@ class TrainingCells:
             yield read_cells(self.store, self.index[start:start + self.block_cells])
 
     def batches(self, batch_size: int, gen: torch.Generator, limit: int | None = None) -> Iterator[CellTensors]:
-        """Shuffled mini-batches of every training cell, or of a random ``limit`` of them.
+        """Shuffled mini-batches of ``limit`` cells (every training cell once when unset).
 
-        A last batch of a single cell is dropped (batch normalisation needs two).
+        With fewer training cells than ``limit``, shuffled passes over all of them are
+        repeated until ``limit`` cells were drawn, so that an epoch holds the same number
+        of adversarial steps whatever the sample's size (a GAN learns by steps, and 300
+        cells would otherwise give 5 steps an epoch). A last batch of a single cell is
+        dropped (batch normalisation needs two).
         """
-        remaining = len(self) if limit is None else min(limit, len(self))
-        for block in self.blocks(gen):
-            order = torch.randperm(len(block), generator=gen)[:remaining]
-            remaining -= len(order)
-            for start in range(0, len(order), batch_size):
-                idx = order[start:start + batch_size]
-                if len(idx) > 1:
-                    yield block.subset(idx).as_float()
-            if remaining <= 0:
-                return
+        remaining = len(self) if limit is None else limit
+        while remaining > 0:
+            for block in self.blocks(gen):
+                order = torch.randperm(len(block), generator=gen)[:remaining]
+                remaining -= len(order)
+                for start in range(0, len(order), batch_size):
+                    idx = order[start:start + batch_size]
+                    if len(idx) > 1:
+                        yield block.subset(idx).as_float()
+                if remaining <= 0:
+                    return
 
 
 @dataclass
@@ -199,15 +204,26 @@ class LabelStats:
         ``(L, N, N)`` mean encoded value over the cells that observe the gene (0 if none).
     counts
         ``(L,)`` training cells per label.
+    second
+        ``(L, N, N)`` mean squared encoded value (zeros included).
     """
 
     detection: torch.Tensor
     level: torch.Tensor
     counts: torch.Tensor
+    second: torch.Tensor
 
     def to(self, device: torch.device) -> LabelStats:
         """A copy on ``device``."""
-        return LabelStats(self.detection.to(device), self.level.to(device), self.counts.to(device))
+        return LabelStats(*(t.to(device) for t in (self.detection, self.level, self.counts, self.second)))
+
+    def gene_moments(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mean, sd)`` ``(N, N)`` of every pixel's encoded value over all training cells (zeros included)."""
+        n = self.counts[:, None, None]
+        total = n.sum()
+        mean = (self.detection * self.level * n).sum(0) / total
+        var = (self.second * n).sum(0) / total - mean**2
+        return mean, var.clamp_min(0).sqrt()
 
     def initial_profiles(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(level, detection)`` strictly inside (0, 1), for :meth:`Generator.init_label_bias`.
@@ -230,13 +246,17 @@ def label_stats(cells: TrainingCells, n_labels: int, side: int) -> LabelStats:
     count = torch.zeros(n_labels)
     observed = torch.zeros(n_labels, side, side, dtype=torch.float64)
     total = torch.zeros(n_labels, side, side, dtype=torch.float64)
+    squares = torch.zeros(n_labels, side, side, dtype=torch.float64)
     for block in cells.blocks():
         count += torch.bincount(block.labels, minlength=n_labels).float()
         observed.index_add_(0, block.labels, block.masks.double())
-        total.index_add_(0, block.labels, block.values.double())
-    detection = observed / count.clamp_min(1).double()[:, None, None]
+        values = block.values.double()
+        total.index_add_(0, block.labels, values)
+        squares.index_add_(0, block.labels, values * values)
+    per_cell = count.clamp_min(1).double()[:, None, None]
+    detection = observed / per_cell
     level = torch.where(observed > 0, total / observed.clamp_min(1), torch.zeros_like(total))
-    return LabelStats(detection.float(), level.float(), count)
+    return LabelStats(detection.float(), level.float(), count, (squares / per_cell).float())
 
 
 # ---------------------------------------------------------------- losses
@@ -258,11 +278,9 @@ def sample_cells(
     return level * mask, mask
 
 
-def patch_bce(logits: torch.Tensor, target: float, weights: torch.Tensor) -> torch.Tensor:
-    """Binary cross-entropy of patch logits ``(B, h, w)`` against a constant, over weighted patches."""
-    w = weights.expand_as(logits)
-    loss = F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target), weight=w, reduction="sum")
-    return loss / w.sum()
+def bce(logits: torch.Tensor, target: float) -> torch.Tensor:
+    """Mean binary cross-entropy of per-cell logits ``(B,)`` against a constant target."""
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
 
 
 def _cross_term(a: torch.Tensor, b: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -385,13 +403,13 @@ class GanTrainer:
         self.generator.init_label_bias(*stats.initial_profiles())
         self.generator.to(device)
         self.discriminator = Discriminator(cfg).to(device)
+        self.discriminator.set_genes(n_genes, *stats.gene_moments())
         betas = (params.beta1, params.beta2)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=params.lr_g, betas=betas)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=params.lr_d, betas=betas)
         self.amp = amp_enabled(device, params.amp)
         self.scaler_g, self.scaler_d = grad_scaler(device, self.amp), grad_scaler(device, self.amp)
         self.genes = gene_mask(cfg.side, n_genes, device)
-        self.patches = self.discriminator.patch_weights(self.genes)
         self.stats = stats.to(device)
 
     def state_dict(self) -> dict[str, Any]:
@@ -445,7 +463,7 @@ class GanTrainer:
             fake_values, fake_mask = fake_values * self.genes, fake_mask * self.genes
             d_real = self.discriminator(real.values, real.masks, onehot).float()
             d_fake = self.discriminator(fake_values.detach(), fake_mask.detach(), onehot).float()
-            loss_d = patch_bce(d_real, 1.0, self.patches) + patch_bce(d_fake, 0.0, self.patches)
+            loss_d = bce(d_real, 1.0) + bce(d_fake, 0.0)
         return BatchLosses(loss_d, self._rec(level, logits, real, kept, held), (fake_values, fake_mask, onehot))
 
     def _rec(
@@ -466,7 +484,7 @@ class GanTrainer:
     def generator_adversarial(self, fake: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """Non-saturating generator loss: generated cells should be judged real."""
         with autocast(self.device, self.amp):
-            return patch_bce(self.discriminator(*fake).float(), 1.0, self.patches)
+            return bce(self.discriminator(*fake).float(), 1.0)
 
     def step(self, cells: CellTensors, gen: torch.Generator) -> dict[str, float]:
         """One discriminator update then one generator update; returns the losses."""
@@ -589,18 +607,33 @@ class Validator:
     Generates a fixed set of candidates per label (fixed noise; ``per_label``, fewer when
     there are many labels so that an epoch's validation generates at most
     :data:`VALIDATION_CANDIDATES`, scaled by :func:`~scmaskgan.model.pixel_scaled` for
-    large images, but never fewer than 10) as GENERATE would, and
-    returns the energy distance between them and the held-out real cells of the label,
-    averaged over labels weighted by held-out cells. The energy distance is zero only
-    when the two distributions agree, so it penalises both wrong per-label profiles and
-    collapsed (too uniform) candidates.
+    large images, but never fewer than 10) as GENERATE would, and scores them against
+    the held-out real cells with :class:`~scmaskgan.quality.QualityReference` (energy
+    distance, precision/recall/density/coverage, classifier two-sample AUC, ...), each
+    beside the level that real training cells reach.
+
+    The early-stopping score (lower is better) is :func:`validation_score`: it punishes
+    candidates a classifier tells apart from real cells *and* candidates that cover too
+    little of the real cells' variety, so label prototypes cannot win it.
     """
 
     def __init__(
-        self, val: CellTensors, pool: CellTensors | None, n_genes: int, params: TrainParams, per_label: int = 100
+        self,
+        val: CellTensors,
+        reference: CellTensors,
+        pool: CellTensors | None,
+        n_genes: int,
+        params: TrainParams,
+        per_label: int = 100,
     ) -> None:
+        from scmaskgan.quality import QualityReference
+
         self.labels = val.labels.numpy()
-        self.vectors = label_vectors(val.values, val.labels, n_genes)
+        self.real_values = val.values.reshape(len(val), -1)[:, :n_genes].float()
+        ref_values = reference.values.reshape(len(reference), -1)[:, :n_genes].float()
+        self.quality = QualityReference(
+            self.real_values.numpy(), self.labels, ref_values.numpy(), reference.labels.numpy(), seed=params.seed
+        )
         self.pool, self.n_genes, self.params = pool, n_genes, params
         present = np.unique(self.labels)
         side = val.values.shape[-1]
@@ -609,18 +642,52 @@ class Validator:
         self.cand_labels = np.repeat(present, per_label)
         self.batch_size = pixel_scaled(256, side)
 
-    def __call__(self, generator: Generator, device: torch.device) -> float:
-        vectors = sample_images(
+    def candidates(self, generator: Generator, device: torch.device) -> np.ndarray:
+        """The fixed-noise validation candidates of the generator as it is now."""
+        return sample_images(
             generator, self.cand_labels, batch_size=self.batch_size, seed=self.params.seed + 1, device=device,
             pool=self.pool, inpaint_fraction=self.params.inpaint_fraction, n_genes=self.n_genes,
         )
-        total, weight = 0.0, 0
-        for label, real in self.vectors.items():
-            cand = torch.from_numpy(vectors[self.cand_labels == label])
-            n = len(real)
-            total += n * energy_distance(cand, real)
-            weight += n
-        return total / max(weight, 1)
+
+    def __call__(self, generator: Generator, discriminator: Discriminator, device: torch.device) -> dict[str, Any]:
+        """Quality scores of this epoch's candidates, ``val_score`` and ``d_accuracy``: the
+        discriminator's accuracy at telling held-out real cells from the candidates (0.5 = chance)."""
+        vectors = self.candidates(generator, device)
+        scores = self.quality.score(vectors, self.cand_labels)
+        real_ok = self._judged(discriminator, self.real_values, self.labels, device) > 0
+        fake_ok = self._judged(discriminator, torch.from_numpy(vectors), self.cand_labels, device) < 0
+        scores["d_accuracy"] = 0.5 * (float(real_ok.float().mean()) + float(fake_ok.float().mean()))
+        scores["val_score"] = validation_score(scores)
+        return scores
+
+    @torch.no_grad()
+    def _judged(
+        self, discriminator: Discriminator, vectors: torch.Tensor, labels: np.ndarray, device: torch.device
+    ) -> torch.Tensor:
+        """Discriminator logits of gene vectors (observed = positive), in batches, in eval mode."""
+        discriminator.eval()
+        side, n_labels = discriminator.cfg.side, discriminator.cfg.n_labels
+        out = []
+        for start in range(0, len(vectors), self.batch_size):
+            part = vectors[start:start + self.batch_size]
+            images = F.pad(part, (0, side * side - part.shape[1])).view(-1, side, side).to(device)
+            onehot = F.one_hot(torch.as_tensor(labels[start:start + self.batch_size]), n_labels).float().to(device)
+            out.append(discriminator(images, (images > 0).float(), onehot).float().cpu())
+        discriminator.train()
+        return torch.cat(out)
+
+
+def validation_score(scores: dict[str, Any]) -> float:
+    """Early-stopping score of candidate quality, 0 when candidates are as good as real cells.
+
+    ``2 * (c2st_auc - c2st_auc_real)`` (how much better than for real cells a classifier
+    tells candidates from held-out cells: location and spread) plus
+    ``1 - coverage / coverage_real`` (the share of the real cells' variety that real
+    cells cover and the candidates miss: high for prototypes), each floored at 0.
+    """
+    auc = max(scores["c2st_auc"] - scores["c2st_auc_real"], 0.0)
+    coverage = 1.0 - scores["coverage"] / max(scores["coverage_real"], 1e-6)
+    return 2.0 * auc + max(coverage, 0.0)
 
 
 # ---------------------------------------------------------------- the loop
@@ -632,7 +699,15 @@ def _checkpoint_path(outdir: Path, sample_id: str) -> Path:
     return Path(outdir) / f"{sample_id}.train_checkpoint.pt"
 
 
-LOG_COLUMNS = ("epoch", "loss_d", "loss_g_adv", "loss_rec", "val_energy", "val_smoothed", "seconds")
+#: Columns of ``{id}.train_log.csv``: losses, the quality of the validation candidates (each
+#: quality score beside the level of real training cells, ``*_real``), the early-stopping
+#: score and its smoothed value, the discriminator's held-out accuracy, seconds.
+LOG_COLUMNS = (
+    "epoch", "loss_d", "loss_g_adv", "loss_rec",
+    "energy", "energy_real", "energy_gap", "precision", "recall", "recall_real", "coverage", "coverage_real",
+    "c2st_auc", "c2st_auc_real", "gene_var_log2", "corr_agreement", "corr_agreement_real",
+    "val_score", "val_smoothed", "d_accuracy", "seconds",
+)
 
 
 def fit(
@@ -672,7 +747,8 @@ def fit(
         if store.n_cells < 2:
             raise StepError(f"{images_h5}: {store.n_cells} cell(s); training needs at least 2")
         val_mask = split_validation(store.labels, params.val_fraction, params.seed)
-        cells = TrainingCells(store, np.flatnonzero(~val_mask))
+        train_index = np.flatnonzero(~val_mask)
+        cells = TrainingCells(store, train_index)
         if len(cells) < 2:
             raise StepError(f"{images_h5}: {len(cells)} training cell(s) after the validation split; need 2 or more")
         cfg = model_config(params, enc, len(label_names))
@@ -684,7 +760,8 @@ def fit(
             pool = cells.cells if cfg.inpaint and cells.cells is not None else None
             if cfg.inpaint and pool is None:
                 pool = read_cells(store, np.sort(np.flatnonzero(~val_mask))[:20000])
-            validator = Validator(read_cells(store, np.flatnonzero(val_mask)), pool, enc.n_genes, params)
+            reference = cells.cells if cells.cells is not None else read_cells(store, train_index[:4000])
+            validator = Validator(read_cells(store, np.flatnonzero(val_mask)), reference, pool, enc.n_genes, params)
         state = _resume_state(paths, sample_id, params, cfg, trainer)
         _run_epochs(trainer, cells, validator, state, paths, sample_id, params, progress)
     meta = _train_meta(params, state, trainer, len(cells), int(val_mask.sum()))
@@ -796,10 +873,12 @@ def _early_stopping(
     """Update the smoothed validation signal, the best weights and the stop flag; True on a new best."""
     if validator is None:
         return False
-    value = validator(trainer.generator, trainer.device)
+    scores = validator(trainer.generator, trainer.discriminator, trainer.device)
+    value = scores["val_score"]
     smoothed = value if state["smoothed"] is None else SMOOTHING * value + (1 - SMOOTHING) * state["smoothed"]
     state["smoothed"] = smoothed
-    row["val_energy"], row["val_smoothed"] = value, smoothed
+    row.update({key: scores[key] for key in LOG_COLUMNS if key in scores})
+    row["val_smoothed"] = smoothed
     if smoothed < state["best"]["score"]:
         state["best"] = {"epoch": epoch, "score": smoothed, "weights": _weights(trainer)}
         state["bad_epochs"] = 0
@@ -820,7 +899,7 @@ def _train_meta(
         "seed": params.seed,
         "epochs_run": state["epoch"],
         "best_epoch": state["best"]["epoch"],
-        "best_val_energy": float(state["best"]["score"]),
+        "best_val_score": float(state["best"]["score"]),
         "early_stopped": bool(state["stopped"]),
         "n_train_cells": n_train,
         "batch_size_used": batch_size,
@@ -856,7 +935,7 @@ def _plot_log(path: Path, history: list[dict[str, float]], sample_id: str) -> No
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("loss")
     ax_loss.legend(fontsize=8)
-    ax_val.plot(epochs, [r.get("val_energy", math.nan) for r in history], label="held-out energy distance", alpha=0.5)
+    ax_val.plot(epochs, [r.get("val_score", math.nan) for r in history], label="held-out quality score", alpha=0.5)
     ax_val.plot(epochs, [r.get("val_smoothed", math.nan) for r in history], label="smoothed")
     ax_val.set_xlabel("epoch")
     ax_val.legend(fontsize=8)
