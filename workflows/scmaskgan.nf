@@ -20,10 +20,15 @@ workflow SCMASKGAN {
     main:
     QC(ch_samples)
     PREPARE(QC.out.h5ad)
+    // per-sample joins fail loudly on a missing or repeated sample id instead of dropping it
     TRAIN(PREPARE.out.images)
-    GENERATE(TRAIN.out.model.join(PREPARE.out.images))
+    GENERATE(TRAIN.out.model.join(PREPARE.out.images, failOnMismatch: true, failOnDuplicate: true))
     FILTER(GENERATE.out.candidates)
-    IMPUTE(QC.out.h5ad.join(PREPARE.out.images).join(FILTER.out.filtered))
+    IMPUTE(
+        QC.out.h5ad
+            .join(PREPARE.out.images, failOnMismatch: true, failOnDuplicate: true)
+            .join(FILTER.out.filtered, failOnMismatch: true, failOnDuplicate: true)
+    )
 
     // cross-sample steps; inputs sorted so that -resume finds the same task hash
     ch_imputed = IMPUTE.out.h5ad.map { _meta, h5ad -> h5ad }.collect(sort: true)
