@@ -15,10 +15,24 @@ process TRAIN {
     tuple val(meta), path("${meta.id}.train_loss.png"), emit: png
     path "versions.yml", emit: versions
 
+    // The checkpoints are written outside the task folder, in the work folder when the task
+    // can reach it (a file system: local, SLURM), keyed on the options and the images, so a
+    // retried (time-out, out of memory) or -resume'd TRAIN continues from the last one and
+    // other settings never load it. The outputs are copied in and the folder removed at the end.
     script:
     def args = task.ext.args ?: ''
+    def store = workflow.workDir.toUri().scheme == 'file' ? "${workflow.workDir}/scmaskgan-checkpoints/${meta.id}" : ''
     """
-    scmaskgan-train '${images}' --outdir . --sample-id '${meta.id}' --threads ${task.cpus} ${args}
+    outdir=.
+    if [ -n '${store}' ]; then
+        outdir='${store}'/${args.md5().take(8)}-\$(md5sum < '${images}' | cut -c1-16)
+        mkdir -p "\$outdir"
+    fi
+    scmaskgan-train '${images}' --outdir "\$outdir" --sample-id '${meta.id}' --threads ${task.cpus} ${args} --resume
+    if [ "\$outdir" != . ]; then
+        cp "\$outdir"/'${meta.id}'.{model.pt,train_log.csv,train_loss.png} .
+        rm -rf "\$outdir"
+    fi
 
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":
