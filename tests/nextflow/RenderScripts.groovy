@@ -15,6 +15,7 @@
  */
 import groovy.json.JsonOutput
 import groovy.json.JsonSlurper
+import java.nio.file.Path
 import java.nio.file.Paths
 
 /**
@@ -26,6 +27,9 @@ class BlankSeparatedList {
     BlankSeparatedList(Collection c) { target = new ArrayList(c) }
     String toString() { target.join(' ') }
 }
+
+// Nextflow's Path extension used by the modules
+Path.metaClass.getScheme = { -> delegate.toUri().scheme }
 
 def request = new JsonSlurper().parse(new File(args[0]))
 

@@ -21,11 +21,11 @@ process TRAIN {
     // other settings never load it. The outputs are copied in and the folder removed at the end.
     script:
     def args = task.ext.args ?: ''
-    def store = workflow.workDir.toUri().scheme == 'file' ? "${workflow.workDir}/scmaskgan-checkpoints/${meta.id}" : ''
+    def store = workflow.workDir.scheme == 'file' ? "${workflow.workDir}/scmaskgan-checkpoints/${meta.id}" : ''
     """
     outdir=.
     if [ -n '${store}' ]; then
-        outdir='${store}'/${args.md5().take(8)}-\$(md5sum < '${images}' | cut -c1-16)
+        outdir='${store}'/${args.md5().substring(0, 8)}-\$(md5sum < '${images}' | cut -c1-16)
         mkdir -p "\$outdir"
     fi
     scmaskgan-train '${images}' --outdir "\$outdir" --sample-id '${meta.id}' --threads ${task.cpus} ${args} --resume
