@@ -46,12 +46,10 @@ WIRING: dict[str, dict[str, list[tuple[str, str]] | Path]] = {
     "integrate": {"imputed": [("impute", "h5ad")], "samplesheet": TEST_DATA / "samplesheet.csv"},
     "report": {
         "qc": [("qc", "json"), ("qc", "png")],
-        "prepare": [("prepare", "images")],
-        "train": [("train", "model"), ("train", "log"), ("train", "png")],
-        "generate": [("generate", "candidates")],
-        "filtered": [("filter", "filtered")],
-        "impute": [("impute", "h5ad"), ("impute", "json")],
-        "integrate": [("integrate", e) for e in steps.INTEGRATE_OUTPUTS],
+        "train": [("train", "log"), ("train", "png")],
+        "filtered": [("filter", "json")],
+        "impute": [("impute", "json"), ("impute", "evaluation")],
+        "integrate": [("integrate", e) for e in steps.INTEGRATE_OUTPUTS if e != "h5ad"],
     },
 }
 

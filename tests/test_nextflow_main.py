@@ -94,3 +94,21 @@ def test_per_sample_joins_fail_on_a_missing_or_repeated_sample() -> None:
     assert len(joins) == 3
     for args in joins:
         assert "failOnMismatch: true" in args and "failOnDuplicate: true" in args, args
+
+
+def declared_output(process: str, emit: str) -> str:
+    """The file name a module declares for one of its emits."""
+    text = (REPO / "modules" / "local" / process.lower() / "main.nf").read_text()
+    return re.search(rf"path\(?\s*\"([^\"]+)\"\)?, emit: {emit}\b", text)[1]
+
+
+def test_report_stages_only_small_files() -> None:
+    """REPORT gets summaries, logs, tables and figures: no h5/h5ad/pt data."""
+    text = (REPO / "workflows" / "scmaskgan.nf").read_text()
+    call = text[text.index("    REPORT("):]
+    call = call[:call.index("\n    )\n")]
+    emits = re.findall(r"\b([A-Z]+)\.out\.(\w+)", call)
+    names = {declared_output(process, emit) for process, emit in emits}
+    assert {"${meta.id}.filter.json", "${meta.id}.evaluation", "integration_summary.json"} <= names
+    small = re.compile(r".*\.(json|csv|png)$|figures|\$\{meta\.id\}\.evaluation")
+    assert all(small.fullmatch(name) for name in names), sorted(names)

@@ -34,15 +34,13 @@ workflow SCMASKGAN {
     ch_imputed = IMPUTE.out.h5ad.map { _meta, h5ad -> h5ad }.collect(sort: true)
     INTEGRATE(ch_imputed, samplesheet)
 
-    // REPORT reads a results folder: every output, staged in the layout of --outdir
+    // REPORT reads the small files only: summaries, logs, tables and figures
     REPORT(
         QC.out.json.mix(QC.out.png).map { _meta, f -> f }.collect(sort: true),
-        PREPARE.out.images.map { _meta, f -> f }.collect(sort: true),
-        TRAIN.out.model.mix(TRAIN.out.log, TRAIN.out.png).map { _meta, f -> f }.collect(sort: true),
-        GENERATE.out.candidates.map { _meta, f -> f }.collect(sort: true),
-        FILTER.out.filtered.map { _meta, f -> f }.collect(sort: true),
-        IMPUTE.out.h5ad.mix(IMPUTE.out.json).map { _meta, f -> f }.collect(sort: true),
-        INTEGRATE.out.h5ad
+        TRAIN.out.log.mix(TRAIN.out.png).map { _meta, f -> f }.collect(sort: true),
+        FILTER.out.json.map { _meta, f -> f }.collect(sort: true),
+        IMPUTE.out.json.mix(IMPUTE.out.evaluation).map { _meta, f -> f }.collect(sort: true),
+        INTEGRATE.out.summary
             .mix(INTEGRATE.out.markers, INTEGRATE.out.metrics, INTEGRATE.out.genes, INTEGRATE.out.figures)
             .collect(sort: true),
     )

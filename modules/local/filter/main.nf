@@ -10,6 +10,7 @@ process FILTER {
 
     output:
     tuple val(meta), path("${meta.id}.candidates.filtered.h5"), emit: filtered
+    tuple val(meta), path("${meta.id}.filter.json"), emit: json
     path "versions.yml", emit: versions
 
     script:
@@ -25,7 +26,7 @@ process FILTER {
 
     stub:
     """
-    touch ${meta.id}.candidates.filtered.h5
+    touch ${meta.id}.candidates.filtered.h5 ${meta.id}.filter.json
 
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":

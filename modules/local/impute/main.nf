@@ -11,6 +11,7 @@ process IMPUTE {
     output:
     tuple val(meta), path("${meta.id}.imputed.h5ad"), emit: h5ad
     tuple val(meta), path("${meta.id}.impute.json"), emit: json
+    tuple val(meta), path("${meta.id}.evaluation"), emit: evaluation
     path "versions.yml", emit: versions
 
     script:
@@ -27,6 +28,7 @@ process IMPUTE {
     stub:
     """
     touch ${meta.id}.imputed.h5ad ${meta.id}.impute.json
+    mkdir -p ${meta.id}.evaluation
 
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":

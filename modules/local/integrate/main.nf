@@ -15,6 +15,7 @@ process INTEGRATE {
     path "integration_metrics.csv", emit: metrics
     path "marker_gene_changes.csv", emit: genes
     path "figures", emit: figures
+    path "integration_summary.json", emit: summary
     path "versions.yml", emit: versions
 
     script:
@@ -30,7 +31,7 @@ process INTEGRATE {
 
     stub:
     """
-    touch integrated.h5ad markers.csv integration_metrics.csv marker_gene_changes.csv
+    touch integrated.h5ad markers.csv integration_metrics.csv marker_gene_changes.csv integration_summary.json
     mkdir -p figures
 
     cat <<-END_VERSIONS > versions.yml
