@@ -50,14 +50,16 @@ docs: venv
 report-png:
 	bash scripts/render_report.sh $(DEMO_DIR)/report/report.html $(DEMO_DIR)/report/report.png
 
-IMAGE ?= scmaskgan
+# the names nextflow.config uses (params.container_image, container_tag, container_tag_gpu)
+IMAGE ?= ghcr.io/scmaskgan/scmaskgan
 TAG ?= 0.1.0
+TAG_GPU ?= $(TAG)-cuda
 image:
-	docker build -f containers/Dockerfile --build-arg VARIANT=cuda -t $(IMAGE):$(TAG)-cuda .
+	docker build -f containers/Dockerfile --build-arg VARIANT=cuda -t $(IMAGE):$(TAG_GPU) .
 image-cpu:
 	docker build -f containers/Dockerfile --build-arg VARIANT=cpu -t $(IMAGE):$(TAG) .
 image-sif:
-	apptainer build $(IMAGE)_$(TAG).sif containers/scmaskgan.def
+	apptainer build scmaskgan_$(TAG).sif containers/scmaskgan.def
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

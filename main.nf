@@ -32,9 +32,12 @@ workflow {
 
 /*
  * The samplesheet with every relative `path` resolved against the samplesheet's own folder
- * (the rule of `scmaskgan run`), written to the work folder, so that nf-schema checks and
- * stages the same files whatever folder Nextflow was launched from. Absolute paths and
- * URLs are kept, and so are lines holding quotes (nf-schema then resolves them itself).
+ * (the rule of `scmaskgan run`), so that nf-schema checks and stages the same files
+ * whatever folder Nextflow was launched from. Absolute paths and URLs are kept, and so are
+ * lines holding quotes (nf-schema then resolves them itself). Resolved paths keep their
+ * scheme (toUriString: s3://bucket/key, not /bucket/key). The copy is content-addressed
+ * in the work folder and written only when new, so -resume sees the same file (same path,
+ * same timestamp) and reuses INTEGRATE.
  */
 def resolvedSamplesheet(input) {
     def sheet = file(input, checkIfExists: true)
@@ -50,12 +53,15 @@ def resolvedSamplesheet(input) {
         if (i == 0 || line.contains('"') || !value || value.startsWith('/') || value ==~ /^[a-z0-9]+:\/\/.*/) {
             return line
         }
-        fields[column] = sheet.parent.resolve(value).toString()
+        fields[column] = sheet.parent.resolve(value).toUriString()
         return fields.join(sep)
     }
-    def copy = file("${workflow.workDir}/scmaskgan-input/${sheet.name}")
-    copy.parent.mkdirs()
-    copy.text = resolved.join('\n') + '\n'
+    def text = resolved.join('\n') + '\n'
+    def copy = workflow.workDir.resolve("scmaskgan-input/${text.md5()}/${sheet.name}")
+    if (!copy.exists()) {
+        copy.parent.mkdirs()
+        copy.text = text
+    }
     return copy
 }
 
@@ -68,6 +74,6 @@ def resolvedSamplesheet(input) {
 def withLabels(meta, counts, defaultKey) {
     def key = meta.label_key ?: defaultKey
     def isFile = key && key ==~ /.+\.(csv|tsv|txt)(\.gz)?$/
-    def labels = isFile ? file(counts.parent.resolve(key).toString(), checkIfExists: true) : []
+    def labels = isFile ? file(counts.parent.resolve(key).toUriString(), checkIfExists: true) : []
     return [meta + [label_key: isFile ? null : key], counts, labels]
 }

@@ -67,9 +67,14 @@ PIPELINE_GROUPS: dict[str, dict[str, Any]] = {
         "properties": {
             "input": _p(
                 "string", None,
-                "Samplesheet (CSV): sample,path[,label_key][,batch] plus optional metadata columns.",
-                format="file-path", exists=True, schema="assets/schema_input.json",
-                mimetype="text/csv", pattern=r"^\S+\.csv$", fa_icon="fas fa-file-csv",
+                "Samplesheet (CSV or TSV): sample,path[,label_key][,batch] plus optional metadata columns.",
+                # no "schema" key: validateParameters() would check the rows of the sheet as given,
+                # resolving relative paths against the launch folder; main.nf checks its resolved
+                # copy against assets/schema_input.json with samplesheetToList instead
+                format="file-path", exists=True, mimetype="text/csv", pattern=r"^\S+\.(csv|tsv)$",
+                fa_icon="fas fa-file-csv",
+                help_text="One row per sample; the columns are described by assets/schema_input.json and "
+                          "docs/usage.md. Relative paths are relative to the samplesheet's folder.",
             ),
             "outdir": _p("string", None, "Results folder (absolute path on cloud storage).",
                          format="directory-path", fa_icon="fas fa-folder-open"),
@@ -108,18 +113,26 @@ PIPELINE_GROUPS: dict[str, dict[str, Any]] = {
         "fa_icon": "fas fa-server",
         "description": "Settings of -profile slurm, gpu, awsbatch and google.",
         "properties": {
-            "slurm_queue": _p("string", None, "SLURM partition for every task (-profile slurm)."),
+            "slurm_queue": _p("string", None, "SLURM partition of the CPU tasks (-profile slurm)."),
+            "slurm_gpu_queue": _p("string", None,
+                                  "SLURM partition of the GPU tasks (-profile slurm,gpu); default: slurm_queue."),
             "slurm_cluster_options": _p("string", "", "Extra sbatch options for every task (e.g. --account=...)."),
             "slurm_gpu_options": _p("string", "--gres=gpu:1",
-                                    "sbatch options added to TRAIN and GENERATE with -profile slurm,gpu."),
+                                    "sbatch options added to the GPU tasks (TRAIN, GENERATE) with -profile slurm,gpu."),
             "gpu_docker_options": _p("string", "--gpus all",
                                      "docker run options of GPU tasks (-profile docker,gpu)."),
             "gpu_singularity_options": _p("string", "--nv",
                                           "singularity/apptainer exec options of GPU tasks (-profile gpu)."),
-            "awsbatch_queue": _p("string", None, "AWS Batch job queue (-profile awsbatch)."),
+            "awsbatch_queue": _p("string", None, "AWS Batch job queue of the CPU tasks (-profile awsbatch)."),
+            "awsbatch_gpu_queue": _p("string", None,
+                                     "AWS Batch job queue of the GPU tasks (-profile awsbatch,gpu); default: awsbatch_queue."),
             "aws_region": _p("string", "eu-west-1", "AWS region (-profile awsbatch)."),
+            "aws_cli_path": _p("string", "/home/ec2-user/miniconda/bin/aws",
+                               "Path of the AWS CLI in the AMI of the Batch compute environment (-profile awsbatch)."),
             "google_project": _p("string", None, "Google Cloud project (-profile google)."),
             "google_location": _p("string", "europe-west2", "Google Batch location (-profile google)."),
+            "google_gpu_type": _p("string", "nvidia-tesla-t4",
+                                  "Accelerator type of the GPU tasks on Google Batch (-profile google,gpu)."),
         },
     },
     "generic_options": {

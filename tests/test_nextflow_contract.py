@@ -46,12 +46,10 @@ WIRING: dict[str, dict[str, list[tuple[str, str]] | Path]] = {
     "integrate": {"imputed": [("impute", "h5ad")], "samplesheet": TEST_DATA / "samplesheet.csv"},
     "report": {
         "qc": [("qc", "json"), ("qc", "png")],
-        "prepare": [("prepare", "images")],
-        "train": [("train", "model"), ("train", "log"), ("train", "png")],
-        "generate": [("generate", "candidates")],
-        "filtered": [("filter", "filtered")],
-        "impute": [("impute", "h5ad"), ("impute", "json")],
-        "integrate": [("integrate", e) for e in steps.INTEGRATE_OUTPUTS],
+        "train": [("train", "log"), ("train", "png")],
+        "filtered": [("filter", "json")],
+        "impute": [("impute", "json"), ("impute", "evaluation")],
+        "integrate": [("integrate", e) for e in steps.INTEGRATE_OUTPUTS if e != "h5ad"],
     },
 }
 
@@ -92,7 +90,7 @@ def render(tasks: list[dict[str, Any]], tmp: Path) -> list[dict[str, Any]]:
     schema = json.loads((REPO / "nextflow_schema.json").read_text())
     defaults = {n: e.get("default") for g in schema["$defs"].values() for n, e in g["properties"].items()}
     request = {"defaults": defaults, "profile_config": str(REPO / "conf" / "test.config"),
-               "project_dir": str(REPO), "ext_args": ext_args(), "tasks": tasks}
+               "project_dir": str(REPO), "work_dir": str(tmp / "nf-work"), "ext_args": ext_args(), "tasks": tasks}
     (tmp / "request.json").write_text(json.dumps(request))
     result = subprocess.run(
         ["java", "-XX:TieredStopAtLevel=1", "-cp", jar.stdout.strip(), "groovy.ui.GroovyMain",
@@ -126,9 +124,9 @@ def stage(step: str, work: Path) -> dict[str, Any]:
     return binding
 
 
-def run_task(task: dict[str, Any], workdir: Path) -> subprocess.CompletedProcess:
+def run_task(task: dict[str, Any], workdir: Path, first_on_path: list[str] = ()) -> subprocess.CompletedProcess:
     # bin/ first, then this interpreter's folder (its python3 has scmaskgan installed)
-    path = os.pathsep.join([str(REPO / "bin"), str(Path(sys.executable).parent), os.environ["PATH"]])
+    path = os.pathsep.join([*first_on_path, str(REPO / "bin"), str(Path(sys.executable).parent), os.environ["PATH"]])
     env = {**os.environ, "PATH": path, "OMP_NUM_THREADS": "1"}
     return subprocess.run(["bash", "-euo", "pipefail", "-c", task["command"]], cwd=workdir, env=env,
                           capture_output=True, text=True, timeout=1200)
@@ -168,6 +166,34 @@ def test_qc_passes_an_obs_column_or_a_labels_file(chain: dict[str, Any]) -> None
 
 def test_train_uses_the_task_cpus(chain: dict[str, Any]) -> None:
     assert "--threads 1 " in chain["runs"]["train"]["task"]["command"]
+
+
+@pytest.mark.slow  # two short trainings
+def test_a_retried_train_continues_from_its_checkpoint(chain: dict[str, Any], tmp_path: Path) -> None:
+    """Attempt 1 is killed after training (its `cp` fails); attempt 2, in a new task folder,
+    resumes from the checkpoint in the work folder: the same log, seconds included."""
+    run = chain["runs"]["train"]
+    if run["skip"]:
+        pytest.skip(run["skip"])
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "cp").write_text("#!/bin/sh\nexit 137\n")
+    (fake / "cp").chmod(0o755)
+    store = run["workdir"].parent / "nf-work" / "scmaskgan-checkpoints" / SAMPLE
+    attempts = [tmp_path / "attempt1", tmp_path / "attempt2"]
+    for folder in attempts:
+        folder.mkdir()
+        images = run["workdir"] / f"{SAMPLE}.images.h5"
+        (folder / images.name).symlink_to(images.resolve())
+    first = run_task(run["task"], attempts[0], first_on_path=[str(fake)])
+    assert first.returncode != 0
+    logs = list(store.glob(f"*/{SAMPLE}.train_log.csv"))
+    assert len(logs) == 1 and list(logs[0].parent.glob("*.train_checkpoint.pt")), sorted(store.rglob("*"))
+    log = logs[0].read_text()
+    second = run_task(run["task"], attempts[1])
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert (attempts[1] / f"{SAMPLE}.train_log.csv").read_text() == log
+    assert not logs[0].parent.exists()  # removed once the outputs are in the task folder
 
 
 @pytest.mark.slow  # eight real processes in a chain (~1 min on 2 cores, mostly imports and numba)

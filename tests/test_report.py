@@ -1,4 +1,8 @@
-"""The REPORT step on a realistic results folder, a partial one, an empty one, and in Chromium."""
+"""The REPORT step on a realistic results folder, a partial one, an empty one, and in Chromium.
+
+The report reads only the steps' small files (JSON, CSV, PNG); the results folders here
+hold unreadable h5/h5ad files to prove that it never opens them.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,6 @@ import subprocess
 from pathlib import Path
 
 import anndata as ad
-import h5py
 import numpy as np
 import pandas as pd
 import pytest
@@ -18,6 +21,8 @@ from matplotlib.figure import Figure
 
 from scmaskgan import steps
 from scmaskgan.cli import main
+from scmaskgan.encode import Encoding, image_side
+from scmaskgan.generate import write_candidates
 from scmaskgan.report import SECTIONS, build_report, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,45 +69,43 @@ def make_results(root: Path, pbmc: ad.AnnData) -> dict[str, float]:
         "epoch": epochs, "loss_d": 1 / epochs + 0.5, "loss_g": np.log(epochs + 1), "loss_rec": 2 / epochs,
         "val_loss": np.r_[np.linspace(0.5, numbers["val"], 20), np.full(10, 0.1)], "seconds": np.full(30, 0.5),
     }).to_csv(root / "train" / "s1.train_log.csv", index=False)
+    # FILTER's summary, written by the FILTER step from real candidates
     rng = np.random.default_rng(0)
-    (root / "filter").mkdir()
-    with h5py.File(root / "filter" / "s1.candidates.filtered.h5", "w") as f:
-        labels = np.repeat(np.arange(3, dtype=np.int32), 100)
-        scores = rng.normal(0.4, 0.06, 300).astype(np.float32)
-        tau = np.array([numbers["tau"], 0.55, 0.6], dtype=np.float32)
-        f["candidates"] = rng.random((300, 20)).astype(np.float32)
-        f["labels"] = labels
-        f["label_names"] = np.array(["B", "T", "NK"], dtype=object)
-        f["scores"] = scores
-        f["kept"] = scores <= tau[labels]
-        f["tau"] = tau
-        f.attrs["format_version"] = 1
+    candidates = root / "generate" / "s1.candidates.h5"
+    candidates.parent.mkdir()
+    write_candidates(candidates, rng.random((300, 20)).astype(np.float32), np.repeat(np.arange(3), 100),
+                     ["B", "T", "NK"], [f"g{i}" for i in range(20)], Encoding(20, image_side(20), 1e4, 1.0, "counts"), {})
+    steps.filter_candidates(candidates, root / "filter", "s1")
+    numbers["tau"] = json.loads((root / "filter" / "s1.filter.json").read_text())["tau"][0]
     ks, thetas = [1, 3, 7, 15, 40, 7, 9], [0.0, 2.0, 1.25, -1.0, 0.5, 2.5, 1.0]
     trials = {"k": ks, "theta_sigma": thetas,
               "mse": [0.2 + 0.01 * abs(k - 7) + 0.01 * abs(t - 1.25) for k, t in zip(ks, thetas, strict=True)]}
     summary = {"mode": "zeros", "k": numbers["k"], "theta_sigma": numbers["theta_sigma"], "tuning": trials,
                "validation": "molecules", "fraction_zeros_filled": numbers["filled"], "n_observed_changed": 0,
-               "label_source": "obs:cell_type", "seed": 0, "params": {"mode": "zeros", "k": None, "n_trials": 7}}
+               "label_source": "obs:cell_type", "seed": 0, "params": {"mode": "zeros", "k": None, "n_trials": 7},
+               "n_cells": 200, "n_genes": 765}
     (root / "impute").mkdir()
     (root / "impute" / "s1.impute.json").write_text(json.dumps(summary))
-    _imputed(pbmc, 200, 0).write_h5ad(root / "impute" / "s1.imputed.h5ad")
     evaluation = {"sample": "s1", "n_cells": 200, "n_genes": 765, "label_key": "scmaskgan_label",
                   "metrics": {"wasserstein": numbers["wasserstein"], "jensen_shannon": 0.31,
                               "acc_original": 0.61, "acc_imputed": 0.66, "ari_original": 0.4, "ari_imputed": 0.45}}
+    (root / "impute" / "s1.evaluation").mkdir()
+    (root / "impute" / "s1.evaluation" / "s1.evaluation.json").write_text(json.dumps(evaluation))
+    _png(root / "impute" / "s1.evaluation" / "s1.eval_umap.png", "umap")
     (root / "evaluate").mkdir()
-    (root / "evaluate" / "s1.evaluation.json").write_text(json.dumps(evaluation))
-    _png(root / "evaluate" / "s1.eval_umap.png", "umap")
     mcv = {"sample": "s1", "p_train": 0.9, "seed": 0, "mcv": [
         {"method": "no denoising", "mse": numbers["mcv_mse"], "poisson": 0.379, "seconds": None},
         {"method": "scMASKGAN (zeros)", "mse": 3.3, "poisson": 0.35, "seconds": 12.0},
         {"method": "perfect (test counts)", "mse": 0.0, "poisson": 0.1, "seconds": None}]}
     (root / "evaluate" / "s1.mcv.json").write_text(json.dumps(mcv))
     integ = root / "integrate"
-    adata = ad.AnnData(X=np.zeros((4, 2), dtype=np.float32),
-                       obs=pd.DataFrame({"sample": ["s1", "s1", "s2", "s2"], "leiden": ["0", "1", "0", "2"]},
-                                        index=[f"c{i}" for i in range(4)]))
     integ.mkdir()
-    adata.write_h5ad(integ / "integrated.h5ad")
+    (integ / "integration_summary.json").write_text(json.dumps({"n_cells": 4, "n_genes": 2, "n_samples": 2, "n_clusters": 3}))
+    # the data files: never read by the report
+    for data in ("filter/s1.candidates.filtered.h5", "impute/s1.imputed.h5ad", "integrate/integrated.h5ad",
+                 "prepare/s1.images.h5", "train/s1.model.pt"):
+        (root / data).parent.mkdir(exist_ok=True)
+        (root / data).write_bytes(b"not data")
     pd.DataFrame({"data": ["imputed", "imputed"], "stage": ["pca", "harmony"], "ilisi": [1.1, numbers["ilisi"]]}).to_csv(
         integ / "integration_metrics.csv", index=False)
     pd.DataFrame({"data": "imputed", "cluster": [0, 0, 1], "rank": [1, 2, 1], "gene": ["LYZ", "CST3", "CD3D"],
@@ -128,9 +131,10 @@ def _section(html: str, sid: str) -> str:
 
 def test_report_shows_every_section_and_key_numbers(pbmc_counts, tmp_path):
     numbers = make_results(tmp_path / "results", pbmc_counts)
-    html = write_report(tmp_path / "results", tmp_path / "results" / "report", evaluate_missing=False).read_text()
+    html = write_report(tmp_path / "results", tmp_path / "results" / "report").read_text()
     for sid in SECTION_IDS:
         assert "Not available" not in _section(html, sid), sid
+    assert "Could not read" not in html and "not data" not in html
     assert re.search(r"<h2>Quality control</h2>", html)
     summary = _section(html, "summary")
     assert "98.7" in summary and "boom-s2" in summary  # wall time, trace with the failure
@@ -139,15 +143,16 @@ def test_report_shows_every_section_and_key_numbers(pbmc_counts, tmp_path):
     assert str(numbers["cells_after"]) in qc and "333" in qc and "RECORD-KEY" not in html
     assert "0.08765" in _section(html, "training")  # lowest validation loss
     filtering = _section(html, "filtering")
-    assert "0.5123" in filtering and "NK" in filtering
+    assert f"{numbers['tau']:.4g}" in filtering and "NK" in filtering and "<td class=\"num\">100</td>" in filtering
     tuning = _section(html, "tuning")
     assert "<td class=\"num\">7</td>" in tuning and "1.25" in tuning and "molecules" in tuning
     imputation = _section(html, "imputation")
-    assert "0.4321" in imputation and '<td class="num">200</td>' in imputation  # cells, from the h5ad
+    assert "0.4321" in imputation and '<td class="num">200</td>' in imputation  # cells, from the json
     evaluation = _section(html, "evaluation")
     assert "0.2468" in evaluation and "3.408" in evaluation and "perfect (test counts)" in evaluation
     integration = _section(html, "integration")
     assert "1.732" in integration and "LYZ, CST3" in integration
+    assert re.search(r'<div class="value">3</div><div class="label">clusters \(imputed\)</div>', integration)
     assert "impute_mode" in _section(html, "parameters")
     # self-contained: every image inline, no network reference anywhere
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", html)
@@ -159,44 +164,43 @@ def test_report_shows_every_section_and_key_numbers(pbmc_counts, tmp_path):
 def test_report_of_an_empty_or_broken_run_says_what_is_missing(pbmc_counts, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    html = build_report(empty, tmp_path / "out")
+    html = build_report(empty)
     for sid in SECTION_IDS[:-1]:  # parameters still lists the report's own versions
         assert "Not available" in _section(html, sid), sid
     assert "(missing)" in html
     results = tmp_path / "results"
     make_results(results, pbmc_counts)
-    (results / "filter" / "s1.candidates.filtered.h5").write_bytes(b"not hdf5")
+    (results / "filter" / "s1.filter.json").write_text("{truncated")
     (results / "qc" / "s2.qc.json").write_text("{truncated")
-    html = build_report(results, tmp_path / "out", evaluate_missing=False)
-    assert "Could not read s1.candidates.filtered.h5" in _section(html, "filtering")
+    html = build_report(results)
+    assert "Could not read s1.filter.json" in _section(html, "filtering")
     assert "cannot read s2.qc.json" in _section(html, "qc")
     assert "0.4321" in _section(html, "imputation")  # the rest is unaffected
     summary = _section(html, "summary")
     assert "Could not read" not in summary and "boom-s2" in summary
 
 
-def test_report_step_evaluates_imputed_samples_without_evaluation(pbmc_counts, tmp_path):
+def test_impute_step_evaluation_is_what_the_report_shows(pbmc_counts, tmp_path):
+    """IMPUTE's {id}.evaluation/ folder (steps.evaluate_sample) feeds the evaluation section."""
     results = tmp_path / "results"
-    (results / "impute").mkdir(parents=True)
-    _imputed(pbmc_counts, 150, 1).write_h5ad(results / "impute" / "a.imputed.h5ad")
+    imputed = _imputed(pbmc_counts, 150, 1)
+    folder = steps.evaluate_sample(imputed, "counts", results / "impute" / "a.evaluation", "a")
+    record = json.loads((folder / "a.evaluation.json").read_text())
+    assert record["metrics"]["n_observed_changed"] == 0 and (folder / "a.eval_umap.png").is_file()
     assert main(["report", str(results), "--outdir", str(results / "report")]) == 0
-    record = json.loads((results / "report" / "evaluation" / "a.evaluation.json").read_text())
-    assert record["computed_by"] == "report" and record["metrics"]["n_observed_changed"] == 0
-    html = (results / "report" / "report.html").read_text()
-    evaluation = _section(html, "evaluation")
-    assert "computed by the report" in evaluation and "acc" in evaluation
-    assert f"{record['metrics']['wasserstein']:.4g}" in evaluation
-    # a second report reuses the evaluation (it is newer than the imputed file)
-    stamp = (results / "report" / "evaluation" / "a.evaluation.json").stat().st_mtime_ns
-    steps.report(results, results / "report")
-    assert (results / "report" / "evaluation" / "a.evaluation.json").stat().st_mtime_ns == stamp
+    evaluation = _section((results / "report" / "report.html").read_text(), "evaluation")
+    assert f"{record['metrics']['wasserstein']:.4g}" in evaluation and "acc" in evaluation
+    assert not (results / "report" / "evaluation").exists()  # the report computes nothing
+    # a failed evaluation leaves a json naming the error, which the report shows
+    steps.evaluate_sample(ad.AnnData(np.ones((3, 2), dtype=np.float32)), "counts", results / "impute" / "a.evaluation", "a")
+    assert "the evaluation failed (KeyError" in _section(build_report(results), "evaluation")
 
 
 def test_report_renders_in_headless_chromium(pbmc_counts, tmp_path):
     if not any(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome")):
         pytest.skip("no chromium on PATH (apt-get install chromium) to render the report")
     make_results(tmp_path / "results", pbmc_counts)
-    html = write_report(tmp_path / "results", tmp_path / "report", evaluate_missing=False)
+    html = write_report(tmp_path / "results", tmp_path / "report")
     png = tmp_path / "report.png"
     subprocess.run(["bash", str(ROOT / "scripts" / "render_report.sh"), str(html), str(png), "1280", "2400"],
                    check=True, capture_output=True, timeout=120)

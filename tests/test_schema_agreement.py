@@ -10,10 +10,7 @@ Both run from a launch folder that is not the samplesheet's folder.
 
 from __future__ import annotations
 
-import csv
-import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -21,47 +18,10 @@ import pytest
 from scmaskgan.errors import InputError
 from scmaskgan.samplesheet import read_samplesheet
 
-jsonschema = pytest.importorskip("jsonschema")
-
-REPO = Path(__file__).resolve().parents[1]
-SCHEMA = json.loads((REPO / "assets" / "schema_input.json").read_text())
-NF = REPO / "tests" / "nextflow"
+pytest.importorskip("jsonschema")
+from nfharness import REPO, main_functions, nf_schema_errors  # noqa: E402  (needs jsonschema)
 
 pytestmark = pytest.mark.skipif(shutil.which("java") is None, reason="java (17+) runs main.nf's samplesheet code")
-
-
-def _directory_path(value: object) -> bool:
-    return not isinstance(value, str) or not Path(value).exists() or Path(value).is_dir()
-
-
-def _exists(validator, exists, instance, schema):
-    if exists and isinstance(instance, str) and not Path(instance).exists():
-        yield jsonschema.ValidationError(f"{instance!r} does not exist")
-
-
-def _unique_entries(validator, fields, instance, schema):
-    seen = set()
-    for row in instance if isinstance(instance, list) else []:
-        key = tuple(row.get(f) for f in fields)
-        if key in seen:
-            yield jsonschema.ValidationError(f"{dict(zip(fields, key, strict=True))} is not unique")
-        seen.add(key)
-
-
-FORMATS = jsonschema.FormatChecker()
-FORMATS.checks("directory-path")(_directory_path)
-FORMATS.checks("path")(lambda value: True)
-NfSchemaValidator = jsonschema.validators.extend(
-    jsonschema.Draft202012Validator, {"exists": _exists, "uniqueEntries": _unique_entries}
-)
-
-
-def nf_schema_errors(sheet: Path) -> list[str]:
-    """Errors nf-schema's samplesheetToList would raise for a (resolved) samplesheet."""
-    delimiter = "\t" if sheet.name.endswith(".tsv") else ","
-    with open(sheet, newline="") as handle:
-        rows = [{k: v for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(handle, delimiter=delimiter)]
-    return [e.message for e in NfSchemaValidator(SCHEMA, format_checker=FORMATS).iter_errors(rows)]
 
 
 def reader_error(sheet: Path) -> str | None:
@@ -113,15 +73,8 @@ def verdicts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[list[s
         sheet.write_text(text.format(data=data))
         sheets.append(sheet)
     launch = root  # where data/ is: a path relative to it, not to sheets/, must not be found
-    jar = subprocess.run(["bash", str(NF / "fetch_jar.sh")], capture_output=True, text=True, check=True).stdout.strip()
-    resolved = subprocess.run(
-        ["java", "-XX:TieredStopAtLevel=1", "-cp", jar, "groovy.ui.GroovyMain", str(NF / "ResolveSamplesheets.groovy"),
-         str(REPO / "main.nf"), str(root / "work"), *map(str, sheets)],
-        capture_output=True, text=True, cwd=launch, timeout=300,
-    )
-    assert resolved.returncode == 0, resolved.stderr
-    copies = [Path(line) for line in resolved.stdout.split()]
-    assert len(copies) == len(sheets)
+    exprs = [f"resolvedSamplesheet('{sheet}')" for sheet in sheets]
+    copies = [Path(line) for line in main_functions(exprs, root / "work", root / "cloud", cwd=launch)]
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(launch)  # nf-schema resolves what is still relative against the launch folder
         return {

@@ -20,24 +20,27 @@ workflow SCMASKGAN {
     main:
     QC(ch_samples)
     PREPARE(QC.out.h5ad)
+    // per-sample joins fail loudly on a missing or repeated sample id instead of dropping it
     TRAIN(PREPARE.out.images)
-    GENERATE(TRAIN.out.model.join(PREPARE.out.images))
+    GENERATE(TRAIN.out.model.join(PREPARE.out.images, failOnMismatch: true, failOnDuplicate: true))
     FILTER(GENERATE.out.candidates)
-    IMPUTE(QC.out.h5ad.join(PREPARE.out.images).join(FILTER.out.filtered))
+    IMPUTE(
+        QC.out.h5ad
+            .join(PREPARE.out.images, failOnMismatch: true, failOnDuplicate: true)
+            .join(FILTER.out.filtered, failOnMismatch: true, failOnDuplicate: true)
+    )
 
     // cross-sample steps; inputs sorted so that -resume finds the same task hash
     ch_imputed = IMPUTE.out.h5ad.map { _meta, h5ad -> h5ad }.collect(sort: true)
     INTEGRATE(ch_imputed, samplesheet)
 
-    // REPORT reads a results folder: every output, staged in the layout of --outdir
+    // REPORT reads the small files only: summaries, logs, tables and figures
     REPORT(
         QC.out.json.mix(QC.out.png).map { _meta, f -> f }.collect(sort: true),
-        PREPARE.out.images.map { _meta, f -> f }.collect(sort: true),
-        TRAIN.out.model.mix(TRAIN.out.log, TRAIN.out.png).map { _meta, f -> f }.collect(sort: true),
-        GENERATE.out.candidates.map { _meta, f -> f }.collect(sort: true),
-        FILTER.out.filtered.map { _meta, f -> f }.collect(sort: true),
-        IMPUTE.out.h5ad.mix(IMPUTE.out.json).map { _meta, f -> f }.collect(sort: true),
-        INTEGRATE.out.h5ad
+        TRAIN.out.log.mix(TRAIN.out.png).map { _meta, f -> f }.collect(sort: true),
+        FILTER.out.json.map { _meta, f -> f }.collect(sort: true),
+        IMPUTE.out.json.mix(IMPUTE.out.evaluation).map { _meta, f -> f }.collect(sort: true),
+        INTEGRATE.out.summary
             .mix(INTEGRATE.out.markers, INTEGRATE.out.metrics, INTEGRATE.out.genes, INTEGRATE.out.figures)
             .collect(sort: true),
     )

@@ -25,7 +25,7 @@ from scmaskgan.config import (
     STEP_PARAMS,
     flat_name,
 )
-from scmaskgan.errors import InputError, ScMaskGANError
+from scmaskgan.errors import EXIT_OUT_OF_MEMORY, InputError, ScMaskGANError
 
 app = typer.Typer(
     name="scmaskgan",
@@ -330,6 +330,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug, or an error we did not anticipate: still one line
         if os.environ.get("SCMASKGAN_DEBUG"):
             raise
+        if type(exc).__name__ == "OutOfMemoryError":  # torch's, without importing torch here
+            typer.echo(f"scmaskgan: error: out of GPU memory ({exc}); retry on a larger GPU or with a "
+                       "smaller --batch-size", err=True)
+            return EXIT_OUT_OF_MEMORY
         typer.echo(
             f"scmaskgan: internal error: {type(exc).__name__}: {exc} "
             "(set SCMASKGAN_DEBUG=1 for the traceback)",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+#: Exit status of a command that ran out of GPU memory (EX_TEMPFAIL): the pipeline retries it.
+EXIT_OUT_OF_MEMORY = 75
+
 
 class ScMaskGANError(Exception):
     """Base class of every error the user can act on (no traceback is shown)."""

@@ -578,7 +578,7 @@ def dotplot_genes(result: IntegrationResult, per_cluster: int = 2, limit: int = 
 
 def write_outputs(result: IntegrationResult, outdir: str | Path) -> dict[str, Path]:
     """Write the INTEGRATE outputs (names from ``steps.INTEGRATE_OUTPUTS``) atomically."""
-    from scmaskgan.atomic import atomic_path
+    from scmaskgan.atomic import atomic_path, write_text_atomic
     from scmaskgan.integration_figures import write_figures
     from scmaskgan.io import write_h5ad
     from scmaskgan.steps import INTEGRATE_OUTPUTS
@@ -590,7 +590,18 @@ def write_outputs(result: IntegrationResult, outdir: str | Path) -> dict[str, Pa
         with atomic_path(paths[key]) as tmp:
             table.to_csv(tmp, index=False)
     write_h5ad(result.adata, paths["h5ad"])
+    write_text_atomic(paths["summary"], json.dumps(integration_summary(result.adata), indent=2) + "\n")
     return paths
+
+
+def integration_summary(adata: ad.AnnData) -> dict[str, int]:
+    """Cells, genes, samples and Leiden clusters of the integrated data (for the report)."""
+    obs = adata.obs
+    summary = {"n_cells": int(adata.n_obs), "n_genes": int(adata.n_vars)}
+    for key, column in (("n_samples", "sample"), ("n_clusters", "leiden"), ("n_clusters_original", "leiden_original")):
+        if column in obs:
+            summary[key] = int(obs[column].nunique())
+    return summary
 
 
 def integrate_files(

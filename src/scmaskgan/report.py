@@ -1,5 +1,7 @@
 """The REPORT step: one self-contained ``report.html`` from whatever a pipeline run left.
 
+Only the steps' small files are read: JSON summaries, CSV logs and tables, PNG
+figures (never the h5/h5ad data, so Nextflow's REPORT task stages a few megabytes).
 Files are found by name anywhere under the results folder (the embedded runner's
 ``<step>/`` folders and Nextflow's published folders have the same names), so a
 partial run still gives a report: a section whose inputs are missing says which
@@ -10,11 +12,8 @@ so the file opens offline and can be mailed around.
 Sections (``<section id=...>``): ``summary``, ``qc``, ``training``, ``filtering``,
 ``tuning``, ``imputation``, ``evaluation``, ``integration``, ``parameters``.
 
-When an ``{id}.imputed.h5ad`` has no up-to-date ``{id}.evaluation.json`` (from
-``scmaskgan evaluate``), the report evaluates it against its ``layers['counts']``
-(:func:`scmaskgan.evaluate.evaluate_imputation`, at most
-:data:`AUTO_EVALUATE_MAX_CELLS` cells) and writes the results under
-``outdir/evaluation/``.
+The evaluation section shows the ``{id}.evaluation.json`` files the IMPUTE step writes
+(``{id}.evaluation/``) or ``scmaskgan evaluate`` wrote.
 """
 
 from __future__ import annotations
@@ -54,8 +53,6 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("integration", "Integration"),
     ("parameters", "Parameters and versions"),
 )
-#: Cells evaluated per sample when the report computes a missing evaluation.
-AUTO_EVALUATE_MAX_CELLS = 5000
 #: Label histograms drawn per sample in the filtering section.
 MAX_LABEL_PANELS = 12
 _IGNORED_DIRS = {"work", "pipeline_info", "__pycache__"}
@@ -242,10 +239,8 @@ def _flatten(record: dict[str, Any], skip: Iterable[str] = ()) -> dict[str, Any]
 @dataclass
 class _Context:
     files: RunFiles
-    outdir: Path
     impute: dict[str, dict[str, Any]] = field(default_factory=dict)
     evaluations: dict[str, Path] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
 
     @property
     def samples(self) -> list[str]:
@@ -258,65 +253,14 @@ class _Context:
 
 
 def _impute_summaries(files: RunFiles) -> dict[str, dict[str, Any]]:
-    """Per sample: the IMPUTE summary from ``{id}.impute.json``, else ``uns['scmaskgan']``."""
+    """Per sample: the IMPUTE summary from ``{id}.impute.json``."""
     summaries: dict[str, dict[str, Any]] = {}
-    for sid, path in files.per_sample(_suffix("impute", "h5ad")).items():
-        try:
-            summaries[sid] = _h5ad_summary(path)
-        except Exception as exc:  # noqa: BLE001 - anndata raises many types; the json may still do
-            log.warning("report: %s: %s", path, exc)
     for sid, path in files.per_sample(_suffix("impute", "json")).items():
         try:
-            summaries[sid] = {**summaries.get(sid, {}), **_read_json(path)}
+            summaries[sid] = _read_json(path)
         except (OSError, ValueError) as exc:
             log.warning("report: %s: %s", path, exc)
     return summaries
-
-
-def _h5ad_summary(path: Path) -> dict[str, Any]:
-    """``uns['scmaskgan']`` of an imputed h5ad (read backed: X stays on disk) plus its shape."""
-    import anndata as ad
-
-    adata = ad.read_h5ad(path, backed="r")
-    try:
-        summary = {**dict(adata.uns.get("scmaskgan", {})), "n_cells": int(adata.n_obs), "n_genes": int(adata.n_vars)}
-    finally:
-        adata.file.close()
-    return json.loads(json.dumps(summary, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
-
-
-def _evaluations(files: RunFiles, outdir: Path, notes: list[str]) -> dict[str, Path]:
-    """Per sample: an up-to-date ``{id}.evaluation.json``, computing the missing ones."""
-    found = files.per_sample(".evaluation.json")
-    for sid, imputed in files.per_sample(_suffix("impute", "h5ad")).items():
-        current = found.get(sid)
-        if current is not None and current.stat().st_mtime >= imputed.stat().st_mtime:
-            continue
-        try:
-            found[sid] = _auto_evaluate(imputed, outdir / "evaluation", sid)["json"]
-        except Exception as exc:  # noqa: BLE001 - reported in the evaluation section
-            log.warning("report: evaluating %s failed: %s", imputed, exc)
-            notes.append(f"{sid}: evaluating {imputed.name} failed ({type(exc).__name__}: {exc})")
-    return found
-
-
-def _auto_evaluate(imputed_path: Path, outdir: Path, sample_id: str) -> dict[str, Path]:
-    import anndata as ad
-
-    from scmaskgan import evaluate
-
-    adata = evaluate.read_h5ad(imputed_path)
-    if "counts" not in adata.layers:
-        raise ValueError("no layers['counts'] (the original input) to compare with")
-    counts = adata.layers["counts"]
-    values = counts.data if hasattr(counts, "data") else np.asarray(counts)
-    scale = "counts" if np.all(np.equal(np.mod(values, 1), 0)) else "lognorm"
-    original = ad.AnnData(X=counts, obs=adata.obs, var=adata.var)
-    result = evaluate.evaluate_imputation(
-        original, adata, input_scale=scale, max_cells=AUTO_EVALUATE_MAX_CELLS,
-    )
-    result.info.update(imputed=str(imputed_path), computed_by="report")
-    return evaluate.write_evaluation(result, outdir, sample_id)
 
 
 # ------------------------------------------------------------------ sections
@@ -339,10 +283,10 @@ def _summary(ctx: _Context) -> str:
     if wall is not None:
         key_numbers.append(("wall time (s)", wall))
     parts.append(cards(key_numbers))
+    # the small file each step leaves (PREPARE and GENERATE only leave data: TRAIN and FILTER imply them)
     step_files = [
-        ("QC", _suffix("qc", "json")), ("PREPARE", _suffix("prepare", "images")),
-        ("TRAIN", _suffix("train", "model")), ("GENERATE", _suffix("generate", "candidates")),
-        ("FILTER", _suffix("filter", "filtered")), ("IMPUTE", _suffix("impute", "h5ad")),
+        ("QC", _suffix("qc", "json")), ("TRAIN", _suffix("train", "log")),
+        ("FILTER", _suffix("filter", "json")), ("IMPUTE", _suffix("impute", "json")), ("evaluation", ".evaluation.json"),
     ]
     found = {name: ctx.files.per_sample(suffix) for name, suffix in step_files}
     rows = [{"sample": s, **{name: "✓" if s in found[name] else "–" for name, _ in step_files}} for s in samples]
@@ -418,12 +362,11 @@ def _training(ctx: _Context) -> str:
 
 
 def _filter_sample(sid: str, path: Path) -> str:
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        scores, kept, tau = f["scores"][:], f["kept"][:].astype(bool), np.atleast_1d(f["tau"][:])
-        labels = f["labels"][:] if "labels" in f else np.zeros(len(scores), dtype=int)
-        names = [n.decode() if isinstance(n, bytes) else str(n) for n in f["label_names"][:]] if "label_names" in f else []
+    record = _read_json(path)
+    scores, kept = np.asarray(record["scores"], dtype=float), np.asarray(record["kept"], dtype=bool)
+    tau = np.atleast_1d(np.asarray(record.get("tau", []), dtype=float))
+    labels = np.asarray(record.get("labels", np.zeros(len(scores))), dtype=int)
+    names = [str(n) for n in record.get("label_names", [])]
     present = sorted(np.unique(labels).tolist())
     name_of = {i: names[i] if i < len(names) else str(i) for i in present}
     rows = []
@@ -457,9 +400,9 @@ def _filter_sample(sid: str, path: Path) -> str:
 
 
 def _filtering(ctx: _Context) -> str:
-    files = ctx.files.per_sample(_suffix("filter", "filtered"))
+    files = ctx.files.per_sample(_suffix("filter", "json"))
     if not files:
-        return missing("no {id}.candidates.filtered.h5 (the FILTER step's output)")
+        return missing("no {id}.filter.json (the FILTER step's summary)")
     return "".join(f"<h3>{_esc(sid)}</h3>" + guarded(lambda s=sid, p=p: _filter_sample(s, p), p.name) for sid, p in files.items())
 
 
@@ -486,7 +429,7 @@ def _tuning_figure(sid: str, trials: pd.DataFrame, k: Any, theta: Any) -> Figure
 
 def _tuning(ctx: _Context) -> str:
     if not ctx.impute:
-        return missing("no {id}.impute.json or {id}.imputed.h5ad (the IMPUTE step's outputs)")
+        return missing("no {id}.impute.json (the IMPUTE step's summary)")
     rows, figures = [], []
     for sid, s in ctx.impute.items():
         trials = pd.DataFrame(s.get("tuning") or [])
@@ -506,7 +449,7 @@ def _tuning(ctx: _Context) -> str:
 
 def _imputation(ctx: _Context) -> str:
     if not ctx.impute:
-        return missing("no {id}.impute.json or {id}.imputed.h5ad (the IMPUTE step's outputs)")
+        return missing("no {id}.impute.json (the IMPUTE step's summary)")
     rows = []
     for sid, s in ctx.impute.items():
         row = {"sample": sid, "mode": s.get("mode"), "cells": s.get("n_cells"), "genes": s.get("n_genes"),
@@ -545,13 +488,15 @@ def _clustering_pairs(clustering: dict[str, Any] | None) -> tuple[list[tuple[str
 
 def _evaluation_sample(sid: str, path: Path) -> str:
     record = _read_json(path)
+    if "error" in record:
+        return missing(f"{sid}: the evaluation failed ({record['error']})")
     metrics: dict[str, Any] = record.get("metrics", {})
     clustering_pairs, clustering_note = _clustering_pairs(record.get("clustering"))
     pairs = [p for p in clustering_pairs + [(m, f"{m}_original", f"{m}_imputed") for m in _PAIRED] if p[1] in metrics]
     paired = [{"metric": name, "original": metrics[o], "imputed": metrics.get(i)} for name, o, i in pairs]
     shown = {key for _, o, i in pairs for key in (o, i)}
     single = [{"metric": k, "value": v} for k, v in metrics.items() if k not in shown]
-    source = "computed by the report" if record.get("computed_by") == "report" else f"from {path.name}"
+    source = f"from {path.name}"
     labels_note = f" {clustering_note}" if record.get("label_key") else ""
     parts = [note(f"{record.get('n_cells', '?')} cells x {record.get('n_genes', '?')} genes, labels: "
                   f"{record.get('label_key') or 'none'} ({source}).{labels_note}"),
@@ -578,8 +523,7 @@ def _mcv_sample(sid: str, path: Path) -> str:
 def _evaluation(ctx: _Context) -> str:
     mcv_files = ctx.files.per_sample(".mcv.json")
     if not ctx.evaluations and not mcv_files:
-        return missing("no {id}.evaluation.json or {id}.mcv.json, and no {id}.imputed.h5ad to evaluate") + "".join(
-            note(n) for n in ctx.notes)
+        return missing("no {id}.evaluation.json (written by IMPUTE and scmaskgan evaluate) or {id}.mcv.json")
     parts = [note("Metrics of the paper on log-normalised values: distances between the original and imputed "
                   "value distributions per gene (Wasserstein, Jensen-Shannon), per-cell Pearson correlation, "
                   "preservation of gene-gene correlations and of UMAP neighbourhoods, and clusters (Leiden) "
@@ -590,7 +534,6 @@ def _evaluation(ctx: _Context) -> str:
                   "a rise (inflation) above the original's may be a false signal of smoothing.")]
     parts += [f"<h3>{_esc(sid)}</h3>" + guarded(lambda s=sid, p=p: _evaluation_sample(s, p), p.name)
               for sid, p in sorted(ctx.evaluations.items())]
-    parts += [missing(n) for n in ctx.notes]
     if mcv_files:
         parts.append("<h3>Molecular cross-validation</h3>")
         parts += [guarded(lambda s=sid, p=p: _mcv_sample(s, p), p.name) for sid, p in mcv_files.items()]
@@ -599,22 +542,13 @@ def _evaluation(ctx: _Context) -> str:
     return "".join(parts)
 
 
-def _integration_overview(path: Path) -> str:
-    import anndata as ad
+_OVERVIEW = (("n_cells", "cells"), ("n_genes", "genes"), ("n_samples", "samples"),
+             ("n_clusters", "clusters (imputed)"), ("n_clusters_original", "clusters (original)"))
 
-    adata = ad.read_h5ad(path, backed="r")
-    try:
-        obs = adata.obs
-        items: list[tuple[str, Any]] = [("cells", adata.n_obs), ("genes", adata.n_vars)]
-        if "sample" in obs:
-            items.append(("samples", obs["sample"].nunique()))
-        if "leiden" in obs:
-            items.append(("clusters (imputed)", obs["leiden"].nunique()))
-        if "leiden_original" in obs:
-            items.append(("clusters (original)", obs["leiden_original"].nunique()))
-    finally:
-        adata.file.close()
-    return cards(items)
+
+def _integration_overview(path: Path) -> str:
+    summary = _read_json(path)
+    return cards([(label, summary[key]) for key, label in _OVERVIEW if key in summary])
 
 
 def _top_markers(path: Path, per_cluster: int = 5) -> str:
@@ -631,16 +565,17 @@ def _top_markers(path: Path, per_cluster: int = 5) -> str:
 
 
 def _integration(ctx: _Context) -> str:
-    h5ad = ctx.files.named("integrated.h5ad")
+    summary = ctx.files.named("integration_summary.json")
     metrics = ctx.files.named("integration_metrics.csv")
     markers = ctx.files.named("markers.csv")
     changes = ctx.files.named("marker_gene_changes.csv")
     figures = ctx.files.in_folder("figures")
-    if not any((h5ad, metrics, markers, changes, figures)):
-        return missing("no integrated.h5ad, integration_metrics.csv, markers.csv or figures/*.png (the INTEGRATE step's outputs)")
+    if not any((summary, metrics, markers, changes, figures)):
+        return missing("no integration_summary.json, integration_metrics.csv, markers.csv or figures/*.png "
+                       "(the INTEGRATE step's outputs)")
     parts = []
-    if h5ad:
-        parts.append(guarded(lambda: _integration_overview(h5ad), h5ad.name))
+    if summary:
+        parts.append(guarded(lambda: _integration_overview(summary), summary.name))
     if metrics:
         parts.append("<h3>Integration metrics</h3>" + guarded(lambda: table(read_table(metrics)), metrics.name))
     else:
@@ -689,27 +624,13 @@ _BUILDERS: dict[str, Callable[[_Context], str]] = {
 
 
 # ------------------------------------------------------------------ the document
-def build_report(results_dir: str | Path, outdir: str | Path, *, evaluate_missing: bool = True) -> str:
-    """The report's HTML for a results folder.
-
-    Parameters
-    ----------
-    results_dir
-        The pipeline's results folder.
-    outdir
-        Where computed evaluations are written (``outdir/evaluation/``).
-    evaluate_missing
-        Evaluate imputed samples that have no up-to-date ``{id}.evaluation.json``.
-    """
+def build_report(results_dir: str | Path) -> str:
+    """The report's HTML for a results folder (the pipeline's, or a folder of its small files)."""
     import scmaskgan
 
     root = Path(results_dir)
     files = RunFiles(root)
-    ctx = _Context(files=files, outdir=Path(outdir), impute=_impute_summaries(files))
-    if evaluate_missing:
-        ctx.evaluations = _evaluations(files, Path(outdir), ctx.notes)
-    else:
-        ctx.evaluations = files.per_sample(".evaluation.json")
+    ctx = _Context(files=files, impute=_impute_summaries(files), evaluations=files.per_sample(".evaluation.json"))
     nav, sections = [], []
     for sid, title in SECTIONS:
         body = guarded(lambda b=_BUILDERS[sid]: b(ctx), f"the {title.lower()} inputs")
@@ -730,12 +651,12 @@ def build_report(results_dir: str | Path, outdir: str | Path, *, evaluate_missin
     )
 
 
-def write_report(results_dir: str | Path, outdir: str | Path, *, evaluate_missing: bool = True) -> Path:
+def write_report(results_dir: str | Path, outdir: str | Path) -> Path:
     """Write ``outdir/report.html`` atomically (see :func:`build_report`) and return its path."""
     from scmaskgan.errors import InputError
     from scmaskgan.steps import REPORT_OUTPUTS
 
     if not Path(results_dir).is_dir():
         raise InputError(f"{results_dir}: results folder does not exist")
-    html_text = build_report(results_dir, outdir, evaluate_missing=evaluate_missing)
+    html_text = build_report(results_dir)
     return write_text_atomic(Path(outdir) / REPORT_OUTPUTS["html"], html_text)

@@ -9,6 +9,7 @@ returns that mapping.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from scmaskgan.config import (
     FilterParams,
@@ -26,9 +27,12 @@ SAMPLE_OUTPUTS: dict[str, dict[str, str]] = {
     "prepare": {"images": "{id}.images.h5"},
     "train": {"model": "{id}.model.pt", "log": "{id}.train_log.csv", "png": "{id}.train_loss.png"},
     "generate": {"candidates": "{id}.candidates.h5"},
-    "filter": {"filtered": "{id}.candidates.filtered.h5"},
-    "impute": {"h5ad": "{id}.imputed.h5ad", "json": "{id}.impute.json"},
+    "filter": {"filtered": "{id}.candidates.filtered.h5", "json": "{id}.filter.json"},
+    "impute": {"h5ad": "{id}.imputed.h5ad", "json": "{id}.impute.json", "evaluation": "{id}.evaluation"},
 }
+
+#: Cells of a sample the IMPUTE step evaluates (its ``{id}.evaluation/`` folder).
+EVALUATE_MAX_CELLS = 5000
 
 #: Output names of the cross-sample steps.
 INTEGRATE_OUTPUTS: dict[str, str] = {
@@ -37,6 +41,7 @@ INTEGRATE_OUTPUTS: dict[str, str] = {
     "metrics": "integration_metrics.csv",
     "genes": "marker_gene_changes.csv",
     "figures": "figures",
+    "summary": "integration_summary.json",
 }
 REPORT_OUTPUTS: dict[str, str] = {"html": "report.html"}
 
@@ -162,12 +167,31 @@ def generate(
 def filter_candidates(
     candidates_h5: Path, outdir: Path, sample_id: str, params: FilterParams | None = None
 ) -> dict[str, Path]:
-    """FILTER: IsolationForest per label; keeps scores and the threshold tau."""
+    """FILTER: IsolationForest per label; keeps scores and the threshold tau.
+
+    ``{id}.filter.json`` holds what the report shows without the candidates: label names,
+    tau per label, and label, anomaly score and kept flag of every candidate.
+    """
+    import json
+
+    import h5py
+
+    from scmaskgan.atomic import write_text_atomic
     from scmaskgan.filter import filter_candidates as run_filter
 
     params = params or FilterParams()
     paths = output_paths("filter", outdir, sample_id)
     run_filter(Path(candidates_h5), paths["filtered"], params)
+    with h5py.File(paths["filtered"], "r") as f:
+        summary = {
+            "sample": sample_id,
+            "label_names": [n.decode() if isinstance(n, bytes) else str(n) for n in f["label_names"][:]],
+            "tau": [float(v) for v in f["tau"][:]],
+            "labels": f["labels"][:].tolist(),
+            "scores": [round(float(v), 6) for v in f["scores"][:]],
+            "kept": f["kept"][:].astype(bool).tolist(),
+        }
+    write_text_atomic(paths["json"], json.dumps(summary) + "\n")
     return paths
 
 
@@ -184,7 +208,8 @@ def impute(
     Cells, genes, labels and encoding come from ``images.h5``; the values to impute
     from ``qc.h5ad`` (observed values are copied from it in ``zeros`` mode); the
     candidates FILTER kept from ``filtered_h5``. ``{id}.impute.json`` holds the same
-    summary as ``uns['scmaskgan']``.
+    summary as ``uns['scmaskgan']`` and the shape; ``{id}.evaluation/`` the paper's metrics
+    of the imputation against its input (:func:`evaluate_sample`).
     """
     import json
 
@@ -217,12 +242,42 @@ def impute(
     result = impute_matrix(adata.X, labels, kept.values, kept.labels, enc, params)
     record = imputation_record(
         result, params, encoding=enc, label_source=label_source,
-        extra={"sample": sample_id, "n_candidates": int(len(kept.values))},
+        extra={"sample": sample_id, "n_candidates": int(len(kept.values)),
+               "n_cells": int(adata.n_obs), "n_genes": int(adata.n_vars)},
     )
     annotate(adata, result.values, result.lognorm, np.asarray(label_names, dtype=object)[labels], record)
+    evaluate_sample(adata, enc.input_scale, paths["evaluation"], sample_id)
     write_text_atomic(paths["json"], json.dumps(record, indent=2) + "\n")
     write_h5ad(adata, paths["h5ad"])
     return paths
+
+
+def evaluate_sample(imputed: Any, input_scale: str, folder: Path, sample_id: str) -> Path:
+    """The paper's metrics of an imputed AnnData against its ``layers['counts']``, in ``folder``.
+
+    At most :data:`EVALUATE_MAX_CELLS` cells; writes ``{id}.evaluation.json``/``.csv`` and
+    its figures (:func:`scmaskgan.evaluate.write_evaluation`). A failure does not fail the
+    step: the json then holds ``error`` and the report shows it. Returns ``folder``.
+    """
+    import json
+    import logging
+
+    import anndata as ad
+
+    from scmaskgan import evaluate
+    from scmaskgan.atomic import write_text_atomic
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        original = ad.AnnData(X=imputed.layers["counts"], obs=imputed.obs, var=imputed.var)
+        result = evaluate.evaluate_imputation(original, imputed, input_scale=input_scale, max_cells=EVALUATE_MAX_CELLS)
+        evaluate.write_evaluation(result, folder, sample_id)
+    except Exception as exc:  # noqa: BLE001 - the imputation stands; the report shows the failure
+        logging.getLogger("scmaskgan.steps").warning("evaluating %s failed: %s", sample_id, exc)
+        write_text_atomic(folder / f"{sample_id}.evaluation.json",
+                          json.dumps({"sample": sample_id, "error": f"{type(exc).__name__}: {exc}"}) + "\n")
+    return folder
 
 
 def integrate(
@@ -244,11 +299,10 @@ def integrate(
 
 
 def report(results_dir: Path, outdir: Path) -> dict[str, Path]:
-    """REPORT: one self-contained ``report.html`` from everything under ``results_dir``.
+    """REPORT: one self-contained ``report.html`` from the small files under ``results_dir``.
 
-    Sections whose inputs are missing say so; imputed samples without an up-to-date
-    ``{id}.evaluation.json`` are evaluated into ``outdir/evaluation/`` first (see
-    :mod:`scmaskgan.report`).
+    Only JSON, CSV and PNG files are read (the steps' summaries, logs and figures), never
+    the h5/h5ad data; sections whose inputs are missing say so (see :mod:`scmaskgan.report`).
     """
     from scmaskgan.report import write_report
 

@@ -4,17 +4,19 @@
  *   java -cp language-server-all.jar groovy.ui.GroovyMain RenderScripts.groovy REQUEST.json
  *
  * REQUEST: {"defaults": {flat params}, "profile_config": "conf/test.config",
- *           "project_dir": "...", "ext_args": {process: "[...].findAll().join(' ')"},
+ *           "project_dir": "...", "work_dir": "...", "ext_args": {process: "[...].findAll().join(' ')"},
  *           "tasks": [{"process", "script", "outputs": [gstring...], "inputs": {...}, "meta": {...}}]}
  * Prints {"params": {merged}, "tasks": [{"process", "command", "outputs": [names]}]} as JSON.
  *
  * The params are the defaults overlaid with the profile's params block (read with
  * ConfigSlurper); ext.args closures and script blocks are evaluated as Groovy with
  * `params`, `task` (ext.args, cpus, process), `meta` and the inputs bound, and the
- * script is indent-stripped as Nextflow does.
+ * script is indent-stripped as Nextflow does; `workflow.workDir` is the work_dir path.
  */
 import groovy.json.JsonOutput
 import groovy.json.JsonSlurper
+import java.nio.file.Path
+import java.nio.file.Paths
 
 /**
  * A multi-file `path` input, as Nextflow's own BlankSeparatedList: list methods, but not a
@@ -25,6 +27,9 @@ class BlankSeparatedList {
     BlankSeparatedList(Collection c) { target = new ArrayList(c) }
     String toString() { target.join(' ') }
 }
+
+// Nextflow's Path extension used by the modules
+Path.metaClass.getScheme = { -> delegate.toUri().scheme }
 
 def request = new JsonSlurper().parse(new File(args[0]))
 
@@ -42,7 +47,7 @@ def rendered = request.tasks.collect { t ->
     def inputs = t.inputs.collectEntries { k, v -> [k, v instanceof List && v ? new BlankSeparatedList(v) : v] }
     def extArgs = evaluate(request.ext_args[t.process] ?: "''", [params: params])
     def task = [ext: [args: extArgs], cpus: 1, process: t.process]
-    def vars = [params: params, task: task, meta: t.meta] + inputs
+    def vars = [params: params, task: task, meta: t.meta, workflow: [workDir: Paths.get(request.work_dir)]] + inputs
     [
         process: t.process,
         command: evaluate(t.script, vars).toString().stripIndent().trim() + '\n',

@@ -10,6 +10,7 @@ process FILTER {
 
     output:
     tuple val(meta), path("${meta.id}.candidates.filtered.h5"), emit: filtered
+    tuple val(meta), path("${meta.id}.filter.json"), emit: json
     path "versions.yml", emit: versions
 
     script:
@@ -19,17 +20,17 @@ process FILTER {
 
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":
-        scmaskgan: \$(scmaskgan versions | sed -n "s/^scmaskgan: //p")
+    \$(scmaskgan versions | sed -n -E 's/^(scmaskgan|anndata|scanpy|scikit-learn|torch): /    \\1: /p')
     END_VERSIONS
     """
 
     stub:
     """
-    touch ${meta.id}.candidates.filtered.h5
+    touch ${meta.id}.candidates.filtered.h5 ${meta.id}.filter.json
 
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":
-        scmaskgan: \$(scmaskgan versions | sed -n "s/^scmaskgan: //p")
+    \$(scmaskgan versions | sed -n -E 's/^(scmaskgan|anndata|scanpy|scikit-learn|torch): /    \\1: /p')
     END_VERSIONS
     """
 }

@@ -11,6 +11,7 @@ process IMPUTE {
     output:
     tuple val(meta), path("${meta.id}.imputed.h5ad"), emit: h5ad
     tuple val(meta), path("${meta.id}.impute.json"), emit: json
+    tuple val(meta), path("${meta.id}.evaluation"), emit: evaluation
     path "versions.yml", emit: versions
 
     script:
@@ -20,17 +21,18 @@ process IMPUTE {
 
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":
-        scmaskgan: \$(scmaskgan versions | sed -n "s/^scmaskgan: //p")
+    \$(scmaskgan versions | sed -n -E 's/^(scmaskgan|anndata|scanpy|scikit-learn|torch): /    \\1: /p')
     END_VERSIONS
     """
 
     stub:
     """
     touch ${meta.id}.imputed.h5ad ${meta.id}.impute.json
+    mkdir -p ${meta.id}.evaluation
 
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":
-        scmaskgan: \$(scmaskgan versions | sed -n "s/^scmaskgan: //p")
+    \$(scmaskgan versions | sed -n -E 's/^(scmaskgan|anndata|scanpy|scikit-learn|torch): /    \\1: /p')
     END_VERSIONS
     """
 }

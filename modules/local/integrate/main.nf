@@ -15,6 +15,7 @@ process INTEGRATE {
     path "integration_metrics.csv", emit: metrics
     path "marker_gene_changes.csv", emit: genes
     path "figures", emit: figures
+    path "integration_summary.json", emit: summary
     path "versions.yml", emit: versions
 
     script:
@@ -24,18 +25,18 @@ process INTEGRATE {
 
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":
-        scmaskgan: \$(scmaskgan versions | sed -n "s/^scmaskgan: //p")
+    \$(scmaskgan versions | sed -n -E 's/^(scmaskgan|anndata|scanpy|scikit-learn|torch): /    \\1: /p')
     END_VERSIONS
     """
 
     stub:
     """
-    touch integrated.h5ad markers.csv integration_metrics.csv marker_gene_changes.csv
+    touch integrated.h5ad markers.csv integration_metrics.csv marker_gene_changes.csv integration_summary.json
     mkdir -p figures
 
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":
-        scmaskgan: \$(scmaskgan versions | sed -n "s/^scmaskgan: //p")
+    \$(scmaskgan versions | sed -n -E 's/^(scmaskgan|anndata|scanpy|scikit-learn|torch): /    \\1: /p')
     END_VERSIONS
     """
 }

@@ -19,7 +19,7 @@ process PREPARE {
 
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":
-        scmaskgan: \$(scmaskgan versions | sed -n "s/^scmaskgan: //p")
+    \$(scmaskgan versions | sed -n -E 's/^(scmaskgan|anndata|scanpy|scikit-learn|torch): /    \\1: /p')
     END_VERSIONS
     """
 
@@ -29,7 +29,7 @@ process PREPARE {
 
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":
-        scmaskgan: \$(scmaskgan versions | sed -n "s/^scmaskgan: //p")
+    \$(scmaskgan versions | sed -n -E 's/^(scmaskgan|anndata|scanpy|scikit-learn|torch): /    \\1: /p')
     END_VERSIONS
     """
 }

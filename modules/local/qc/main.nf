@@ -23,7 +23,7 @@ process QC {
 
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":
-        scmaskgan: \$(scmaskgan versions | sed -n "s/^scmaskgan: //p")
+    \$(scmaskgan versions | sed -n -E 's/^(scmaskgan|anndata|scanpy|scikit-learn|torch): /    \\1: /p')
     END_VERSIONS
     """
 
@@ -33,7 +33,7 @@ process QC {
 
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":
-        scmaskgan: \$(scmaskgan versions | sed -n "s/^scmaskgan: //p")
+    \$(scmaskgan versions | sed -n -E 's/^(scmaskgan|anndata|scanpy|scikit-learn|torch): /    \\1: /p')
     END_VERSIONS
     """
 }

@@ -5,12 +5,11 @@ process REPORT {
     conda "${moduleDir}/environment.yml"
     container 'ghcr.io/scmaskgan/scmaskgan:0.1.0'
 
-    // the outputs of every step, staged in the layout of --outdir
+    // the small files the report shows (summaries, logs, tables, figures; never the h5/h5ad
+    // data), staged in the layout of --outdir
     input:
     path qc, stageAs: 'results/qc/*'
-    path prepare, stageAs: 'results/prepare/*'
     path train, stageAs: 'results/train/*'
-    path generate, stageAs: 'results/generate/*'
     path filtered, stageAs: 'results/filter/*'
     path impute, stageAs: 'results/impute/*'
     path integrate, stageAs: 'results/integrate/*'
@@ -26,7 +25,7 @@ process REPORT {
 
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":
-        scmaskgan: \$(scmaskgan versions | sed -n "s/^scmaskgan: //p")
+    \$(scmaskgan versions | sed -n -E 's/^(scmaskgan|anndata|scanpy|scikit-learn|torch): /    \\1: /p')
     END_VERSIONS
     """
 
@@ -36,7 +35,7 @@ process REPORT {
 
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":
-        scmaskgan: \$(scmaskgan versions | sed -n "s/^scmaskgan: //p")
+    \$(scmaskgan versions | sed -n -E 's/^(scmaskgan|anndata|scanpy|scikit-learn|torch): /    \\1: /p')
     END_VERSIONS
     """
 }

@@ -15,14 +15,28 @@ process TRAIN {
     tuple val(meta), path("${meta.id}.train_loss.png"), emit: png
     path "versions.yml", emit: versions
 
+    // The checkpoints are written outside the task folder, in the work folder when the task
+    // can reach it (a file system: local, SLURM), keyed on the options and the images, so a
+    // retried (time-out, out of memory) or -resume'd TRAIN continues from the last one and
+    // other settings never load it. The outputs are copied in and the folder removed at the end.
     script:
     def args = task.ext.args ?: ''
+    def store = workflow.workDir.scheme == 'file' ? "${workflow.workDir}/scmaskgan-checkpoints/${meta.id}" : ''
     """
-    scmaskgan-train '${images}' --outdir . --sample-id '${meta.id}' --threads ${task.cpus} ${args}
+    outdir=.
+    if [ -n '${store}' ]; then
+        outdir='${store}'/${args.md5().substring(0, 8)}-\$(md5sum < '${images}' | cut -c1-16)
+        mkdir -p "\$outdir"
+    fi
+    scmaskgan-train '${images}' --outdir "\$outdir" --sample-id '${meta.id}' --threads ${task.cpus} ${args} --resume
+    if [ "\$outdir" != . ]; then
+        cp "\$outdir"/'${meta.id}'.{model.pt,train_log.csv,train_loss.png} .
+        rm -rf "\$outdir"
+    fi
 
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":
-        scmaskgan: \$(scmaskgan versions | sed -n "s/^scmaskgan: //p")
+    \$(scmaskgan versions | sed -n -E 's/^(scmaskgan|anndata|scanpy|scikit-learn|torch): /    \\1: /p')
     END_VERSIONS
     """
 
@@ -32,7 +46,7 @@ process TRAIN {
 
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":
-        scmaskgan: \$(scmaskgan versions | sed -n "s/^scmaskgan: //p")
+    \$(scmaskgan versions | sed -n -E 's/^(scmaskgan|anndata|scanpy|scikit-learn|torch): /    \\1: /p')
     END_VERSIONS
     """
 }
