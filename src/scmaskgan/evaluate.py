@@ -47,6 +47,7 @@ from sklearn.neighbors import NearestNeighbors
 
 from scmaskgan import mcv
 from scmaskgan.atomic import atomic_path, write_text_atomic
+from scmaskgan.config import IMPUTE_CHAIN, all_flat_names, flat_fields
 from scmaskgan.errors import InputError, StepError
 from scmaskgan.labels import knn_transformer
 from scmaskgan.versions import package_versions
@@ -571,7 +572,7 @@ def run_mcv(
         Further keyword arguments of the imputer: for ``scmaskgan.impute``, flat
         pipeline parameters (``epochs``, ``impute_n_trials``, ``device`` ...), e.g. a
         runner ``--params-file``. ``impute_mode`` and ``seed`` are ignored (``modes``
-        and ``seed`` decide them).
+        and ``seed`` decide them), and so are the QC and INTEGRATE parameters.
 
     Returns
     -------
@@ -583,7 +584,8 @@ def run_mcv(
     if label_key is not None and label_key not in counts.obs:
         raise InputError(f"label column {label_key!r} not in the input's obs")
     impute_fn = imputer or _public_impute
-    kwargs = {k: v for k, v in (impute_kwargs or {}).items() if k not in ("impute_mode", "seed")}
+    ignored = {"impute_mode", "seed"} | (all_flat_names() - set(flat_fields(IMPUTE_CHAIN)))
+    kwargs = {k: v for k, v in (impute_kwargs or {}).items() if k not in ignored}
     train, test = mcv.split_counts(counts.X, p_train=p_train, seed=seed)
     rows: list[dict[str, Any]] = []
 
