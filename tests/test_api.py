@@ -177,3 +177,21 @@ def test_a_layer_is_read_instead_of_x_and_sparse_input_stays_sparse(fitted, samp
     assert out.uns["scmaskgan"]["layer"] == "counts"
     with pytest.raises(InputError, match="layer='raw' is not in adata.layers"):
         from_layer.set_params(layer="raw").transform(sample)
+
+
+def test_the_api_leaves_the_callers_process_alone(fitted, sample, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """No matplotlib backend switch, no glibc allocator setting (only the step processes tune it)."""
+    import matplotlib
+
+    from scmaskgan import memory, train
+
+    def refuse(*_: object, **__: object) -> None:
+        raise AssertionError("matplotlib.use called by the library")
+
+    asked: list[str] = []
+    monkeypatch.setattr(matplotlib, "use", refuse)
+    monkeypatch.setattr(memory, "_glibc", lambda symbol: asked.append(symbol))
+    fitted.transform(sample)
+    train._plot_log(tmp_path / "loss.png", [{"epoch": 1, "loss_d": 1.0, "val_energy": 0.5}], "s")
+    assert (tmp_path / "loss.png").stat().st_size > 0
+    assert "mallopt" not in asked

@@ -175,16 +175,19 @@ def _flat_options(step_names: tuple[str, ...]) -> list[inspect.Parameter]:
 
 def impute_command(**kwargs: Any) -> None:
     """Impute one counts file: PREPARE, TRAIN, GENERATE, FILTER and IMPUTE (no QC) into one .h5ad."""
-    from scmaskgan.api import impute
+    from scmaskgan.api import ScMaskGAN
     from scmaskgan.io import read_counts, write_h5ad
+    from scmaskgan.memory import return_large_blocks_to_the_system
 
     input_path, output = kwargs.pop("input_path"), kwargs.pop("output")
     read = {name: kwargs.pop(name) for name in IMPUTE_READ_FIELDS}
     adata = read_counts(input_path, orientation=read["orientation"], input_scale=read["input_scale"])
-    impute(  # in place: the file's AnnData is ours, a copy would only double the memory
-        adata, label_key=read["label_key"], mode=kwargs.pop("impute_mode"), random_state=kwargs.pop("seed"),
-        input_scale=read["input_scale"], copy=False, **kwargs,
-    )
+    model = ScMaskGAN(  # scmaskgan.impute in two halves, to tune this process's allocator between them
+        kwargs.pop("seed"), label_key=read["label_key"], mode=kwargs.pop("impute_mode"),
+        input_scale=read["input_scale"], **kwargs,
+    ).fit(adata)
+    return_large_blocks_to_the_system()  # for IMPUTE only: training would pay page faults (scmaskgan.memory)
+    model.transform(adata, copy=False)  # in place: the file's AnnData is ours, a copy would double the memory
     typer.echo(f"h5ad\t{write_h5ad(adata, output)}")
 
 

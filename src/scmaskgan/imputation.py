@@ -34,7 +34,6 @@ from scmaskgan.config import ImputeParams
 from scmaskgan.encode import Encoding, decode, library_sizes, to_unit
 from scmaskgan.errors import InputError, StepError
 from scmaskgan.mcv import mcv_mse, split_counts
-from scmaskgan.memory import return_large_blocks_to_the_system
 
 #: Elements of the (cells, neighbours, genes) block processed at once (bounds memory).
 _BLOCK_ELEMENTS = 1_000_000
@@ -470,7 +469,6 @@ def impute_matrix(
     An :class:`ImputeResult`. Observed entries are copied from ``x`` in ``zeros`` mode.
     """
     params = params or ImputeParams()
-    return_large_blocks_to_the_system()
     x = sp.csr_matrix(x, dtype=np.float32) if sp.issparse(x) else np.asarray(x, dtype=np.float32)
     labels = np.asarray(labels, dtype=np.int64)
     candidate_labels = np.asarray(candidate_labels, dtype=np.int64)

@@ -32,6 +32,10 @@ def return_large_blocks_to_the_system() -> None:
     2,000 genes peaked at 0.92 GB instead of 1.30 GB in the same 25 s (a 1 MiB threshold
     with 16 MB temporaries: 0.85 GB but 55 s). Called when the imputation starts, not
     before: training's ~10 MB activations would pay page faults on every step.
+
+    It changes the allocator of the whole process, so only the processes that run a
+    pipeline step call it (:func:`scmaskgan.steps.impute`, ``scmaskgan impute``), never
+    the Python API.
     """
     mallopt = _glibc("mallopt")
     if mallopt is not None:

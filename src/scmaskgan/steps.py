@@ -198,6 +198,7 @@ def impute(
     from scmaskgan.images_h5 import ImageStore
     from scmaskgan.imputation import impute_matrix
     from scmaskgan.io import write_h5ad
+    from scmaskgan.memory import return_large_blocks_to_the_system
 
     params = params or ImputeParams()
     paths = output_paths("impute", outdir, sample_id)
@@ -214,6 +215,7 @@ def impute(
         raise InputError(f"{qc_h5ad} and {images_h5} hold different cells or genes (not from one sample run)")
     if list(kept.genes) != genes or list(kept.label_names) != label_names:
         raise InputError(f"{filtered_h5} was not made from {images_h5} (genes or labels differ)")
+    return_large_blocks_to_the_system()  # a step process's own setting (see scmaskgan.memory); never the API's
     result = impute_matrix(adata.X, labels, kept.values, kept.labels, enc, params)
     record = imputation_record(
         result, params, encoding=enc, label_source=label_source,
