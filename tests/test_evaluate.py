@@ -14,12 +14,13 @@ from scmaskgan import evaluate as ev
 from scmaskgan import mcv
 from scmaskgan.cli import main
 from scmaskgan.errors import InputError, StepError
+from scmaskgan.matrix import lognormalise_nonnegative
 
 
 # ------------------------------------------------------------------ each metric, by hand
-def test_lognormalize_scales_each_cell_to_target_sum():
-    out = ev.lognormalize(sp.csr_matrix([[1.0, 3.0], [0.0, 0.0]]), target_sum=4)
-    np.testing.assert_allclose(out, [[math.log(2), math.log(4)], [0, 0]])
+def test_lognormalise_scales_each_cell_to_target_sum_and_clips_negatives():
+    out = lognormalise_nonnegative(sp.csr_matrix([[1.0, 3.0, -2.0], [0.0, 0.0, 0.0]]), target_sum=4)
+    np.testing.assert_allclose(out, [[math.log(2), math.log(4), 0], [0, 0, 0]])
 
 
 def test_zscores_and_outlier_fraction():
@@ -218,7 +219,7 @@ def _knn_smooth(adata: ad.AnnData, *, mode: str, label_key: str | None, seed: in
     from sklearn.neighbors import NearestNeighbors
 
     x = adata.X.toarray()
-    pcs = PCA(30, random_state=seed).fit_transform(ev.lognormalize(x))
+    pcs = PCA(30, random_state=seed).fit_transform(lognormalise_nonnegative(x))
     idx = NearestNeighbors(n_neighbors=k).fit(pcs).kneighbors(pcs, return_distance=False)
     smooth = x[idx].mean(axis=1)
     return ad.AnnData(X=smooth if mode == "denoise" else np.where(x > 0, x, smooth))

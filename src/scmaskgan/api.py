@@ -3,9 +3,9 @@
 ``ScMaskGAN.fit`` runs the pipeline's own steps on the data — PREPARE (encoding and
 labels: given, or Leiden), TRAIN, GENERATE and FILTER — in a temporary folder, and
 keeps what imputation needs (the retained candidates, the encoding, the labels) plus
-the training record. ``transform`` is the IMPUTE step (:func:`scmaskgan.imputation.impute_matrix`).
-:func:`imputation_record` and :func:`annotate` are shared with ``steps.impute``, so
-an AnnData imputed here has the layout of ``{id}.imputed.h5ad``.
+the training record. ``transform`` is the IMPUTE step (:func:`scmaskgan.imputation.impute_matrix`), written
+with :mod:`scmaskgan.imputed` like ``steps.impute``, so an AnnData imputed here has the
+layout of ``{id}.imputed.h5ad``.
 
 Parameters of every step are the pipeline's flat parameters (the names of a
 ``--params-file``, e.g. ``epochs``, ``impute_k``, ``generate_batch_size``), passed as
@@ -29,12 +29,12 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 
-from scmaskgan.config import IMPUTE_CHAIN, ImputeParams, all_flat_names, flat_fields, step_params_from_flat
+from scmaskgan.config import IMPUTE_CHAIN, all_flat_names, flat_fields, step_params_from_flat
 from scmaskgan.encode import Encoding
 from scmaskgan.errors import InputError
-from scmaskgan.imputation import ImputeResult, encode_rows, impute_matrix
+from scmaskgan.imputation import encode_rows, impute_matrix
+from scmaskgan.imputed import annotate, imputation_record
 from scmaskgan.memory import release_memory
-from scmaskgan.versions import package_versions
 
 #: Steps ``fit`` runs, in order (QC is the user's business: the API is QC-free); ``transform`` is IMPUTE.
 FIT_STEPS = IMPUTE_CHAIN[:-1]
@@ -55,81 +55,6 @@ class NotFittedError(SklearnNotFittedError, InputError):
     """``transform`` or ``save`` before ``fit``: sklearn's error, and an :class:`InputError` as before."""
 
 
-# ---------------------------------------------------------------- shared with steps.impute
-def imputation_record(
-    result: ImputeResult,
-    params: ImputeParams,
-    *,
-    encoding: Encoding,
-    label_source: str,
-    extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The summary stored in ``uns['scmaskgan']`` and ``{id}.impute.json``.
-
-    Parameters
-    ----------
-    result
-        What :func:`scmaskgan.impute.impute_matrix` returned.
-    params
-        The IMPUTE parameters used.
-    encoding
-        The sample's encoding.
-    label_source
-        Where the labels came from (``obs:<column>``, ``csv:<file>``, ``leiden``).
-    extra
-        More entries (e.g. the other steps' parameters).
-    """
-    return {
-        "mode": params.mode,
-        "k": int(result.k),
-        "theta_sigma": float(result.theta_sigma),
-        "validation": result.validation,
-        "tuning": {
-            "k": [int(t["k"]) for t in result.tuning],
-            "theta_sigma": [float(t["theta_sigma"]) for t in result.tuning],
-            "mse": [float(t["mse"]) for t in result.tuning],
-        },
-        "fraction_zeros_filled": float(result.fraction_zeros_filled),
-        "n_observed_changed": int(result.n_observed_changed),
-        "label_source": label_source,
-        "seed": int(params.seed),
-        "params": dataclasses.asdict(params),
-        "encoding": encoding.to_dict(),
-        "versions": package_versions(),
-        **(extra or {}),
-    }
-
-
-def annotate(
-    adata: ad.AnnData,
-    values: np.ndarray,
-    lognorm: np.ndarray,
-    labels: Any,
-    record: dict[str, Any],
-    *,
-    layer: str | None = None,
-) -> None:
-    """Write an imputation into ``adata`` in place (the ``{id}.imputed.h5ad`` layout).
-
-    Without ``layer``: ``layers['counts']`` gets the original ``X`` and ``X`` the imputed
-    values (float32, input scale). With ``layer`` (the input was ``layers[layer]``): ``X``
-    and that layer are kept and the imputed values go to ``layers['imputed']``. Always:
-    ``layers['imputed_lognorm']`` the log-normalised imputed values,
-    ``obs['scmaskgan_label']`` the labels and ``uns['scmaskgan']`` the record.
-    """
-    from scmaskgan.io import LABEL_COLUMN
-
-    if layer is None:
-        adata.layers["counts"] = adata.X
-        adata.X = np.asarray(values, dtype=np.float32)
-    else:
-        adata.layers["imputed"] = np.asarray(values, dtype=np.float32)
-    adata.layers["imputed_lognorm"] = np.asarray(lognorm, dtype=np.float32)
-    adata.obs[LABEL_COLUMN] = pd.Categorical(labels)
-    adata.uns["scmaskgan"] = record
-
-
-# ---------------------------------------------------------------- parameters
 def _checked_matrix(adata: ad.AnnData, input_scale: str, layer: str | None) -> sp.csr_matrix:
     """The input values (``X`` or ``layers[layer]``) as float32 CSR, checked for the input scale."""
     from scmaskgan.io import check_values
@@ -147,7 +72,7 @@ def _checked_matrix(adata: ad.AnnData, input_scale: str, layer: str | None) -> s
 
 
 # ---------------------------------------------------------------- the estimator
-class ScMaskGAN(BaseEstimator):  # type: ignore[misc]  # sklearn ships no type stubs
+class ScMaskGAN(BaseEstimator):
     """scMASKGAN as a scikit-learn estimator on AnnData.
 
     Parameters
@@ -250,8 +175,9 @@ class ScMaskGAN(BaseEstimator):  # type: ignore[misc]  # sklearn ships no type s
 
         from scmaskgan import steps
         from scmaskgan.generate import read_candidates
+        from scmaskgan.h5ad import write_h5ad
         from scmaskgan.images_h5 import ImageStore
-        from scmaskgan.io import LABEL_COLUMN, attach_labels, write_h5ad
+        from scmaskgan.io import LABEL_COLUMN, attach_labels
 
         flat = self._flat()
         x = _checked_matrix(adata, self.input_scale, self.layer)
@@ -374,7 +300,8 @@ class ScMaskGAN(BaseEstimator):  # type: ignore[misc]  # sklearn ships no type s
             },
         )
         names = np.asarray(self.label_names_, dtype=object)
-        cell_labels = np.where(labels >= 0, names[np.clip(labels, 0, None)], None)
+        cell_labels = names[np.clip(labels, 0, None)]
+        cell_labels[labels < 0] = None  # all-zero cells have no label
         return values, lognorm, cell_labels, record
 
     def transform(self, adata: ad.AnnData, *, copy: bool = True) -> ad.AnnData:

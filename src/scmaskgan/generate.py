@@ -183,6 +183,7 @@ def candidate_quality(
     labels = np.unique(heldout_labels)
     centroids = {k: held[heldout_labels == k].mean(0) for k in labels}
     out = {"energy": 0.0, "energy_reference": 0.0, "nn_ratio": 0.0}
+    corr_other: list[float]
     corr, corr_ref, corr_other, weight = [], [], [], 0
     for k in labels:
         c, h, r = cand[candidate_labels == k], held[heldout_labels == k], ref[reference_labels == k]

@@ -106,7 +106,7 @@ class ImputeResult:
 
 
 def _dense32(x: np.ndarray | sp.spmatrix) -> np.ndarray:
-    return np.asarray(x.toarray() if sp.issparse(x) else x, dtype=np.float32)
+    return np.asarray(x.toarray() if sp.issparse(x) else x, dtype=np.float32)  # type: ignore[union-attr]  # scipy stubs
 
 
 def _row_blocks(shape: tuple[int, int]) -> list[slice]:
@@ -415,16 +415,16 @@ def tune(
     study.optimize(objective, n_trials=params.n_trials)
     trials = [
         {
-            "k": int(tr.params.get("k", params.k)),
-            "theta_sigma": float(tr.params.get("theta_sigma", params.theta_sigma)),
+            "k": int(tr.params.get("k", params.k)),  # type: ignore[arg-type]  # tuned, or given: never None
+            "theta_sigma": float(tr.params.get("theta_sigma", params.theta_sigma)),  # type: ignore[arg-type]
             "mse": float(tr.value),
         }
         for tr in study.trials
         if tr.value is not None
     ]
     best = study.best_trial
-    k = int(best.params.get("k", params.k))
-    t = float(best.params.get("theta_sigma", params.theta_sigma))
+    k = int(best.params.get("k", params.k))  # type: ignore[arg-type]  # tuned, or given: never None
+    t = float(best.params.get("theta_sigma", params.theta_sigma))  # type: ignore[arg-type]
     return min(k, k_hi), t, trials, fold.kind
 
 
@@ -479,7 +479,7 @@ def impute_matrix(
     if labels.shape != (x.shape[0],) or candidate_labels.shape != (candidates.shape[0],):
         raise InputError("labels must give one integer per cell and per candidate")
     stored = x.data if sp.issparse(x) else x
-    if not np.all(np.isfinite(stored)) or np.any(stored < 0):
+    if not np.all(np.isfinite(stored)) or np.any(stored < 0):  # type: ignore[operator]  # scipy stubs
         raise InputError("input values must be finite and non-negative")
     if not np.all(np.isfinite(candidates)):
         raise InputError("candidates contain NaN or inf")

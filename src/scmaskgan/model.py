@@ -252,7 +252,7 @@ class Generator(nn.Module):
             nn.Conv2d(c3 + cfg.label_channels, c3, 3, padding=1), nn.ReLU(),
             nn.Conv2d(c3, 2, 3, padding=1),
         )
-        nn.init.normal_(self.head[-1].weight, std=1e-3)  # start close to the label bias
+        nn.init.normal_(self.head[-1].weight, std=1e-3)  # type: ignore[arg-type]  # torch: Sequential[i] is a Module
         self.label_bias = nn.Parameter(torch.zeros(cfg.n_labels, 2, s, s))
         self.encoder = CellEncoder(cfg) if cfg.inpaint else None
 

@@ -28,6 +28,7 @@ import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from importlib import resources
 from pathlib import Path
 from string import Template
@@ -38,7 +39,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from scmaskgan.atomic import write_text_atomic
-from scmaskgan.steps import SAMPLE_OUTPUTS
+from scmaskgan.h5ad import open_backed, read_h5ad
+from scmaskgan.layout import REPORT_OUTPUTS, SAMPLE_OUTPUTS
 
 log = logging.getLogger("scmaskgan.report")
 
@@ -275,13 +277,8 @@ def _impute_summaries(files: RunFiles) -> dict[str, dict[str, Any]]:
 
 def _h5ad_summary(path: Path) -> dict[str, Any]:
     """``uns['scmaskgan']`` of an imputed h5ad (read backed: X stays on disk) plus its shape."""
-    import anndata as ad
-
-    adata = ad.read_h5ad(path, backed="r")
-    try:
+    with open_backed(path) as adata:
         summary = {**dict(adata.uns.get("scmaskgan", {})), "n_cells": int(adata.n_obs), "n_genes": int(adata.n_vars)}
-    finally:
-        adata.file.close()
     return json.loads(json.dumps(summary, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
 
 
@@ -305,7 +302,7 @@ def _auto_evaluate(imputed_path: Path, outdir: Path, sample_id: str) -> dict[str
 
     from scmaskgan import evaluate
 
-    adata = evaluate.read_h5ad(imputed_path)
+    adata = read_h5ad(imputed_path)
     if "counts" not in adata.layers:
         raise ValueError("no layers['counts'] (the original input) to compare with")
     counts = adata.layers["counts"]
@@ -332,7 +329,7 @@ def _summary(ctx: _Context) -> str:
         key_numbers.append(("cells after QC", sum(after)))
     if ctx.impute:
         key_numbers.append(("samples imputed", len(ctx.impute)))
-        filled = [s.get("fraction_zeros_filled") for s in ctx.impute.values() if s.get("fraction_zeros_filled") is not None]
+        filled = [float(s["fraction_zeros_filled"]) for s in ctx.impute.values() if s.get("fraction_zeros_filled") is not None]
         if filled:
             key_numbers.append(("zeros filled (mean)", float(np.mean(filled))))
     wall = _try_json(ctx.files.info("run_summary.json")).get("wall_seconds")
@@ -368,7 +365,7 @@ def _qc(ctx: _Context) -> str:
     names = list(dict.fromkeys(k for values in per_sample.values() for k in values))
     rows = [{"": name, **{sid: values.get(name) for sid, values in per_sample.items()}} for name in names]
     parts = [table(rows, ["", *per_sample])] if rows else [missing("no {id}.qc.json")]
-    parts += [guarded(lambda p=p, s=sid: png_file(p, f"{s}: QC metrics and thresholds"), p.name) for sid, p in figures.items()]
+    parts += [guarded(partial(png_file, p, f"{sid}: QC metrics and thresholds"), p.name) for sid, p in figures.items()]
     return "".join(parts)
 
 
@@ -412,8 +409,8 @@ def _training(ctx: _Context) -> str:
     pngs = ctx.files.per_sample(_suffix("train", "png"))
     if not logs and not pngs:
         return missing("no {id}.train_log.csv or {id}.train_loss.png (the TRAIN step's outputs)")
-    parts = [f"<h3>{_esc(sid)}</h3>" + guarded(lambda s=sid, p=p: _training_sample(s, p), p.name) for sid, p in logs.items()]
-    parts += [guarded(lambda p=p, s=sid: png_file(p, f"{s}: training loss"), p.name) for sid, p in pngs.items() if sid not in logs]
+    parts = [f"<h3>{_esc(sid)}</h3>" + guarded(partial(_training_sample, sid, p), p.name) for sid, p in logs.items()]
+    parts += [guarded(partial(png_file, p, f"{sid}: training loss"), p.name) for sid, p in pngs.items() if sid not in logs]
     return "".join(parts)
 
 
@@ -460,7 +457,14 @@ def _filtering(ctx: _Context) -> str:
     files = ctx.files.per_sample(_suffix("filter", "filtered"))
     if not files:
         return missing("no {id}.candidates.filtered.h5 (the FILTER step's output)")
-    return "".join(f"<h3>{_esc(sid)}</h3>" + guarded(lambda s=sid, p=p: _filter_sample(s, p), p.name) for sid, p in files.items())
+    return "".join(f"<h3>{_esc(sid)}</h3>" + guarded(partial(_filter_sample, sid, p), p.name) for sid, p in files.items())
+
+
+def _tuning_png(sid: str, trials: pd.DataFrame, k: Any, theta: Any) -> str:
+    return png_figure(
+        _tuning_figure(sid, trials, k, theta),
+        f"{sid}: validation MSE of every Optuna trial against k (left) and the search history (right)",
+    )
 
 
 def _tuning_figure(sid: str, trials: pd.DataFrame, k: Any, theta: Any) -> Figure:
@@ -495,10 +499,8 @@ def _tuning(ctx: _Context) -> str:
                      "validation": s.get("validation"), "trials": len(trials),
                      "best validation mse": float(trials[score].min()) if score else None})
         if not trials.empty and "k" in trials:
-            figures.append(guarded(lambda s_=sid, t=trials, d=s: png_figure(
-                _tuning_figure(s_, t, d.get("k"), d.get("theta_sigma")),
-                f"{s_}: validation MSE of every Optuna trial against k (left) and the search history (right)"),
-                f"{sid} tuning trials"))
+            figures.append(guarded(partial(
+                _tuning_png, sid, trials, s.get("k"), s.get("theta_sigma")), f"{sid} tuning trials"))
         else:
             figures.append(note(f"{sid}: k and θ were given, not tuned (no trials recorded)."))
     return table(rows) + "".join(figures)
@@ -566,22 +568,19 @@ def _evaluation(ctx: _Context) -> str:
                   "value distributions per gene (Wasserstein, Jensen-Shannon), per-cell Pearson correlation, "
                   "preservation of gene-gene correlations and of UMAP neighbourhoods, and clusters (Leiden) "
                   "against the labels (ACC with Hungarian matching, AUC, F1, ARI, NMI).")]
-    parts += [f"<h3>{_esc(sid)}</h3>" + guarded(lambda s=sid, p=p: _evaluation_sample(s, p), p.name)
+    parts += [f"<h3>{_esc(sid)}</h3>" + guarded(partial(_evaluation_sample, sid, p), p.name)
               for sid, p in sorted(ctx.evaluations.items())]
     parts += [missing(n) for n in ctx.notes]
     if mcv_files:
         parts.append("<h3>Molecular cross-validation</h3>")
-        parts += [guarded(lambda s=sid, p=p: _mcv_sample(s, p), p.name) for sid, p in mcv_files.items()]
+        parts += [guarded(partial(_mcv_sample, sid, p), p.name) for sid, p in mcv_files.items()]
     else:
         parts.append(note("No molecular cross-validation in this run (scmaskgan evaluate --mcv INPUT writes {id}.mcv.json)."))
     return "".join(parts)
 
 
 def _integration_overview(path: Path) -> str:
-    import anndata as ad
-
-    adata = ad.read_h5ad(path, backed="r")
-    try:
+    with open_backed(path) as adata:
         obs = adata.obs
         items: list[tuple[str, Any]] = [("cells", adata.n_obs), ("genes", adata.n_vars)]
         if "sample" in obs:
@@ -590,8 +589,6 @@ def _integration_overview(path: Path) -> str:
             items.append(("clusters (imputed)", obs["leiden"].nunique()))
         if "leiden_original" in obs:
             items.append(("clusters (original)", obs["leiden_original"].nunique()))
-    finally:
-        adata.file.close()
     return cards(items)
 
 
@@ -628,8 +625,12 @@ def _integration(ctx: _Context) -> str:
                      + guarded(lambda: table(read_table(changes).head(60)), changes.name))
     if markers:
         parts.append("<h3>Marker genes per cluster</h3>" + guarded(lambda: _top_markers(markers), markers.name))
-    parts += [guarded(lambda p=p: png_file(p, p.stem.replace("_", " ")), p.name) for p in figures]
+    parts += [guarded(partial(png_file, p, p.stem.replace("_", " ")), p.name) for p in figures]
     return "".join(parts)
+
+
+def _params_table(path: Path) -> str:
+    return _key_values(_read_json(path).get("params", {}))
 
 
 def _key_values(record: dict[str, Any]) -> str:
@@ -648,7 +649,7 @@ def _parameters(ctx: _Context) -> str:
                           "the parameters the steps recorded follow."))
         for sid, path in ctx.files.per_sample(_suffix("qc", "json")).items():
             parts.append(f"<h3>QC ({_esc(sid)})</h3>"
-                         + guarded(lambda p=path: _key_values(_read_json(p).get("params", {})), path.name))
+                         + guarded(partial(_params_table, path), path.name))
         for sid, summary in ctx.impute.items():
             parts.append(f"<h3>IMPUTE ({_esc(sid)})</h3>" + _key_values(summary.get("params", {})))
     if versions is not None:
@@ -690,7 +691,7 @@ def build_report(results_dir: str | Path, outdir: str | Path, *, evaluate_missin
         ctx.evaluations = files.per_sample(".evaluation.json")
     nav, sections = [], []
     for sid, title in SECTIONS:
-        body = guarded(lambda b=_BUILDERS[sid]: b(ctx), f"the {title.lower()} inputs")
+        body = guarded(partial(_BUILDERS[sid], ctx), f"the {title.lower()} inputs")
         absent = body.startswith('<p class="missing">')
         mark = ' <span class="missing-mark">(missing)</span>' if absent else ""
         nav.append(f'    <li><a href="#{sid}">{_esc(title)}</a>{mark}</li>')
@@ -711,7 +712,6 @@ def build_report(results_dir: str | Path, outdir: str | Path, *, evaluate_missin
 def write_report(results_dir: str | Path, outdir: str | Path, *, evaluate_missing: bool = True) -> Path:
     """Write ``outdir/report.html`` atomically (see :func:`build_report`) and return its path."""
     from scmaskgan.errors import InputError
-    from scmaskgan.steps import REPORT_OUTPUTS
 
     if not Path(results_dir).is_dir():
         raise InputError(f"{results_dir}: results folder does not exist")
