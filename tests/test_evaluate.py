@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from scmaskgan import api, mcv
 from scmaskgan import evaluate as ev
-from scmaskgan import mcv
+from scmaskgan.api import impute_copy
 from scmaskgan.cli import main
 from scmaskgan.errors import InputError, StepError
 from scmaskgan.matrix import lognormalise_nonnegative
@@ -255,7 +256,8 @@ def test_mcv_with_scmaskgan_impute(pbmc_counts):
     """The real public API in both modes (a tiny, briefly trained model)."""
     quick = {"epochs": 2, "min_epochs": 1, "impute_n_trials": 3, "min_candidates": 30, "device": "cpu",
              "threads": 1, "impute_mode": "ignored", "seed": 5}
-    rows = {r["method"]: r for r in ev.run_mcv(pbmc_counts[:200].copy(), label_key="cell_type", impute_kwargs=quick)}
+    rows = {r["method"]: r for r in ev.run_mcv(
+        pbmc_counts[:200].copy(), label_key="cell_type", imputer=impute_copy, impute_kwargs=quick)}
     none = rows["no denoising"]
     for mode in ev.IMPUTE_MODES:
         # filling zeros with neighbour estimates already beats the raw train counts on Poisson
@@ -266,7 +268,7 @@ def test_mcv_with_scmaskgan_impute(pbmc_counts):
 
 def test_cli_mcv_writes_json_and_csv(pbmc_counts, tmp_path, monkeypatch):
     pbmc_counts.write_h5ad(tmp_path / "pbmc.h5ad")
-    monkeypatch.setattr(ev, "_public_impute", _knn_smooth)
+    monkeypatch.setattr(api, "impute_copy", _knn_smooth)
     out = tmp_path / "mcv"
     assert main(["evaluate", "--mcv", str(tmp_path / "pbmc.h5ad"), "--modes", "zeros", "--outdir", str(out)]) == 0
     record = json.loads((out / "pbmc.mcv.json").read_text())

@@ -463,3 +463,10 @@ def impute(
     ).fit(adata)
     out = model.transform(adata, copy=copy)
     return out if copy else None
+
+
+def impute_copy(adata: ad.AnnData, *, mode: str, label_key: str | None, seed: int, **params: Any) -> ad.AnnData:
+    """``impute(adata, ..., random_state=seed, copy=True)``: the imputer molecular cross-validation scores."""
+    out = impute(adata, mode=mode, label_key=label_key, random_state=seed, copy=True, **params)
+    assert out is not None  # copy=True returns the copy
+    return out

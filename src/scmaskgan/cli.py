@@ -281,7 +281,7 @@ def evaluate_command(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """Metrics of an imputation (the paper's), or molecular cross-validation with --mcv."""
-    from scmaskgan import evaluate
+    from scmaskgan import api, evaluate
 
     name = sample_id or sample_id_from_path(imputed if imputed is not None else original)
     if mcv:
@@ -289,7 +289,8 @@ def evaluate_command(
             raise InputError("--mcv takes one counts file; it imputes the train part itself")
         outputs = evaluate.mcv_file(
             original, outdir, name, modes=[m.strip() for m in modes.split(",") if m.strip()],
-            label_key=label_key, p_train=p_train, seed=seed, impute_kwargs=_load_mapping(params_file),
+            label_key=label_key, p_train=p_train, seed=seed, imputer=api.impute_copy,
+            impute_kwargs=_load_mapping(params_file),
         )
     else:
         if imputed is None:

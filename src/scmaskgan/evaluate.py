@@ -512,12 +512,6 @@ def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]])
 Imputer = Callable[..., ad.AnnData]
 
 
-def _public_impute(adata: ad.AnnData, *, mode: str, label_key: str | None, seed: int, **params: Any) -> ad.AnnData:
-    from scmaskgan.api import impute  # the public API, imported late: it pulls in torch and the model
-
-    return impute(adata, mode=mode, label_key=label_key, random_state=seed, copy=True, **params)
-
-
 def run_mcv(
     counts: ad.AnnData,
     *,
@@ -525,7 +519,7 @@ def run_mcv(
     label_key: str | None = None,
     p_train: float = 0.9,
     seed: int = 0,
-    imputer: Imputer | None = None,
+    imputer: Imputer,
     impute_kwargs: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Molecular cross-validation of scMASKGAN with its two controls.
@@ -547,7 +541,8 @@ def run_mcv(
         Binomial split probability and seed.
     imputer
         ``imputer(adata, mode=..., label_key=..., seed=..., **impute_kwargs)`` returning
-        an AnnData with the imputed values in ``X``; default ``scmaskgan.impute``.
+        an AnnData with the imputed values in ``X``: :func:`scmaskgan.api.impute_copy` for
+        scMASKGAN (given by the caller: this module sits below the API).
     impute_kwargs
         Further keyword arguments of the imputer: for ``scmaskgan.impute``, flat
         pipeline parameters (``epochs``, ``impute_n_trials``, ``device`` ...), e.g. a
@@ -563,7 +558,6 @@ def run_mcv(
             raise InputError(f"impute mode {mode!r} is not one of {', '.join(IMPUTE_MODES)}")
     if label_key is not None and label_key not in counts.obs:
         raise InputError(f"label column {label_key!r} not in the input's obs")
-    impute_fn = imputer or _public_impute
     ignored = {"impute_mode", "seed"} | (all_flat_names() - set(flat_fields(IMPUTE_CHAIN)))
     kwargs = {k: v for k, v in (impute_kwargs or {}).items() if k not in ignored}
     train, test = mcv.split_counts(counts.X, p_train=p_train, seed=seed)
@@ -577,7 +571,7 @@ def run_mcv(
     for mode in modes:
         train_adata = ad.AnnData(X=train.astype(np.float32), obs=counts.obs.copy(), var=counts.var.copy())
         start = time.perf_counter()
-        out = impute_fn(train_adata, mode=mode, label_key=label_key, seed=seed, **kwargs)
+        out = imputer(train_adata, mode=mode, label_key=label_key, seed=seed, **kwargs)
         seconds = time.perf_counter() - start
         if out.shape != train_adata.shape:
             raise StepError(
@@ -631,6 +625,7 @@ def mcv_file(
     label_key: str | None = None,
     p_train: float = 0.9,
     seed: int = 0,
+    imputer: Imputer,
     impute_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Path]:
     """``scmaskgan evaluate --mcv INPUT``: molecular cross-validation of a counts file.
@@ -642,7 +637,8 @@ def mcv_file(
 
     counts = read_counts(input_path)
     rows = run_mcv(
-        counts, modes=modes, label_key=label_key, p_train=p_train, seed=seed, impute_kwargs=impute_kwargs
+        counts, modes=modes, label_key=label_key, p_train=p_train, seed=seed, imputer=imputer,
+        impute_kwargs=impute_kwargs,
     )
     info = {
         "input": str(input_path), "n_cells": int(counts.n_obs), "n_genes": int(counts.n_vars),

@@ -41,6 +41,7 @@ from matplotlib.figure import Figure
 from scmaskgan.atomic import write_text_atomic
 from scmaskgan.h5ad import open_backed, read_h5ad
 from scmaskgan.layout import REPORT_OUTPUTS, SAMPLE_OUTPUTS
+from scmaskgan.versions import VERSION
 
 log = logging.getLogger("scmaskgan.report")
 
@@ -680,8 +681,6 @@ def build_report(results_dir: str | Path, outdir: str | Path, *, evaluate_missin
     evaluate_missing
         Evaluate imputed samples that have no up-to-date ``{id}.evaluation.json``.
     """
-    import scmaskgan
-
     root = Path(results_dir)
     files = RunFiles(root)
     ctx = _Context(files=files, outdir=Path(outdir), impute=_impute_summaries(files))
@@ -701,7 +700,7 @@ def build_report(results_dir: str | Path, outdir: str | Path, *, evaluate_missin
     return template.substitute(
         title="scMASKGAN run report",
         subtitle=f"{len(samples)} sample(s): {', '.join(samples) or 'none found'}",
-        version=_esc(scmaskgan.__version__),
+        version=_esc(VERSION),
         generated=_dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
         results_dir=_esc(root.resolve()),
         nav="\n".join(nav),
