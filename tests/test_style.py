@@ -4,6 +4,7 @@ ruff, import-linter (layers, no cycles) and mypy. Each tool comes with the 'test
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -38,3 +39,10 @@ def test_import_layers_are_kept_and_there_are_no_cycles():
 def test_mypy_is_clean_on_the_package():
     result = _run("mypy", "--no-incremental")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr
+
+
+def test_the_module_map_in_docs_names_every_module():
+    doc = (ROOT / "docs" / "architecture.md").read_text()
+    table = doc.split("## Modules", 1)[1].split("\n## ", 1)[0]
+    modules = {p.stem for p in (ROOT / "src" / "scmaskgan").glob("*.py")} - {"__init__"}
+    assert modules <= set(re.findall(r"`(\w+)`", table)), modules - set(re.findall(r"`(\w+)`", table))

@@ -108,11 +108,11 @@ def knn_transformer(n_obs: int, n_neighbors: int, seed: int) -> Any:
     """The kNN transformer for ``sc.pp.neighbors``: exact up to :data:`EXACT_KNN_MAX_CELLS` cells.
 
     Exact neighbours (``'sklearn'``: brute force, chunked, on the 30-50 PCA dimensions)
-    take about a second at 10,000 cells and are reproducible without a seed. Scanpy
-    switches to pynndescent at 8192 cells, whose first use compiles numba code for
-    70 s or more (measured at 10,000 cells). Above the bound pynndescent is used with
-    scanpy's settings, returning ``csr_matrix`` (scanpy 1.11 queries its ``csr_array``
-    output with ``getnnz``, which scipy 1.17's sparse arrays no longer have).
+    are fast and reproducible without a seed, where scanpy would switch to pynndescent
+    at 8192 cells and compile numba code on first use (``docs/measurements.md``). Above
+    the bound pynndescent is used with scanpy's settings, returning ``csr_matrix``
+    (scanpy 1.11 queries its ``csr_array`` output with ``getnnz``, which scipy 1.17's
+    sparse arrays no longer have).
     """
     if n_obs <= EXACT_KNN_MAX_CELLS:
         return "sklearn"
