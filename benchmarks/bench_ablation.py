@@ -213,7 +213,7 @@ def _gan(bench: Bench, epochs: int | None, fit: dict[str, object], seed: int) ->
     start = time.perf_counter()
     model = scmaskgan.ScMaskGAN(seed, label_key="cell_type", **params).fit(data)
     fit_s = time.perf_counter() - start
-    meta = model.model_.get("train", {})
+    meta = model.train_record_
     note = (f"{meta.get('epochs_run')} epochs (best {meta.get('best_epoch')}), "
             f"{len(model.candidates_)} candidates kept")
     return Candidates(model.candidates_, model.candidate_labels_, list(model.label_names_), model.encoding_,

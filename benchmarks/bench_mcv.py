@@ -98,7 +98,7 @@ def gan_worker(p_train: float, seed: int, leiden: bool, report: Path) -> None:
     start = time.perf_counter()
     model = scmaskgan.ScMaskGAN(seed, label_key=None if leiden else "cell_type").fit(data)
     fit_s = time.perf_counter() - start
-    meta = model.model_.get("train", {})
+    meta = model.train_record_
     rows = []
     for mode in ("zeros", "denoise"):
         model.flat_params_["impute_mode"] = mode

@@ -132,7 +132,7 @@ def _scmaskgan(mode: str) -> Callable[[ad.AnnData], tuple[np.ndarray, dict]]:
         # exactly scmaskgan.impute(data, mode=mode, copy=True), kept as an estimator to read its training record
         model = scmaskgan.ScMaskGAN(mode=mode).fit(data)
         result = model.transform(data)
-        return _dense(result.X), {"train": model.model_.get("train", {}), "impute": result.uns.get("scmaskgan", {})}
+        return _dense(result.X), {"train": model.train_record_, "impute": result.uns.get("scmaskgan", {})}
 
     run.__doc__ = (f"scMASKGAN with its defaults: ``ScMaskGAN(mode={mode!r}).fit(adata).transform(adata)``, "
                    "which is what ``scmaskgan.impute(adata, mode=..., copy=True)`` runs; also returns the "

@@ -7,6 +7,7 @@ arrays in ``test_impute.py`` and on real data in ``benchmarks/bench_mcv.py``.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import anndata as ad
@@ -15,6 +16,8 @@ import pytest
 import scipy.sparse as sp
 import torch
 from conftest import simulate_counts
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
 
 import scmaskgan
 from scmaskgan.cli import main
@@ -135,3 +138,60 @@ def test_cli_impute_writes_the_imputed_h5ad(sample, tmp_path: Path, capsys) -> N
     assert main(["impute", str(src), "-o", str(out), "--label-key", "nope"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("scmaskgan: error:") and "nope" in err[0]
+
+
+def test_the_estimator_follows_sklearn_conventions(fitted, sample) -> None:  # noqa: ANN001
+    params = fitted.get_params()
+    assert params["epochs"] == 1 and params["label_key"] == "cell_type" and params["impute_k"] is None
+    twin = clone(fitted)
+    assert twin.get_params() == params and not hasattr(twin, "candidates_")
+    assert twin.set_params(epochs=3, impute_k=7).epochs == 3 and twin.impute_k == 7
+    assert "epochs=1" in repr(fitted) and "impute_k" not in repr(fitted)  # only what differs from the defaults
+    with pytest.raises(NotFittedError, match="not fitted"):
+        twin.transform(sample)
+    with pytest.raises(ValueError, match="Invalid parameter"):
+        twin.set_params(epochz=3)
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("epochs", 0, "parameter epochs=0 must be >= 1"),
+    ("holdout_fraction", 1.0, "parameter holdout_fraction=1.0 must be < 1"),
+    ("max_features", "all", "parameter max_features='all' must be a number"),
+])
+def test_out_of_range_parameters_are_refused_at_fit_in_one_line(sample, name, value, message) -> None:  # noqa: ANN001
+    with pytest.raises(InputError, match=f"^{message}$"):
+        scmaskgan.ScMaskGAN(**{name: value}).fit(sample)
+
+
+def test_a_layer_is_read_instead_of_x_and_sparse_input_stays_sparse(fitted, sample, imputed) -> None:  # noqa: ANN001
+    scanpy_like = sample.copy()
+    scanpy_like.layers["counts"] = scanpy_like.X.copy()
+    scanpy_like.X = sp.csr_matrix(np.log1p(scanpy_like.X.toarray()))
+    from_layer = copy.deepcopy(fitted).set_params(layer="counts")
+    out = from_layer.transform(scanpy_like, copy=False)
+    assert out is scanpy_like
+    assert np.array_equal(out.layers["imputed"], imputed.X)  # the same imputation as from X
+    assert np.array_equal(out.X.toarray(), np.log1p(sample.X.toarray()))  # X and the layer are kept
+    assert np.array_equal(out.layers["counts"].toarray(), sample.X.toarray())
+    assert sp.issparse(imputed.layers["counts"])  # sparse input is kept sparse beside the dense imputation
+    assert out.uns["scmaskgan"]["layer"] == "counts"
+    with pytest.raises(InputError, match="layer='raw' is not in adata.layers"):
+        from_layer.set_params(layer="raw").transform(sample)
+
+
+def test_the_api_leaves_the_callers_process_alone(fitted, sample, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """No matplotlib backend switch, no glibc allocator setting (only the step processes tune it)."""
+    import matplotlib
+
+    from scmaskgan import memory, train
+
+    def refuse(*_: object, **__: object) -> None:
+        raise AssertionError("matplotlib.use called by the library")
+
+    asked: list[str] = []
+    monkeypatch.setattr(matplotlib, "use", refuse)
+    monkeypatch.setattr(memory, "_glibc", lambda symbol: asked.append(symbol))
+    fitted.transform(sample)
+    train._plot_log(tmp_path / "loss.png", [{"epoch": 1, "loss_d": 1.0, "val_energy": 0.5}], "s")
+    assert (tmp_path / "loss.png").stat().st_size > 0
+    assert "mallopt" not in asked

@@ -10,16 +10,18 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from scmaskgan import api, mcv
 from scmaskgan import evaluate as ev
-from scmaskgan import mcv
+from scmaskgan.api import impute_copy
 from scmaskgan.cli import main
 from scmaskgan.errors import InputError, StepError
+from scmaskgan.matrix import lognormalise_nonnegative
 
 
 # ------------------------------------------------------------------ each metric, by hand
-def test_lognormalize_scales_each_cell_to_target_sum():
-    out = ev.lognormalize(sp.csr_matrix([[1.0, 3.0], [0.0, 0.0]]), target_sum=4)
-    np.testing.assert_allclose(out, [[math.log(2), math.log(4)], [0, 0]])
+def test_lognormalise_scales_each_cell_to_target_sum_and_clips_negatives():
+    out = lognormalise_nonnegative(sp.csr_matrix([[1.0, 3.0, -2.0], [0.0, 0.0, 0.0]]), target_sum=4)
+    np.testing.assert_allclose(out, [[math.log(2), math.log(4), 0], [0, 0, 0]])
 
 
 def test_zscores_and_outlier_fraction():
@@ -255,7 +257,7 @@ def _knn_smooth(adata: ad.AnnData, *, mode: str, label_key: str | None, seed: in
     from sklearn.neighbors import NearestNeighbors
 
     x = adata.X.toarray()
-    pcs = PCA(30, random_state=seed).fit_transform(ev.lognormalize(x))
+    pcs = PCA(30, random_state=seed).fit_transform(lognormalise_nonnegative(x))
     idx = NearestNeighbors(n_neighbors=k).fit(pcs).kneighbors(pcs, return_distance=False)
     smooth = x[idx].mean(axis=1)
     return ad.AnnData(X=smooth if mode == "denoise" else np.where(x > 0, x, smooth))
@@ -291,7 +293,8 @@ def test_mcv_with_scmaskgan_impute(pbmc_counts):
     """The real public API in both modes (a tiny, briefly trained model)."""
     quick = {"epochs": 2, "min_epochs": 1, "impute_n_trials": 3, "min_candidates": 30, "device": "cpu",
              "threads": 1, "impute_mode": "ignored", "seed": 5}
-    rows = {r["method"]: r for r in ev.run_mcv(pbmc_counts[:200].copy(), label_key="cell_type", impute_kwargs=quick)}
+    rows = {r["method"]: r for r in ev.run_mcv(
+        pbmc_counts[:200].copy(), label_key="cell_type", imputer=impute_copy, impute_kwargs=quick)}
     none = rows["no denoising"]
     for mode in ev.IMPUTE_MODES:
         # filling zeros with neighbour estimates already beats the raw train counts on Poisson
@@ -302,7 +305,7 @@ def test_mcv_with_scmaskgan_impute(pbmc_counts):
 
 def test_cli_mcv_writes_json_and_csv(pbmc_counts, tmp_path, monkeypatch):
     pbmc_counts.write_h5ad(tmp_path / "pbmc.h5ad")
-    monkeypatch.setattr(ev, "_public_impute", _knn_smooth)
+    monkeypatch.setattr(api, "impute_copy", _knn_smooth)
     out = tmp_path / "mcv"
     assert main(["evaluate", "--mcv", str(tmp_path / "pbmc.h5ad"), "--modes", "zeros", "--outdir", str(out)]) == 0
     record = json.loads((out / "pbmc.mcv.json").read_text())

@@ -218,7 +218,7 @@ def test_bad_input_is_refused_with_a_clear_message() -> None:
         impute_matrix(x, np.array([0, 0]), cand[:, :1], np.array([0, 0]), enc, fixed)
     with pytest.raises(InputError, match="non-negative"):
         impute_matrix(-x, np.array([0, 0]), cand, np.array([0, 0]), enc, fixed)
-    with pytest.raises(InputError, match="k must be at least 1"):
+    with pytest.raises(InputError, match="parameter k=0 must be >= 1"):  # ImputeParams checks its range
         impute_matrix(x, np.array([0, 0]), cand, np.array([0, 0]), enc, ImputeParams(k=0, theta_sigma=1.0))
     with pytest.raises(InputError, match="holdout_fraction"):
         impute_matrix(x, np.array([0, 0]), cand, np.array([0, 0]), enc, ImputeParams(holdout_fraction=1.0))
@@ -233,8 +233,9 @@ def test_impute_step_writes_the_contract_files(tmp_path) -> None:  # noqa: ANN00
     from scmaskgan import steps
     from scmaskgan.config import FilterParams
     from scmaskgan.generate import write_candidates
+    from scmaskgan.h5ad import write_h5ad
     from scmaskgan.images_h5 import ImageStore
-    from scmaskgan.io import LABEL_COLUMN, write_h5ad
+    from scmaskgan.io import LABEL_COLUMN
 
     adata, _ = simulate_counts(n_cells=160, n_genes=40, seed=5)
     qc = ad.AnnData(X=adata.X, obs=pd.DataFrame(index=adata.obs_names), var=pd.DataFrame(index=adata.var_names))

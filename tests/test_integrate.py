@@ -112,11 +112,11 @@ def test_harmony_mixes_batches_and_keeps_cell_types(integrated):
 def test_alternative_corrections_mix_batches(integrated, method):
     if method != "combat":
         pytest.importorskip(method)
-    from scmaskgan.integrate import analyse, concat_samples, lognormalise
+    from scmaskgan.integrate import analyse, concat_samples, lognormalised_layer
 
     combined = concat_samples(read_imputed(integrated[1]))
     labels = combined.obs["scmaskgan_label"].astype(str).to_numpy()
-    result = analyse(lognormalise(combined, "counts"), IntegrateParams(method=method, **FAST), labels=labels,
+    result = analyse(lognormalised_layer(combined, "counts"), IntegrateParams(method=method, **FAST), labels=labels,
                      data="original")
     uncorrected, corrected = result.metrics
     assert corrected["method"] == method
@@ -220,7 +220,7 @@ def test_not_an_imputed_file_is_an_error(tmp_path):
     ad.AnnData(X=np.ones((2, 2), dtype=np.float32)).write_h5ad(path)
     with pytest.raises(InputError, match="no layers\\['counts'\\]"):
         read_imputed([path])
-    with pytest.raises(InputError, match="not found"):
+    with pytest.raises(InputError, match="no such file"):
         read_imputed([tmp_path / "missing.imputed.h5ad"])
 
 

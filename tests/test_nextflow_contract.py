@@ -25,32 +25,25 @@ from typing import Any
 import pytest
 import yaml
 
-from scmaskgan import steps
+from scmaskgan.layout import INTEGRATE_OUTPUTS, REPORT_OUTPUTS, SAMPLE_OUTPUTS, SAMPLE_STEPS, STEP_INPUTS
 
 REPO = Path(__file__).resolve().parents[1]
 NF = REPO / "tests" / "nextflow"
 TEST_DATA = REPO / "assets" / "test"
-MODULES = ("qc", "prepare", "train", "generate", "filter", "impute", "integrate", "report")
-SAMPLE_STEPS = MODULES[:6]
+MODULES = tuple(STEP_INPUTS)
 SAMPLE = "pbmc_b"  # GEO-style CSV counts, labels from a CSV file staged as a path input
 
-#: Module input -> where it comes from: an upstream (module, emit) list, or a test file.
-#: The same wiring as workflows/scmaskgan.nf.
+#: The files the user gives (inputs without an upstream step in scmaskgan.layout.STEP_INPUTS).
+USER_FILES = {
+    ("qc", "counts"): TEST_DATA / "pbmc_b.csv.gz",
+    ("qc", "labels"): TEST_DATA / "pbmc_b_labels.csv",
+    ("integrate", "samplesheet"): TEST_DATA / "samplesheet.csv",
+}
+#: Module input -> where it comes from: an upstream (module, emit) list, or a test file; the DAG
+#: of scmaskgan.layout, which workflows/scmaskgan.nf must wire the same way.
 WIRING: dict[str, dict[str, list[tuple[str, str]] | Path]] = {
-    "qc": {"counts": TEST_DATA / "pbmc_b.csv.gz", "labels": TEST_DATA / "pbmc_b_labels.csv"},
-    "prepare": {"qc_h5ad": [("qc", "h5ad")]},
-    "train": {"images": [("prepare", "images")]},
-    "generate": {"model": [("train", "model")], "images": [("prepare", "images")]},
-    "filter": {"candidates": [("generate", "candidates")]},
-    "impute": {"qc_h5ad": [("qc", "h5ad")], "images": [("prepare", "images")], "filtered": [("filter", "filtered")]},
-    "integrate": {"imputed": [("impute", "h5ad")], "samplesheet": TEST_DATA / "samplesheet.csv"},
-    "report": {
-        "qc": [("qc", "json"), ("qc", "png")],
-        "train": [("train", "log"), ("train", "png")],
-        "filtered": [("filter", "json")],
-        "impute": [("impute", "json"), ("impute", "evaluation")],
-        "integrate": [("integrate", e) for e in steps.INTEGRATE_OUTPUTS if e != "h5ad"],
-    },
+    step: {i.module: list(i.sources) if i.sources else USER_FILES[step, i.module] for i in inputs}
+    for step, inputs in STEP_INPUTS.items()
 }
 
 pytestmark = pytest.mark.skipif(shutil.which("java") is None, reason="java (17+) is needed to render modules")
@@ -215,9 +208,9 @@ def test_module_command_runs_and_emits_its_outputs(chain: dict[str, Any], step: 
 def test_module_outputs_are_the_step_outputs(step: str) -> None:
     """Emit names and file names are those of scmaskgan.steps, and meta.yml lists them."""
     if step in SAMPLE_STEPS:
-        expected = {k: v.replace("{id}", "${meta.id}") for k, v in steps.SAMPLE_OUTPUTS[step].items()}
+        expected = {k: v.replace("{id}", "${meta.id}") for k, v in SAMPLE_OUTPUTS[step].items()}
     else:
-        expected = steps.INTEGRATE_OUTPUTS if step == "integrate" else steps.REPORT_OUTPUTS
+        expected = INTEGRATE_OUTPUTS if step == "integrate" else REPORT_OUTPUTS
     assert declared_outputs(step) == expected
     meta = yaml.safe_load((REPO / "modules" / "local" / step / "meta.yml").read_text())
     assert [next(iter(o)) for o in meta["output"]] == [*expected, "versions"]

@@ -13,7 +13,7 @@ import pytest
 import scipy.sparse as sp
 
 from scmaskgan import runner
-from scmaskgan.io import write_h5ad
+from scmaskgan.h5ad import write_h5ad
 
 TINY = {
     "min_genes": 150, "epochs": 3, "min_epochs": 1, "cells_per_epoch": 128, "impute_n_trials": 3,

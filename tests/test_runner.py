@@ -8,12 +8,14 @@ is tested in milliseconds.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from scmaskgan import runner, steps
 from scmaskgan.errors import StepError
+from scmaskgan.layout import STEP_INPUTS
 
 
 @pytest.fixture
@@ -148,3 +150,18 @@ def test_parallel_samples_produce_the_same_outputs(tmp_path, fake_steps):
     for sid in ("s1", "s2", "s3"):
         assert (tmp_path / "out" / "impute" / f"{sid}.imputed.h5ad").exists()
     assert ("all", "integrate") in fake_steps
+
+
+def test_the_workflow_wires_the_dag_the_runner_runs() -> None:
+    """workflows/scmaskgan.nf feeds every process the upstream outputs of scmaskgan.layout.STEP_INPUTS."""
+    text = (Path(__file__).resolve().parents[1] / "workflows" / "scmaskgan.nf").read_text()
+    channels = dict(re.findall(r"^\s*(ch_\w+) = (.+)$", text, re.M))
+    for step, inputs in STEP_INPUTS.items():
+        start = text.index(f"\n    {step.upper()}(") + len(step) + 6
+        end, depth = start, 1
+        while depth:
+            depth += {"(": 1, ")": -1}.get(text[end], 0)
+            end += 1
+        call = re.sub(r"\bch_\w+\b", lambda m: channels.get(m.group(0), m.group(0)), text[start:end])
+        wired = [(up.lower(), output) for up, output in re.findall(r"\b([A-Z]+)\.out\.(\w+)", call)]
+        assert wired == [source for entry in inputs for source in entry.sources], step

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from scmaskgan.errors import InputError
 from scmaskgan.io import attach_labels, read_counts
-from scmaskgan.samplesheet import Sample, read_samplesheet
+from scmaskgan.samplesheet import LABEL_FILE_PATTERN, Sample, labels_file, read_samplesheet
 
 
 @pytest.fixture
@@ -131,3 +134,15 @@ def test_shipped_gse192906_samplesheet_has_the_papers_ten_samples_in_the_checked
     jsonschema.validate(rows, schema)
     with pytest.raises(InputError, match="does not exist"):
         read_samplesheet(sheet)
+
+
+def test_the_labels_file_rule_is_one_expression_shared_with_main_nf(tmp_path: Path) -> None:
+    main_nf = (Path(__file__).resolve().parents[1] / "main.nf").read_text()
+    assert re.search(r"key ==~ /(.*)/", main_nf).group(1) == LABEL_FILE_PATTERN
+    counts = tmp_path / "counts.h5ad"
+    for name in ("labels.csv", "labels.tsv.gz", "labels.txt.gz"):
+        (tmp_path / name).write_text("cell,label\n")
+        assert labels_file(name, counts) == (tmp_path / name).resolve()
+    assert labels_file("cell_type", counts) is None  # an obs column
+    assert labels_file("missing.csv", counts) is None  # not a file: tried as a column, QC names both
+    assert labels_file(str(tmp_path / "labels.csv"), None) == (tmp_path / "labels.csv").resolve()

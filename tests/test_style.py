@@ -1,7 +1,10 @@
-"""The code base passes the project's ruff rules (pyproject.toml), so CI enforces them."""
+"""The code base passes the project's static checks (configured in pyproject.toml), so CI enforces them:
+ruff, import-linter (layers, no cycles) and mypy. Each tool comes with the 'test' extra."""
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -12,10 +15,34 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _run(tool: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run a console script of this interpreter's environment (skip the test when it is missing)."""
+    exe = shutil.which(tool, path=str(Path(sys.executable).parent)) or shutil.which(tool)
+    if exe is None:
+        pytest.skip(f"{tool} is not installed (it comes with the 'test' extra)")
+    # the package as this test session imports it (an installed copy or PYTHONPATH=src)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([exe, *args], cwd=ROOT, capture_output=True, text=True, env=env)
+
+
 def test_ruff_finds_nothing():
-    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
-    if ruff is None:
-        pytest.skip("ruff is not installed (it comes with the 'test' extra)")
-    result = subprocess.run([ruff, "check", "src", "tests", "bin", "benchmarks"], cwd=ROOT,
-                            capture_output=True, text=True)
+    result = _run("ruff", "check", "src", "tests", "bin", "benchmarks")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_import_layers_are_kept_and_there_are_no_cycles():
+    result = _run("lint-imports", "--no-cache")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr
+
+
+@pytest.mark.slow  # ~30 s on 2 cores without a cache
+def test_mypy_is_clean_on_the_package():
+    result = _run("mypy", "--no-incremental")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr
+
+
+def test_the_module_map_in_docs_names_every_module():
+    doc = (ROOT / "docs" / "architecture.md").read_text()
+    table = doc.split("## Modules", 1)[1].split("\n## ", 1)[0]
+    modules = {p.stem for p in (ROOT / "src" / "scmaskgan").glob("*.py")} - {"__init__"}
+    assert modules <= set(re.findall(r"`(\w+)`", table)), modules - set(re.findall(r"`(\w+)`", table))

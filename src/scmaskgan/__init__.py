@@ -10,12 +10,7 @@ Python API (scanpy style)::
 
 from __future__ import annotations
 
-from importlib import metadata
-
-try:
-    __version__ = metadata.version("scmaskgan")
-except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0"
+from scmaskgan.versions import VERSION as __version__
 
 __all__ = ["ScMaskGAN", "__version__", "impute"]
 

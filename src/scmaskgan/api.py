@@ -3,18 +3,21 @@
 ``ScMaskGAN.fit`` runs the pipeline's own steps on the data — PREPARE (encoding and
 labels: given, or Leiden), TRAIN, GENERATE and FILTER — in a temporary folder, and
 keeps what imputation needs (the retained candidates, the encoding, the labels) plus
-the trained model. ``transform`` is the IMPUTE step (:func:`scmaskgan.impute.impute_matrix`).
-:func:`imputation_record` and :func:`annotate` are shared with ``steps.impute``, so
-an AnnData imputed here has the layout of ``{id}.imputed.h5ad``.
+the training record. ``transform`` is the IMPUTE step (:func:`scmaskgan.imputation.impute_matrix`), written
+with :mod:`scmaskgan.imputed` like ``steps.impute``, so an AnnData imputed here has the
+layout of ``{id}.imputed.h5ad``.
 
 Parameters of every step are the pipeline's flat parameters (the names of a
 ``--params-file``, e.g. ``epochs``, ``impute_k``, ``generate_batch_size``), passed as
-keyword arguments.
+keyword arguments. Each is an explicit parameter of the estimator (``get_params``,
+``set_params`` and ``sklearn.base.clone`` see them), generated from
+:mod:`scmaskgan.config` so that the two never disagree.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,115 +26,60 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 
-from scmaskgan.config import ImputeParams, all_flat_names, step_params_from_flat
+from scmaskgan.config import IMPUTE_CHAIN, all_flat_names, flat_fields, step_params_from_flat
 from scmaskgan.encode import Encoding
 from scmaskgan.errors import InputError
-from scmaskgan.imputation import ImputeResult, encode_rows, impute_matrix
+from scmaskgan.imputation import encode_rows, impute_matrix
+from scmaskgan.imputed import annotate, imputation_record
 from scmaskgan.memory import release_memory
-from scmaskgan.versions import package_versions
 
-#: Steps ``fit`` runs, in order (QC is the user's business: the API is QC-free).
-FIT_STEPS = ("prepare", "train", "generate", "filter")
+#: Steps ``fit`` runs, in order (QC is the user's business: the API is QC-free); ``transform`` is IMPUTE.
+FIT_STEPS = IMPUTE_CHAIN[:-1]
 #: File format of :meth:`ScMaskGAN.save`.
 SAVE_FORMAT = 1
 _SAMPLE = "sample"
+#: Flat names that are explicit estimator arguments under another name.
+_ALIASES = {"seed": "random_state", "impute_mode": "mode"}
 
 
-# ---------------------------------------------------------------- shared with steps.impute
-def imputation_record(
-    result: ImputeResult,
-    params: ImputeParams,
-    *,
-    encoding: Encoding,
-    label_source: str,
-    extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The summary stored in ``uns['scmaskgan']`` and ``{id}.impute.json``.
-
-    Parameters
-    ----------
-    result
-        What :func:`scmaskgan.impute.impute_matrix` returned.
-    params
-        The IMPUTE parameters used.
-    encoding
-        The sample's encoding.
-    label_source
-        Where the labels came from (``obs:<column>``, ``csv:<file>``, ``leiden``).
-    extra
-        More entries (e.g. the other steps' parameters).
-    """
-    return {
-        "mode": params.mode,
-        "k": int(result.k),
-        "theta_sigma": float(result.theta_sigma),
-        "validation": result.validation,
-        "shrinkage": float(result.shrinkage),
-        "raw_signal": float(result.raw_signal),
-        "tuning": {key: [float(t[key]) for t in result.tuning] for key in (result.tuning[0] if result.tuning else {})},
-        "fraction_zeros_filled": float(result.fraction_zeros_filled),
-        "n_observed_changed": int(result.n_observed_changed),
-        "label_source": label_source,
-        "seed": int(params.seed),
-        "params": dataclasses.asdict(params),
-        "encoding": encoding.to_dict(),
-        "versions": package_versions(),
-        **(extra or {}),
-    }
+#: The estimator's pipeline parameters and their defaults (each step's own).
+PIPELINE_DEFAULTS: dict[str, Any] = {
+    name: f.default for name, (_, f) in flat_fields(IMPUTE_CHAIN).items() if name not in _ALIASES
+}
 
 
-def annotate(adata: ad.AnnData, values: np.ndarray, lognorm: np.ndarray, labels: Any, record: dict[str, Any]) -> None:
-    """Write an imputation into ``adata`` in place (the ``{id}.imputed.h5ad`` layout).
-
-    ``layers['counts']`` gets the original ``X``, ``X`` the imputed values (float32,
-    input scale), ``layers['imputed_lognorm']`` the log-normalised imputed values,
-    ``obs['scmaskgan_label']`` the labels and ``uns['scmaskgan']`` the record.
-    """
-    from scmaskgan.io import LABEL_COLUMN
-
-    adata.layers["counts"] = adata.X
-    adata.X = np.asarray(values, dtype=np.float32)
-    adata.layers["imputed_lognorm"] = np.asarray(lognorm, dtype=np.float32)
-    adata.obs[LABEL_COLUMN] = pd.Categorical(labels)
-    adata.uns["scmaskgan"] = record
+class NotFittedError(SklearnNotFittedError, InputError):
+    """``transform`` or ``save`` before ``fit``: sklearn's error, and an :class:`InputError` as before."""
 
 
-# ---------------------------------------------------------------- parameters
-def _flat_params(random_state: int, mode: str, params: dict[str, Any]) -> dict[str, Any]:
-    """Flat pipeline parameters from the API's keywords; unknown names are refused."""
-    unknown = sorted(set(params) - all_flat_names())
-    if unknown:
-        raise InputError(
-            f"unknown parameter(s) {', '.join(unknown)}; use the pipeline's flat names "
-            "(see docs/parameters.md), e.g. epochs=50, impute_k=15"
-        )
-    if "impute_mode" in params and params["impute_mode"] != mode:
-        raise InputError("give the imputation mode once: mode=... (not impute_mode)")
-    if "seed" in params and params["seed"] is not None and params["seed"] != random_state and random_state != 0:
-        raise InputError(f"seed={params['seed']} contradicts random_state={random_state}; give one of them")
-    seed = params.get("seed") if params.get("seed") is not None else random_state
-    return {**params, "seed": int(seed), "impute_mode": mode}
-
-
-def _checked_matrix(adata: ad.AnnData, input_scale: str) -> sp.csr_matrix:
+def _checked_matrix(adata: ad.AnnData, input_scale: str, layer: str | None) -> sp.csr_matrix:
+    """The input values (``X`` or ``layers[layer]``) as float32 CSR, checked for the input scale."""
     from scmaskgan.io import check_values
 
     if adata.n_obs < 2 or adata.n_vars < 2:
         raise InputError(f"need at least 2 cells and 2 genes, got {adata.n_obs} x {adata.n_vars}")
-    x = sp.csr_matrix(adata.X, dtype=np.float32)
-    check_values(x, "adata.X", input_scale, list(map(str, adata.obs_names)), list(map(str, adata.var_names)))
+    if layer is not None and layer not in adata.layers:
+        available = ", ".join(map(repr, adata.layers)) or "none"
+        raise InputError(f"layer={layer!r} is not in adata.layers (available: {available})")
+    values = adata.X if layer is None else adata.layers[layer]
+    where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+    x = sp.csr_matrix(values, dtype=np.float32)
+    check_values(x, where, input_scale, list(map(str, adata.obs_names)), list(map(str, adata.var_names)))
     return x
 
 
 # ---------------------------------------------------------------- the estimator
-class ScMaskGAN:
-    """scMASKGAN as a scikit-learn style estimator on AnnData.
+class ScMaskGAN(BaseEstimator):
+    """scMASKGAN as a scikit-learn estimator on AnnData.
 
     Parameters
     ----------
     random_state
-        Seed of every step (labels, GAN training, candidates, filter, tuning).
+        Seed of every step (labels, GAN training, candidates, filter, tuning); ``seed=``
+        is accepted as another name for it.
     label_key
         Cell-type labels: an obs column, or a CSV file ``cell,label``. Unset: Leiden
         clusters (PREPARE's recipe).
@@ -141,9 +89,13 @@ class ScMaskGAN:
     input_scale
         ``'counts'`` (non-negative integers) or ``'lognorm'`` (log1p of library-
         normalised values); the output is on the same scale.
+    layer
+        Read the values from ``adata.layers[layer]`` (e.g. ``'counts'``) instead of ``X``.
     **params
         Flat pipeline parameters of PREPARE, TRAIN, GENERATE, FILTER and IMPUTE
-        (``epochs=50``, ``impute_k=15``, ``device='cpu'``, ...).
+        (``epochs=50``, ``impute_k=15``, ``device='cpu'``, ...; :data:`PIPELINE_DEFAULTS`
+        lists them with their defaults). Each is an attribute of the same name and a
+        parameter of ``get_params``/``set_params``. Values are checked at ``fit``.
 
     Attributes
     ----------
@@ -157,8 +109,10 @@ class ScMaskGAN:
         The :class:`~scmaskgan.encode.Encoding` of the fitted data.
     candidates_, candidate_labels_
         The candidates FILTER kept (unit scale) and their label indices.
-    model_
-        The trained model file's content (state_dicts and config, plain types).
+    train_record_
+        TRAIN's record (epochs run, losses, seconds, device; plain types).
+    flat_params_
+        The flat parameters every step was run with.
     """
 
     def __init__(
@@ -168,26 +122,44 @@ class ScMaskGAN:
         label_key: str | None = None,
         mode: str = "zeros",
         input_scale: str = "counts",
+        layer: str | None = None,
         **params: Any,
     ) -> None:
-        self.random_state = random_state
+        if "impute_mode" in params:
+            raise InputError("give the imputation mode once: mode=... (not impute_mode)")
+        seed = params.pop("seed", None)
+        if seed is not None and seed != random_state and random_state != 0:
+            raise InputError(f"seed={seed} contradicts random_state={random_state}; give one of them")
+        unknown = sorted(set(params) - set(PIPELINE_DEFAULTS))
+        if unknown:
+            other_steps = all_flat_names() - set(PIPELINE_DEFAULTS) - set(_ALIASES)
+            hint = " (a QC or INTEGRATE parameter: not used here)" if set(unknown) <= other_steps else ""
+            raise InputError(
+                f"unknown parameter(s) {', '.join(unknown)}{hint}; use the pipeline's flat names "
+                "(see docs/parameters.md), e.g. epochs=50, impute_k=15"
+            )
+        self.random_state = random_state if seed is None else seed
         self.label_key = label_key
         self.mode = mode
         self.input_scale = input_scale
-        self.params = params
+        self.layer = layer
+        for name, default in PIPELINE_DEFAULTS.items():
+            setattr(self, name, params.get(name, default))
 
     # -- helpers
     def _flat(self) -> dict[str, Any]:
+        """The flat parameters of every step, checked (one-line InputError on a bad value)."""
         if self.input_scale not in ("counts", "lognorm"):
             raise InputError(f"input_scale={self.input_scale!r} is not one of counts, lognorm")
-        flat = _flat_params(self.random_state, self.mode, self.params)
-        for step in (*FIT_STEPS, "impute"):
+        flat = {name: getattr(self, name) for name in PIPELINE_DEFAULTS}
+        flat.update(seed=int(self.random_state), impute_mode=self.mode)
+        for step in IMPUTE_CHAIN:
             step_params_from_flat(step, flat)  # validates values early
         return flat
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "candidates_"):
-            raise InputError("this ScMaskGAN is not fitted yet: call fit(adata) first or load(path)")
+            raise NotFittedError("this ScMaskGAN is not fitted yet: call fit(adata) first or load(path)")
 
     # -- fit
     def fit(self, adata: ad.AnnData) -> ScMaskGAN:
@@ -203,11 +175,12 @@ class ScMaskGAN:
 
         from scmaskgan import steps
         from scmaskgan.generate import read_candidates
+        from scmaskgan.h5ad import write_h5ad
         from scmaskgan.images_h5 import ImageStore
-        from scmaskgan.io import LABEL_COLUMN, attach_labels, write_h5ad
+        from scmaskgan.io import LABEL_COLUMN, attach_labels
 
         flat = self._flat()
-        x = _checked_matrix(adata, self.input_scale)
+        x = _checked_matrix(adata, self.input_scale, self.layer)
         used_cells = np.asarray(x.getnnz(axis=1) > 0)
         used_genes = np.asarray(x.getnnz(axis=0) > 0)
         if used_cells.sum() < 2 or used_genes.sum() < 2:
@@ -247,7 +220,7 @@ class ScMaskGAN:
                 self.encoding_ = store.encoding
                 self.label_source_ = str(store.attrs.get("label_source", label_source))
             kept = read_candidates(filtered)
-            self.model_ = torch.load(model, map_location="cpu", weights_only=True)
+            self.train_record_ = dict(torch.load(model, map_location="cpu", weights_only=True)["train"])
         self.genes_ = [str(g) for g in adata.var_names]
         self.used_genes_ = used_genes
         self.cells_ = [str(c) for c in adata.obs_names]
@@ -301,7 +274,7 @@ class ScMaskGAN:
                 f"gene {first} is {genes[first]!r}, the model was fitted with {self.genes_[first]!r} there; "
                 "reorder adata's genes like the fitted data"
             )
-        x = _checked_matrix(adata, self.input_scale)
+        x = _checked_matrix(adata, self.input_scale, self.layer)
         labels = self._labels_for(adata, x)
         rows = np.flatnonzero(x.getnnz(axis=1) > 0)
         cols = np.flatnonzero(self.used_genes_)
@@ -320,28 +293,39 @@ class ScMaskGAN:
             extra={
                 "fit_params": fit_params,
                 "input_scale": self.input_scale,
+                "layer": self.layer,
                 "n_empty_cells": int(adata.n_obs - rows.size),
                 "n_unused_genes": int(adata.n_vars - cols.size),
                 "n_candidates": int(len(self.candidates_)),
             },
         )
         names = np.asarray(self.label_names_, dtype=object)
-        cell_labels = np.where(labels >= 0, names[np.clip(labels, 0, None)], None)
+        cell_labels = names[np.clip(labels, 0, None)]
+        cell_labels[labels < 0] = None  # all-zero cells have no label
         return values, lognorm, cell_labels, record
 
-    def transform(self, adata: ad.AnnData) -> ad.AnnData:
+    def transform(self, adata: ad.AnnData, *, copy: bool = True) -> ad.AnnData:
         """Impute ``adata`` (the fitted cells, or new cells with the same genes).
+
+        Parameters
+        ----------
+        adata
+            Cells x the fitted genes; the values are read from ``X`` (or ``layers[layer]``).
+        copy
+            Write into a copy (default) or, with ``copy=False``, into ``adata`` itself.
 
         Returns
         -------
-        A new AnnData with the ``{id}.imputed.h5ad`` layout: ``X`` imputed (float32,
-        input scale), ``layers['counts']``, ``layers['imputed_lognorm']``,
-        ``obs['scmaskgan_label']``, ``uns['scmaskgan']``. Shape, cell and gene names
-        are the input's; all-zero cells and genes unseen at fit stay 0 (their label is
-        missing for all-zero cells).
+        The imputed AnnData, in the ``{id}.imputed.h5ad`` layout: ``X`` imputed (float32,
+        input scale), ``layers['counts']`` the input (sparse input stays sparse there),
+        ``layers['imputed_lognorm']``, ``obs['scmaskgan_label']``, ``uns['scmaskgan']``;
+        with ``layer`` set, ``X`` and that layer are kept and the imputed values are in
+        ``layers['imputed']``. Shape, cell and gene names are the input's; all-zero cells
+        and genes unseen at fit stay 0 (their label is missing for all-zero cells).
         """
-        out = adata.copy()
-        annotate(out, *self._impute(adata))
+        imputation = self._impute(adata)
+        out = adata.copy() if copy else adata
+        annotate(out, *imputation, layer=self.layer)
         return out
 
     def fit_transform(self, adata: ad.AnnData) -> ad.AnnData:
@@ -352,6 +336,8 @@ class ScMaskGAN:
     def save(self, path: str | Path) -> Path:
         """Write the fitted estimator to one file (``torch.save`` of plain types and tensors).
 
+        It holds what ``transform`` needs (candidates, encoding, labels, parameters) and
+        the training record, not the GAN's weights (the TRAIN step's model file has them).
         Loadable with ``torch.load(path, weights_only=True)``: no pickled objects.
         """
         import torch
@@ -362,10 +348,7 @@ class ScMaskGAN:
         payload = {
             "format_version": SAVE_FORMAT,
             "kind": "scmaskgan-estimator",
-            "init": {
-                "random_state": self.random_state, "label_key": self.label_key, "mode": self.mode,
-                "input_scale": self.input_scale, "params": dict(self.params),
-            },
+            "init": self.get_params(),
             "flat_params": dict(self.flat_params_),
             "genes": self.genes_,
             "used_genes": torch.from_numpy(self.used_genes_.astype(np.bool_)),
@@ -376,7 +359,7 @@ class ScMaskGAN:
             "encoding": self.encoding_.to_dict(),
             "candidates": torch.from_numpy(self.candidates_),
             "candidate_labels": torch.from_numpy(self.candidate_labels_),
-            "model": self.model_,
+            "train_record": self.train_record_,
         }
         with atomic_path(path) as tmp:
             torch.save(payload, tmp)
@@ -398,11 +381,9 @@ class ScMaskGAN:
             raise InputError(f"{path}: not a scmaskgan estimator file (ScMaskGAN.save writes them)")
         if payload.get("format_version") != SAVE_FORMAT:
             raise InputError(f"{path}: estimator format {payload.get('format_version')}, this version reads {SAVE_FORMAT}")
-        init = payload["init"]
-        model = cls(
-            init["random_state"], label_key=init["label_key"], mode=init["mode"],
-            input_scale=init["input_scale"], **init["params"],
-        )
+        init = dict(payload["init"])
+        nested = init.pop("params", {})  # earlier files nest the pipeline parameters
+        model = cls(**init, **nested)
         model.flat_params_ = dict(payload["flat_params"])
         model.genes_ = list(payload["genes"])
         model.used_genes_ = payload["used_genes"].numpy().astype(bool)
@@ -413,8 +394,20 @@ class ScMaskGAN:
         model.encoding_ = Encoding(**payload["encoding"])
         model.candidates_ = payload["candidates"].numpy().astype(np.float32)
         model.candidate_labels_ = payload["candidate_labels"].numpy().astype(np.int64)
-        model.model_ = payload["model"]
+        record = payload["train_record"] if "train_record" in payload else payload["model"]["train"]
+        model.train_record_ = dict(record)
         return model
+
+
+def _estimator_signature() -> inspect.Signature:
+    """``__init__``'s signature with every pipeline parameter explicit (what sklearn's ``get_params`` reads)."""
+    own = [p for p in inspect.signature(ScMaskGAN.__init__).parameters.values() if p.kind != p.VAR_KEYWORD]
+    pipeline = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default)
+                for name, default in PIPELINE_DEFAULTS.items()]
+    return inspect.Signature(own + pipeline)
+
+
+ScMaskGAN.__init__.__signature__ = _estimator_signature()  # type: ignore[attr-defined]
 
 
 # ---------------------------------------------------------------- scanpy-style function
@@ -425,6 +418,7 @@ def impute(
     mode: str = "zeros",
     random_state: int = 0,
     input_scale: str = "counts",
+    layer: str | None = None,
     copy: bool = False,
     **params: Any,
 ) -> ad.AnnData | None:
@@ -433,8 +427,9 @@ def impute(
     Parameters
     ----------
     adata
-        Cells x genes; ``X`` holds counts (or log-normalised values with
-        ``input_scale='lognorm'``). No QC is done; all-zero cells and genes stay 0.
+        Cells x genes; ``X`` (or ``layers[layer]``) holds counts (or log-normalised
+        values with ``input_scale='lognorm'``), sparse or dense. No QC is done; all-zero
+        cells and genes stay 0.
     label_key
         Cell-type labels: an obs column or a CSV file ``cell,label``; unset: Leiden clusters.
     mode
@@ -445,6 +440,10 @@ def impute(
         Seed of every step (``seed=`` in ``params`` is the same thing).
     input_scale
         ``'counts'`` or ``'lognorm'``; the output is on the input's scale.
+    layer
+        Read the values from ``adata.layers[layer]`` instead of ``X`` (scanpy keeps
+        counts in ``layers['counts']``); ``X`` and that layer are then left as they are
+        and the imputed values go to ``layers['imputed']``.
     copy
         Return a new AnnData instead of writing into ``adata``.
     **params
@@ -453,13 +452,21 @@ def impute(
     Returns
     -------
     ``None`` (``adata`` updated in place) or, with ``copy=True``, the imputed AnnData:
-    ``X`` imputed (float32), ``layers['counts']`` the input, ``layers['imputed_lognorm']``,
+    ``X`` imputed (float32; ``layers['imputed']`` with ``layer``), ``layers['counts']``
+    the input (as given: sparse input stays sparse), ``layers['imputed_lognorm']``,
     ``obs['scmaskgan_label']``, ``uns['scmaskgan']`` (parameters, chosen k and theta
     multiplier, tuning curve, seed, versions, fraction of zeros filled, observed values
     changed).
     """
-    model = ScMaskGAN(random_state, label_key=label_key, mode=mode, input_scale=input_scale, **params).fit(adata)
-    if copy:
-        return model.transform(adata)
-    annotate(adata, *model._impute(adata))
-    return None
+    model = ScMaskGAN(
+        random_state, label_key=label_key, mode=mode, input_scale=input_scale, layer=layer, **params
+    ).fit(adata)
+    out = model.transform(adata, copy=copy)
+    return out if copy else None
+
+
+def impute_copy(adata: ad.AnnData, *, mode: str, label_key: str | None, seed: int, **params: Any) -> ad.AnnData:
+    """``impute(adata, ..., random_state=seed, copy=True)``: the imputer molecular cross-validation scores."""
+    out = impute(adata, mode=mode, label_key=label_key, random_state=seed, copy=True, **params)
+    assert out is not None  # copy=True returns the copy
+    return out

@@ -21,10 +21,7 @@ from typing import Annotated, Any
 import typer
 
 from scmaskgan import steps
-from scmaskgan.config import (
-    STEP_PARAMS,
-    flat_name,
-)
+from scmaskgan.config import IMPUTE_CHAIN, STEP_PARAMS, flat_fields
 from scmaskgan.errors import EXIT_OUT_OF_MEMORY, InputError, ScMaskGANError
 
 app = typer.Typer(
@@ -38,17 +35,19 @@ app = typer.Typer(
 _KW = inspect.Parameter.KEYWORD_ONLY
 
 
-def _param_options(cls: type) -> list[inspect.Parameter]:
-    """typer options for every field of a parameter dataclass."""
-    hints = typing.get_type_hints(cls)
-    options = []
-    for f in dataclasses.fields(cls):
-        help_text = f.metadata.get("help", "")
-        if "choices" in f.metadata:
-            help_text += f" [{'|'.join(f.metadata['choices'])}]"
-        annotation = Annotated[hints[f.name], typer.Option(help=help_text, show_default=True)]
-        options.append(inspect.Parameter(f.name, _KW, default=f.default, annotation=annotation))
-    return options
+def _field_option(name: str, step: str, f: dataclasses.Field[Any]) -> inspect.Parameter:
+    """The typer option ``--name`` of a step parameter's field: its type, default, help and choices."""
+    help_text = f.metadata.get("help", "")
+    if "choices" in f.metadata:
+        help_text += f" [{'|'.join(f.metadata['choices'])}]"
+    kind = typing.get_type_hints(STEP_PARAMS[step])[f.name]
+    annotation = Annotated[kind, typer.Option(help=help_text, show_default=True)]  # type: ignore[valid-type]
+    return inspect.Parameter(name, _KW, default=f.default, annotation=annotation)
+
+
+def _param_options(step: str) -> list[inspect.Parameter]:
+    """typer options for every field of a step's parameters, named by the field."""
+    return [_field_option(f.name, step, f) for f in dataclasses.fields(STEP_PARAMS[step])]
 
 
 def _argument(name: str, help_text: str, kind: Any = Path) -> inspect.Parameter:
@@ -78,17 +77,18 @@ def register_step(
     name: str,
     func: Callable[..., dict[str, Path]],
     arguments: list[inspect.Parameter],
-    params_cls: type | None,
+    params_step: str | None,
     help_text: str,
     extra: list[inspect.Parameter] | None = None,
 ) -> None:
-    """Add a command that builds ``params_cls`` from its options and calls ``func``.
+    """Add a command that builds ``params_step``'s parameters from its options and calls ``func``.
 
     ``func`` receives the arguments and extra options by name, plus ``params=`` when a
     parameter class is given; the outputs it returns are printed one per line.
     """
+    params_cls = STEP_PARAMS[params_step] if params_step else None
     field_names = [f.name for f in dataclasses.fields(params_cls)] if params_cls else []
-    signature = arguments + list(extra or []) + (_param_options(params_cls) if params_cls else [])
+    signature = arguments + list(extra or []) + (_param_options(params_step) if params_step else [])
 
     def command(**kwargs: Any) -> None:
         values = {k: kwargs.pop(k) for k in field_names}
@@ -110,32 +110,32 @@ def register_step(
 register_step(
     "qc", steps.qc,
     [_argument("input_path", "Counts: .h5ad, 10x folder, 10x .h5, or CSV/TSV(.gz).")],
-    STEP_PARAMS["qc"], "QC: read counts, attach labels, filter cells and genes.",
+    "qc", "QC: read counts, attach labels, filter cells and genes.",
     [OUTDIR, SAMPLE_ID],
 )
 register_step(
     "prepare", steps.prepare,
     [_argument("qc_h5ad", "The QC step's {id}.qc.h5ad.")],
-    STEP_PARAMS["prepare"], "PREPARE: labels and the N x N images with masks ({id}.images.h5).",
+    "prepare", "PREPARE: labels and the N x N images with masks ({id}.images.h5).",
     [OUTDIR, SAMPLE_ID],
 )
 register_step(
     "train", steps.train,
     [_argument("images_h5", "The PREPARE step's {id}.images.h5.")],
-    STEP_PARAMS["train"], "TRAIN: fit the conditional masked GAN.",
+    "train", "TRAIN: fit the conditional masked GAN.",
     [OUTDIR, SAMPLE_ID],
 )
 register_step(
     "generate", steps.generate,
     [_argument("model_pt", "The TRAIN step's {id}.model.pt."),
      _argument("images_h5", "The PREPARE step's {id}.images.h5.")],
-    STEP_PARAMS["generate"], "GENERATE: candidate cells per label.",
+    "generate", "GENERATE: candidate cells per label.",
     [OUTDIR, SAMPLE_ID],
 )
 register_step(
     "filter", steps.filter_candidates,
     [_argument("candidates_h5", "The GENERATE step's {id}.candidates.h5.")],
-    STEP_PARAMS["filter"], "FILTER: drop anomalous candidates (IsolationForest).",
+    "filter", "FILTER: drop anomalous candidates (IsolationForest).",
     [OUTDIR, SAMPLE_ID],
 )
 register_step(
@@ -143,52 +143,41 @@ register_step(
     [_argument("qc_h5ad", "The QC step's {id}.qc.h5ad."),
      _argument("images_h5", "The PREPARE step's {id}.images.h5."),
      _argument("filtered_h5", "The FILTER step's {id}.candidates.filtered.h5.")],
-    STEP_PARAMS["impute"], "IMPUTE: fill dropouts from the nearest retained candidates.",
+    "impute", "IMPUTE: fill dropouts from the nearest retained candidates.",
     [OUTDIR, SAMPLE_ID],
 )
 
 # ---------------------------------------------------------------- one file, every step
-#: Steps ``scmaskgan impute`` runs (no QC); its options are their flat parameter names.
-IMPUTE_STEPS = ("prepare", "train", "generate", "filter", "impute")
 #: QC fields ``scmaskgan impute`` also takes (reading the input and its labels).
 IMPUTE_READ_FIELDS = ("label_key", "orientation", "input_scale")
 #: Step fields meaningless in a one-shot run in a temporary folder.
 IMPUTE_SKIPPED = ("resume",)
 
 
-def _flat_options(step_names: tuple[str, ...]) -> list[inspect.Parameter]:
+def _flat_options(steps: tuple[str, ...]) -> list[inspect.Parameter]:
     """typer options named by the pipeline's flat names of the steps' fields (shared names once)."""
-    options: dict[str, inspect.Parameter] = {}
-    for step in step_names:
-        hints = typing.get_type_hints(STEP_PARAMS[step])
-        for f in dataclasses.fields(STEP_PARAMS[step]):
-            name = flat_name(step, f.name)
-            if name in options or name in IMPUTE_SKIPPED:
-                continue
-            help_text = f.metadata.get("help", "")
-            if "choices" in f.metadata:
-                help_text += f" [{'|'.join(f.metadata['choices'])}]"
-            annotation = Annotated[hints[f.name], typer.Option(help=help_text, show_default=True)]
-            options[name] = inspect.Parameter(name, _KW, default=f.default, annotation=annotation)
-    return list(options.values())
+    return [_field_option(name, step, f) for name, (step, f) in flat_fields(steps).items() if name not in IMPUTE_SKIPPED]
 
 
 def impute_command(**kwargs: Any) -> None:
     """Impute one counts file: PREPARE, TRAIN, GENERATE, FILTER and IMPUTE (no QC) into one .h5ad."""
-    from scmaskgan.api import impute
-    from scmaskgan.io import read_counts, write_h5ad
+    from scmaskgan.api import ScMaskGAN
+    from scmaskgan.h5ad import write_h5ad
+    from scmaskgan.io import read_counts
+    from scmaskgan.memory import return_large_blocks_to_the_system
 
     input_path, output = kwargs.pop("input_path"), kwargs.pop("output")
     read = {name: kwargs.pop(name) for name in IMPUTE_READ_FIELDS}
     adata = read_counts(input_path, orientation=read["orientation"], input_scale=read["input_scale"])
-    impute(  # in place: the file's AnnData is ours, a copy would only double the memory
-        adata, label_key=read["label_key"], mode=kwargs.pop("impute_mode"), random_state=kwargs.pop("seed"),
-        input_scale=read["input_scale"], copy=False, **kwargs,
-    )
+    model = ScMaskGAN(  # scmaskgan.impute in two halves, to tune this process's allocator between them
+        kwargs.pop("seed"), label_key=read["label_key"], mode=kwargs.pop("impute_mode"),
+        input_scale=read["input_scale"], **kwargs,
+    ).fit(adata)
+    return_large_blocks_to_the_system()  # for IMPUTE only: training would pay page faults (scmaskgan.memory)
+    model.transform(adata, copy=False)  # in place: the file's AnnData is ours, a copy would double the memory
     typer.echo(f"h5ad\t{write_h5ad(adata, output)}")
 
 
-_qc_fields = {f.name: f for f in dataclasses.fields(STEP_PARAMS["qc"])}
 impute_command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
     [
         _argument("input_path", "Counts: .h5ad, 10x folder, 10x .h5, or CSV/TSV(.gz)."),
@@ -196,8 +185,8 @@ impute_command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
             Path, typer.Option("--output", "-o", help="The imputed .h5ad to write ({id}.imputed.h5ad layout).")
         ]),
     ]
-    + [p for p in _param_options(STEP_PARAMS["qc"]) if p.name in IMPUTE_READ_FIELDS]
-    + _flat_options(IMPUTE_STEPS)
+    + [p for p in _param_options("qc") if p.name in IMPUTE_READ_FIELDS]
+    + _flat_options(IMPUTE_CHAIN)
 )
 app.command("impute")(impute_command)
 
@@ -205,7 +194,7 @@ app.command("impute")(impute_command)
 register_step(
     "integrate", steps.integrate,
     [_argument("imputed", "The IMPUTE step's {id}.imputed.h5ad files.", list[Path])],
-    STEP_PARAMS["integrate"], "INTEGRATE: batch-correct, cluster and find markers across samples.",
+    "integrate", "INTEGRATE: batch-correct, cluster and find markers across samples.",
     [OUTDIR, _option("samplesheet", None, "Samplesheet (adds batch and metadata columns).", Path | None)],
 )
 register_step(
@@ -293,7 +282,7 @@ def evaluate_command(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """Metrics of an imputation (the paper's), or molecular cross-validation with --mcv."""
-    from scmaskgan import evaluate
+    from scmaskgan import api, evaluate
 
     name = sample_id or sample_id_from_path(imputed if imputed is not None else original)
     if mcv:
@@ -301,7 +290,8 @@ def evaluate_command(
             raise InputError("--mcv takes one counts file; it imputes the train part itself")
         outputs = evaluate.mcv_file(
             original, outdir, name, modes=[m.strip() for m in modes.split(",") if m.strip()],
-            label_key=label_key, p_train=p_train, seed=seed, impute_kwargs=_load_mapping(params_file),
+            label_key=label_key, p_train=p_train, seed=seed, imputer=api.impute_copy,
+            impute_kwargs=_load_mapping(params_file),
         )
     else:
         if imputed is None:

@@ -11,44 +11,87 @@ Each field carries ``metadata={"help": ...}``; ``choices`` restricts a string fi
 from __future__ import annotations
 
 import dataclasses
+import numbers
+import operator
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from scmaskgan.errors import InputError
 
 
-def _p(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
+def _p(
+    default: Any,
+    help: str,
+    choices: tuple[str, ...] | None = None,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+) -> Any:
+    """A field with its help text, allowed ``choices`` and bounds (``ge``/``gt``/``le``/``lt``)."""
     meta: dict[str, Any] = {"help": help}
     if choices is not None:
         meta["choices"] = choices
+    bounds = {op: bound for op, bound in {"ge": ge, "gt": gt, "le": le, "lt": lt}.items() if bound is not None}
+    if bounds:
+        meta["bounds"] = bounds
     return field(default=default, metadata=meta)
 
 
+#: Comparison of each bound name, and how a message writes it.
+_BOUND_CHECKS: dict[str, tuple[Callable[[Any, float], bool], str]] = {
+    "ge": (operator.ge, ">="),
+    "gt": (operator.gt, ">"),
+    "le": (operator.le, "<="),
+    "lt": (operator.lt, "<"),
+}
+
+
+def _check_field(name: str, value: Any, metadata: Mapping[str, Any]) -> None:
+    """Raise a one-line :class:`InputError` when ``value`` is outside a field's choices or bounds.
+
+    ``None`` passes the bounds (it means "unset" for the optional fields).
+    """
+    choices = metadata.get("choices")
+    if choices is not None and value not in choices:
+        raise InputError(f"parameter {name}={value!r} is not one of {', '.join(choices)}")
+    bounds = metadata.get("bounds", {})
+    if value is None or not bounds:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InputError(f"parameter {name}={value!r} must be a number")
+    for op, bound in bounds.items():
+        compare, symbol = _BOUND_CHECKS[op]
+        if not compare(value, bound):
+            raise InputError(f"parameter {name}={value!r} must be {symbol} {bound:g}")
+
+
 class _Validated:
-    """Mixin: validates ``choices`` and simple ranges after construction."""
+    """Mixin: validates ``choices`` and ranges (the fields' ``bounds``) after construction."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
-            value = getattr(self, f.name)
-            choices = f.metadata.get("choices")
-            if choices is not None and value not in choices:
-                raise InputError(
-                    f"parameter {f.name}={value!r} is not one of {', '.join(choices)}"
-                )
+            _check_field(f.name, getattr(self, f.name), f.metadata)
 
 
 @dataclass
 class QCParams(_Validated):
     """Reading the counts and the scanpy quality control (QC step)."""
 
-    min_genes: int = _p(200, "Keep cells with at least this many detected genes.")
-    min_cells: int = _p(3, "Keep genes detected in at least this many cells.")
-    max_mito_pct: float = _p(5.0, "Drop cells whose mitochondrial count percentage is this or more.")
+    min_genes: int = _p(200, "Keep cells with at least this many detected genes.", ge=0)
+    min_cells: int = _p(3, "Keep genes detected in at least this many cells.", ge=0)
+    max_mito_pct: float = _p(
+        5.0, "Drop cells whose mitochondrial count percentage is this or more.", ge=0, le=100,
+    )
     mito_prefix: str | None = _p(
         None, "Prefix of mitochondrial gene names; auto-detects 'MT-' or 'mt-' when unset."
     )
-    max_genes: int | None = _p(None, "Drop cells with more detected genes than this (doublets); off when unset.")
-    max_counts: int | None = _p(None, "Drop cells with more total counts than this; off when unset.")
+    max_genes: int | None = _p(
+        None, "Drop cells with more detected genes than this (doublets); off when unset.", ge=1,
+    )
+    max_counts: int | None = _p(None, "Drop cells with more total counts than this; off when unset.", ge=1)
     orientation: str = _p(
         "auto",
         "Layout of CSV/TSV input: 'genes-rows' (GEO style, first column gene ids), "
@@ -67,51 +110,51 @@ class QCParams(_Validated):
         "Cell-type labels: an obs column of the input, or a CSV file with columns "
         "'cell,label'. Unset: labels come from automatic Leiden clustering in PREPARE.",
     )
-    min_cells_after: int = _p(10, "Fail when fewer cells than this remain after QC.")
+    min_cells_after: int = _p(10, "Fail when fewer cells than this remain after QC.", ge=1)
 
 
 @dataclass
 class PrepareParams(_Validated):
     """Encoding cells as N x N images with masks (PREPARE step)."""
 
-    target_sum: float = _p(1e4, "Library size every cell is normalised to before log1p.")
+    target_sum: float = _p(1e4, "Library size every cell is normalised to before log1p.", gt=0)
     leiden_resolution: float = _p(
-        0.8, "Leiden resolution for automatic labels when no label_key is given."
+        0.8, "Leiden resolution for automatic labels when no label_key is given.", gt=0,
     )
-    n_pcs: int = _p(30, "Principal components used for automatic labelling.")
+    n_pcs: int = _p(30, "Principal components used for automatic labelling.", ge=1)
     min_label_cells: int = _p(
-        5, "Labels with fewer cells are merged into the label with the nearest centroid."
+        5, "Labels with fewer cells are merged into the label with the nearest centroid.", ge=1,
     )
-    chunk_cells: int = _p(1024, "Cells read, encoded and written per chunk (bounds memory).")
-    seed: int = _p(0, "Random seed.")
+    chunk_cells: int = _p(1024, "Cells read, encoded and written per chunk (bounds memory).", ge=1)
+    seed: int = _p(0, "Random seed.", ge=0)
 
 
 @dataclass
 class TrainParams(_Validated):
     """Training the conditional masked GAN (TRAIN step)."""
 
-    epochs: int = _p(40, "Maximum number of epochs (early stopping usually ends training sooner).")
+    epochs: int = _p(40, "Maximum number of epochs (early stopping usually ends training sooner).", ge=1)
     batch_size: int = _p(
         64,
         "Mini-batch size. For images larger than 64 x 64 (over 4,096 genes) it shrinks by "
-        "(64/N)^2, at least 8, so that a batch holds the same number of pixels (memory and time).",
+        "(64/N)^2, at least 8, so that a batch holds the same number of pixels (memory and time).", ge=1,
     )
     cells_per_epoch: int | None = _p(
         2048,
         "Training cells drawn per epoch (a new random subset every epoch; passes over all cells are "
         "repeated when the sample has fewer; one pass when unset), so that an epoch is the same number "
         "of adversarial steps and validation and early stopping come at the same pace for any sample size. "
-        "Shrinks like batch_size for images larger than 64 x 64.",
+        "Shrinks like batch_size for images larger than 64 x 64.", ge=1,
     )
-    lr_g: float = _p(1e-3, "Adam learning rate of the generator (paper: 1e-3).")
+    lr_g: float = _p(1e-3, "Adam learning rate of the generator (paper: 1e-3).", gt=0)
     lr_d: float = _p(
         2e-3,
         "Adam learning rate of the discriminator (paper: 1e-4, with which the spectrally normalised "
-        "discriminator stayed at chance; see docs/method.md).",
+        "discriminator stayed at chance; see docs/method.md).", gt=0,
     )
-    beta1: float = _p(0.5, "Adam beta1.")
-    beta2: float = _p(0.999, "Adam beta2.")
-    lambda_rec: float = _p(10.0, "Weight of the masked reconstruction loss.")
+    beta1: float = _p(0.5, "Adam beta1.", ge=0, lt=1)
+    beta2: float = _p(0.999, "Adam beta2.", ge=0, lt=1)
+    lambda_rec: float = _p(10.0, "Weight of the masked reconstruction loss.", ge=0)
     rec_loss: str = _p(
         "moments",
         "Reconstruction term: 'moments' (masked per-label mean and detection rate), "
@@ -119,35 +162,38 @@ class TrainParams(_Validated):
         ("moments", "inpaint", "none"),
     )
     inpaint_fraction: float = _p(
-        0.2, "With rec_loss='inpaint': fraction of a cell's observed genes hidden from the generator."
+        0.2, "With rec_loss='inpaint': fraction of a cell's observed genes hidden from the generator.",
+        gt=0, lt=1,
     )
     base_channels: int = _p(
-        16, "Channels of the generator's first convolution block (paper: 32; 16 is as good and 1.6x faster on CPU)."
+        16, "Channels of the generator's first convolution block (paper: 32; 16 is as good and 1.6x faster on CPU).",
+        ge=1,
     )
-    latent_dim: int | None = _p(None, "Noise dimension; the image side N when unset (as in the paper).")
+    latent_dim: int | None = _p(None, "Noise dimension; the image side N when unset (as in the paper).", ge=1)
     patience: int = _p(
-        6, "Early stopping: epochs without improvement of the smoothed held-out candidate quality."
+        6, "Early stopping: epochs without improvement of the smoothed held-out candidate quality.", ge=1,
     )
-    min_epochs: int = _p(10, "Never stop before this many epochs.")
-    val_fraction: float = _p(0.1, "Fraction of cells held out for the validation signal.")
-    grad_clip: float = _p(1.0, "Gradient norm clipping (0 disables).")
-    checkpoint_every: int = _p(10, "Write a checkpoint every this many epochs.")
+    min_epochs: int = _p(10, "Never stop before this many epochs.", ge=0)
+    val_fraction: float = _p(0.1, "Fraction of cells held out for the validation signal.", ge=0, lt=1)
+    grad_clip: float = _p(1.0, "Gradient norm clipping (0 disables).", ge=0)
+    checkpoint_every: int = _p(10, "Write a checkpoint every this many epochs.", ge=1)
     resume: bool = _p(False, "Resume from the last checkpoint in the output folder.")
     device: str = _p("auto", "'auto' (CUDA, then MPS, then CPU), 'cpu', 'cuda', 'cuda:N' or 'mps'.")
     amp: bool = _p(True, "Mixed precision on CUDA (ignored elsewhere).")
-    threads: int | None = _p(None, "CPU threads for torch; all available when unset.")
-    seed: int = _p(0, "Random seed.")
+    threads: int | None = _p(None, "CPU threads for torch; all available when unset.", ge=1)
+    seed: int = _p(0, "Random seed.", ge=0)
 
 
 @dataclass
 class GenerateParams(_Validated):
     """Sampling candidate cells per label (GENERATE step)."""
 
-    candidates_per_cell: float = _p(2.0, "Candidates generated per real cell of a label.")
-    min_candidates: int = _p(200, "At least this many candidates per label.")
-    max_candidates: int = _p(4000, "At most this many candidates per label.")
+    candidates_per_cell: float = _p(2.0, "Candidates generated per real cell of a label.", gt=0)
+    min_candidates: int = _p(200, "At least this many candidates per label.", ge=1)
+    max_candidates: int = _p(4000, "At most this many candidates per label.", ge=1)
     batch_size: int = _p(
-        256, "Candidates generated per forward pass (shrinks by (64/N)^2 for images larger than 64 x 64)."
+        256, "Candidates generated per forward pass (shrinks by (64/N)^2 for images larger than 64 x 64).",
+        ge=1,
     )
     dropouts: str = _p(
         "sample",
@@ -156,7 +202,7 @@ class GenerateParams(_Validated):
         ("sample", "expected"),
     )
     device: str = _p("auto", "Device, as for TRAIN.")
-    seed: int = _p(0, "Random seed.")
+    seed: int = _p(0, "Random seed.", ge=0)
 
 
 @dataclass
@@ -168,9 +214,9 @@ class FilterParams(_Validated):
         "Anomaly-score threshold: candidates with s(x) > tau are dropped. Unset: "
         "tau = Q3 + 1.5 IQR of the label's scores (Tukey fence).",
     )
-    n_estimators: int = _p(200, "Trees per IsolationForest.")
-    max_features: float = _p(1.0, "Fraction of genes each tree draws from.")
-    seed: int = _p(0, "Random seed.")
+    n_estimators: int = _p(200, "Trees per IsolationForest.", ge=1)
+    max_features: float = _p(1.0, "Fraction of genes each tree draws from.", gt=0, le=1)
+    seed: int = _p(0, "Random seed.", ge=0)
 
 
 @dataclass
@@ -183,8 +229,8 @@ class ImputeParams(_Validated):
         "'denoise' (observed values are also replaced by their neighbour estimate).",
         ("zeros", "denoise"),
     )
-    k: int | None = _p(None, "Nearest candidates per cell; tuned with Optuna when unset.")
-    k_max: int = _p(50, "Upper bound of the k search.")
+    k: int | None = _p(None, "Nearest candidates per cell; tuned with Optuna when unset.", ge=1)
+    k_max: int = _p(50, "Upper bound of the k search.", ge=1)
     theta_sigma: float | None = _p(
         None,
         "Distance threshold theta = mu + theta_sigma * sigma (mean and SD of the label's "
@@ -194,7 +240,7 @@ class ImputeParams(_Validated):
         None,
         "Denoise mode: shape alpha of the Gamma prior that the cell's neighbours give each gene "
         "(posterior mean (x + alpha) m / (m + alpha) for a count x and neighbour mean m). Small values "
-        "trust the cell's own counts, large ones its neighbours. Tuned when unset.",
+        "trust the cell's own counts, large ones its neighbours. Tuned when unset.", gt=0,
     )
     neighbour_space: str = _p(
         "pca",
@@ -202,20 +248,20 @@ class ImputeParams(_Validated):
         "sample's encoded cells; sampling noise of single genes averages out) or 'genes' (all genes).",
         ("pca", "genes"),
     )
-    n_pcs: int = _p(30, "Principal components of the neighbour search (neighbour_space='pca').")
-    n_trials: int = _p(25, "Optuna trials for tuning k, theta_sigma and (denoise) shrinkage.")
+    n_pcs: int = _p(30, "Principal components of the neighbour search (neighbour_space='pca').", ge=1)
+    n_trials: int = _p(25, "Optuna trials for tuning k, theta_sigma and (denoise) shrinkage.", ge=1)
     holdout_fraction: float = _p(
         0.1,
         "Validation for tuning: fraction of the molecules held out (binomial split of every "
         "count, as in molecular cross-validation); for log-normalised input, fraction of "
-        "the observed entries hidden.",
+        "the observed entries hidden.", gt=0, lt=1,
     )
     tune_cells: int = _p(
         1000,
         "At most this many cells (a seeded random subsample) are used for tuning; fewer for wide "
-        "samples (at most 4 M cells x genes, at least 100 cells).",
+        "samples (at most 4 M cells x genes, at least 100 cells).", ge=1,
     )
-    seed: int = _p(0, "Random seed.")
+    seed: int = _p(0, "Random seed.", ge=0)
 
 
 @dataclass
@@ -230,21 +276,22 @@ class IntegrateParams(_Validated):
         "inner", "'inner' keeps genes present in every sample; 'outer' fills missing genes with 0.",
         ("inner", "outer"),
     )
-    n_hvg: int = _p(2000, "Highly variable genes (batch-aware).")
-    n_pcs: int = _p(30, "Principal components.")
-    n_neighbors: int = _p(15, "Neighbours of the kNN graph.")
-    leiden_resolution: float = _p(0.8, "Leiden resolution of the integrated clusters.")
+    n_hvg: int = _p(2000, "Highly variable genes (batch-aware).", ge=1)
+    n_pcs: int = _p(30, "Principal components.", ge=1)
+    n_neighbors: int = _p(15, "Neighbours of the kNN graph.", ge=1)
+    leiden_resolution: float = _p(0.8, "Leiden resolution of the integrated clusters.", gt=0)
     markers: str | None = _p(None, "Comma-separated marker genes to plot and tabulate across samples.")
     batch_key: str = _p(
         "sample",
         "Groups corrected for: 'sample' (every sample its own batch), 'batch' (the "
         "samplesheet's batch column) or another samplesheet column.",
     )
-    n_markers: int = _p(25, "Marker genes per cluster written to markers.csv.")
+    n_markers: int = _p(25, "Marker genes per cluster written to markers.csv.", ge=1)
     n_top_markers: int = _p(
-        6, "Without --markers: the top marker of each cluster is tabulated and plotted, at most this many genes."
+        6, "Without --markers: the top marker of each cluster is tabulated and plotted, at most this many genes.",
+        ge=1,
     )
-    seed: int = _p(0, "Random seed.")
+    seed: int = _p(0, "Random seed.", ge=0)
 
 
 StepParams = TypeVar("StepParams")
@@ -324,6 +371,22 @@ def step_params_from_flat(step: str, flat: dict[str, Any]) -> Any:
     return cls(**values)
 
 
+#: Steps that ``scmaskgan.impute`` and ``scmaskgan impute`` run on one AnnData (no QC, no INTEGRATE).
+IMPUTE_CHAIN: tuple[str, ...] = ("prepare", "train", "generate", "filter", "impute")
+
+
+def flat_fields(steps: Iterable[str] = tuple(STEP_PARAMS)) -> dict[str, tuple[str, dataclasses.Field[Any]]]:
+    """Flat name -> (step, field) of the steps' fields, in pipeline order.
+
+    A name several steps share (``seed``, ``device``) appears once, with its first step.
+    """
+    fields: dict[str, tuple[str, dataclasses.Field[Any]]] = {}
+    for step in steps:
+        for f in dataclasses.fields(STEP_PARAMS[step]):
+            fields.setdefault(flat_name(step, f.name), (step, f))
+    return fields
+
+
 def all_flat_names() -> set[str]:
     """Every flat parameter name the steps understand."""
-    return {flat_name(s, f.name) for s, cls in STEP_PARAMS.items() for f in dataclasses.fields(cls)}
+    return set(flat_fields())

@@ -13,6 +13,7 @@ import scipy.sparse as sp
 
 from scmaskgan.atomic import atomic_path, write_text_atomic
 from scmaskgan.errors import InputError, StepError
+from scmaskgan.matrix import dense
 
 
 def pbmc_counts() -> ad.AnnData:
@@ -25,8 +26,7 @@ def pbmc_counts() -> ad.AnnData:
 
     ref = sc.datasets.pbmc68k_reduced()
     raw = ref.raw.to_adata()
-    lognorm = raw.X.toarray() if sp.issparse(raw.X) else np.asarray(raw.X)
-    scaled = np.expm1(lognorm.astype(np.float64)) * ref.obs["n_counts"].to_numpy()[:, None] / 1e4
+    scaled = np.expm1(dense(raw.X)) * ref.obs["n_counts"].to_numpy()[:, None] / 1e4
     counts = np.round(scaled)
     # raw.X is float32: allow its relative rounding error on large counts
     if np.any(np.abs(scaled - counts) > 0.05 + 1e-3 * counts):
@@ -83,7 +83,7 @@ def write_demo(outdir: str | Path, n_samples: int = 2, seed: int = 0) -> dict[st
     Paths keyed by sample id, plus ``'samplesheet'`` (``sample,path,label_key,batch`` with
     absolute paths, so it works from any working folder and with Nextflow).
     """
-    from scmaskgan.io import write_h5ad
+    from scmaskgan.h5ad import write_h5ad
 
     if not 1 <= n_samples <= MAX_DEMO_SAMPLES:
         raise InputError(f"n_samples={n_samples}: the demo makes 1 to {MAX_DEMO_SAMPLES} samples")

@@ -20,6 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from scmaskgan.errors import InputError
+from scmaskgan.matrix import library_sizes, lognormalise
 
 FORMAT_VERSION = 1
 
@@ -58,43 +59,6 @@ class Encoding:
     def to_dict(self) -> dict[str, object]:
         """Plain-types dict (for HDF5 attributes, JSON and model configs)."""
         return asdict(self)
-
-
-def _dense_rows(x: np.ndarray | sp.spmatrix) -> np.ndarray:
-    return np.asarray(x.toarray() if sp.issparse(x) else x, dtype=np.float64)
-
-
-def library_sizes(x: np.ndarray | sp.spmatrix, input_scale: str = "counts") -> np.ndarray:
-    """Per-cell library sizes (row sums); ``target_sum`` placeholder 1 for lognorm input."""
-    if input_scale == "lognorm":
-        return np.ones(x.shape[0], dtype=np.float64)
-    return np.asarray(x.sum(axis=1), dtype=np.float64).ravel()
-
-
-def lognormalise(
-    x: np.ndarray | sp.spmatrix, target_sum: float, input_scale: str = "counts"
-) -> tuple[np.ndarray, np.ndarray]:
-    """Log-normalise rows of counts (cells x genes).
-
-    Parameters
-    ----------
-    x
-        Counts (or log-normalised values when ``input_scale='lognorm'``).
-    target_sum
-        Library size to normalise to.
-    input_scale
-        ``'counts'`` or ``'lognorm'`` (values are returned unchanged).
-
-    Returns
-    -------
-    ``(lognorm, library_size)``: dense float64 array and per-cell library sizes.
-    """
-    dense = _dense_rows(x)
-    lib = library_sizes(x, input_scale)
-    if input_scale == "lognorm":
-        return dense, lib
-    safe = np.where(lib > 0, lib, 1.0)
-    return np.log1p(dense / safe[:, None] * target_sum), lib
 
 
 def fit_encoding(

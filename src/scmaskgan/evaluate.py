@@ -41,7 +41,6 @@ from typing import Any
 import anndata as ad
 import matplotlib
 import numpy as np
-import scipy.sparse as sp
 from matplotlib.figure import Figure
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import jensenshannon
@@ -51,10 +50,13 @@ from sklearn.neighbors import NearestNeighbors
 
 from scmaskgan import mcv
 from scmaskgan.atomic import atomic_path, write_text_atomic
+from scmaskgan.config import IMPUTE_CHAIN, all_flat_names, flat_fields
 from scmaskgan.errors import InputError, StepError
 from scmaskgan.false_signal import correlation_inflation
+from scmaskgan.h5ad import read_h5ad
 from scmaskgan.io import LABEL_COLUMN
 from scmaskgan.labels import knn_transformer
+from scmaskgan.matrix import dense, lognormalise_nonnegative
 from scmaskgan.quality import correlation_similarity
 from scmaskgan.versions import package_versions
 
@@ -63,27 +65,6 @@ IMPUTE_MODES: tuple[str, ...] = ("zeros", "denoise")
 
 
 # ------------------------------------------------------------------ scales
-def _dense(x: Any) -> np.ndarray:
-    return np.asarray(x.toarray() if sp.issparse(x) else x, dtype=np.float64)
-
-
-def lognormalize(x: Any, target_sum: float = 1e4) -> np.ndarray:
-    """Log-normalised dense copy of counts: ``log1p(x / rowsum * target_sum)``.
-
-    Parameters
-    ----------
-    x
-        Cells x genes, dense or sparse, any non-negative scale (negative values are
-        clipped to 0). Cells without counts stay 0.
-    target_sum
-        Total each cell is scaled to (default 10,000).
-    """
-    dense = np.clip(_dense(x), 0.0, None)
-    lib = dense.sum(axis=1, keepdims=True)
-    lib[lib == 0] = 1.0
-    return np.log1p(dense / lib * target_sum)
-
-
 # ------------------------------------------------------------------ distributions
 def zscores(x: np.ndarray) -> np.ndarray:
     """Per-gene Z-scores ``(x - mean) / std`` over cells (population std, ddof=0).
@@ -173,14 +154,14 @@ def top_variable_genes(x: np.ndarray, n: int = 30) -> np.ndarray:
     return np.argsort(-np.asarray(x).var(axis=0), kind="stable")[: min(n, x.shape[1])]
 
 
-def gene_correlation(x: np.ndarray, genes: Sequence[int]) -> np.ndarray:
+def gene_correlation(x: np.ndarray, genes: np.ndarray | Sequence[int]) -> np.ndarray:
     """Gene-gene Pearson correlation matrix of the columns ``genes`` (NaN for constant genes)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.corrcoef(np.asarray(x)[:, list(genes)], rowvar=False)
 
 
 # ------------------------------------------------------------------ clusters vs labels
-def match_clusters(labels: Sequence[Any], clusters: Sequence[Any], unmatched: str = "<unmatched>") -> np.ndarray:
+def match_clusters(labels: np.ndarray | Sequence[Any], clusters: np.ndarray | Sequence[Any], unmatched: str = "<unmatched>") -> np.ndarray:
     """Map each cluster to one label by the Hungarian algorithm (most shared cells).
 
     ``scipy.optimize.linear_sum_assignment`` on the contingency table pairs every
@@ -203,7 +184,7 @@ def match_clusters(labels: Sequence[Any], clusters: Sequence[Any], unmatched: st
     return mapping[cluster_idx]
 
 
-def clustering_scores(labels: Sequence[Any], clusters: Sequence[Any]) -> dict[str, float]:
+def clustering_scores(labels: np.ndarray | Sequence[Any], clusters: np.ndarray | Sequence[Any]) -> dict[str, float]:
     """ACC, AUC, F1, ARI and NMI of a clustering against known labels.
 
     * ``acc``: fraction of cells whose Hungarian-matched cluster label (see
@@ -309,7 +290,7 @@ def knn_overlap(embedding_a: np.ndarray, embedding_b: np.ndarray, k: int = 15) -
     return float(np.mean(shared) / k)
 
 
-def label_silhouette(embedding: np.ndarray, labels: Sequence[Any]) -> float:
+def label_silhouette(embedding: np.ndarray, labels: np.ndarray | Sequence[Any]) -> float:
     """Silhouette width of the known labels in an embedding (``sklearn.metrics.silhouette_score``), in [-1, 1]."""
     labels = np.asarray(labels).astype(str)
     if not 1 < len(np.unique(labels)) < len(labels):
@@ -328,7 +309,7 @@ def imputation_changes(original: Any, imputed: Any, rtol: float = 1e-4) -> dict[
     changed by more than ``rtol`` relative; 0 in the paper's zeros-only mode) and
     ``max_observed_change`` (largest absolute change of an observed entry).
     """
-    a, b = _dense(original), _dense(imputed)
+    a, b = dense(original), dense(imputed)
     _check_pair(a, b)
     zero = a == 0
     diff = np.abs(b - a)[~zero]
@@ -424,7 +405,7 @@ def evaluate_imputation(
         keep = np.sort(np.random.default_rng(seed).choice(original.n_obs, max_cells, replace=False))
         original, imputed = original[keep], imputed[keep]
     labels, label_key = _labels(original, imputed, label_key)
-    scale = lognormalize if input_scale == "counts" else _dense
+    scale = lognormalise_nonnegative if input_scale == "counts" else dense
     x_orig, x_imp = scale(original.X), scale(imputed.X)
     gene_names = np.asarray(original.var_names)
     if genes:
@@ -511,8 +492,8 @@ def _overlay_hist_figure(a: np.ndarray, b: np.ndarray, xlabel: str, bins: int = 
     ax = fig.subplots()
     a, b = a[np.isfinite(a)], b[np.isfinite(b)]
     edges = np.histogram_bin_edges(np.concatenate([a, b]), bins=bins)
-    ax.hist(a, bins=edges, alpha=0.55, density=True, label="original")
-    ax.hist(b, bins=edges, alpha=0.55, density=True, label="imputed")
+    ax.hist(a, bins=edges, alpha=0.55, density=True, label="original")  # type: ignore[arg-type]  # stubs: no arrays
+    ax.hist(b, bins=edges, alpha=0.55, density=True, label="imputed")  # type: ignore[arg-type]
     ax.set_xlabel(xlabel)
     ax.set_ylabel("density")
     ax.legend(frameon=False)
@@ -568,12 +549,6 @@ def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]])
 Imputer = Callable[..., ad.AnnData]
 
 
-def _public_impute(adata: ad.AnnData, *, mode: str, label_key: str | None, seed: int, **params: Any) -> ad.AnnData:
-    import scmaskgan  # the public API, imported late: it pulls in torch and the model
-
-    return scmaskgan.impute(adata, mode=mode, label_key=label_key, random_state=seed, copy=True, **params)
-
-
 def run_mcv(
     counts: ad.AnnData,
     *,
@@ -581,7 +556,7 @@ def run_mcv(
     label_key: str | None = None,
     p_train: float = 0.9,
     seed: int = 0,
-    imputer: Imputer | None = None,
+    imputer: Imputer,
     impute_kwargs: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Molecular cross-validation of scMASKGAN with its two controls.
@@ -603,12 +578,13 @@ def run_mcv(
         Binomial split probability and seed.
     imputer
         ``imputer(adata, mode=..., label_key=..., seed=..., **impute_kwargs)`` returning
-        an AnnData with the imputed values in ``X``; default ``scmaskgan.impute``.
+        an AnnData with the imputed values in ``X``: :func:`scmaskgan.api.impute_copy` for
+        scMASKGAN (given by the caller: this module sits below the API).
     impute_kwargs
         Further keyword arguments of the imputer: for ``scmaskgan.impute``, flat
         pipeline parameters (``epochs``, ``impute_n_trials``, ``device`` ...), e.g. a
         runner ``--params-file``. ``impute_mode`` and ``seed`` are ignored (``modes``
-        and ``seed`` decide them).
+        and ``seed`` decide them), and so are the QC and INTEGRATE parameters.
 
     Returns
     -------
@@ -619,8 +595,8 @@ def run_mcv(
             raise InputError(f"impute mode {mode!r} is not one of {', '.join(IMPUTE_MODES)}")
     if label_key is not None and label_key not in counts.obs:
         raise InputError(f"label column {label_key!r} not in the input's obs")
-    impute_fn = imputer or _public_impute
-    kwargs = {k: v for k, v in (impute_kwargs or {}).items() if k not in ("impute_mode", "seed")}
+    ignored = {"impute_mode", "seed"} | (all_flat_names() - set(flat_fields(IMPUTE_CHAIN)))
+    kwargs = {k: v for k, v in (impute_kwargs or {}).items() if k not in ignored}
     train, test = mcv.split_counts(counts.X, p_train=p_train, seed=seed)
     rows: list[dict[str, Any]] = []
 
@@ -632,7 +608,7 @@ def run_mcv(
     for mode in modes:
         train_adata = ad.AnnData(X=train.astype(np.float32), obs=counts.obs.copy(), var=counts.var.copy())
         start = time.perf_counter()
-        out = impute_fn(train_adata, mode=mode, label_key=label_key, seed=seed, **kwargs)
+        out = imputer(train_adata, mode=mode, label_key=label_key, seed=seed, **kwargs)
         seconds = time.perf_counter() - start
         if out.shape != train_adata.shape:
             raise StepError(
@@ -686,6 +662,7 @@ def mcv_file(
     label_key: str | None = None,
     p_train: float = 0.9,
     seed: int = 0,
+    imputer: Imputer,
     impute_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Path]:
     """``scmaskgan evaluate --mcv INPUT``: molecular cross-validation of a counts file.
@@ -697,7 +674,8 @@ def mcv_file(
 
     counts = read_counts(input_path)
     rows = run_mcv(
-        counts, modes=modes, label_key=label_key, p_train=p_train, seed=seed, impute_kwargs=impute_kwargs
+        counts, modes=modes, label_key=label_key, p_train=p_train, seed=seed, imputer=imputer,
+        impute_kwargs=impute_kwargs,
     )
     info = {
         "input": str(input_path), "n_cells": int(counts.n_obs), "n_genes": int(counts.n_vars),
@@ -706,12 +684,3 @@ def mcv_file(
     return write_mcv(rows, outdir, name, info)
 
 
-def read_h5ad(path: str | Path) -> ad.AnnData:
-    """Read an ``.h5ad`` file, turning a missing or unreadable file into an :class:`InputError`."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
-    try:
-        return ad.read_h5ad(path)
-    except (OSError, KeyError, ValueError) as exc:
-        raise InputError(f"{path}: cannot read as .h5ad ({exc})") from exc

@@ -34,7 +34,6 @@ from scmaskgan.config import ImputeParams
 from scmaskgan.encode import Encoding, decode, library_sizes, to_unit
 from scmaskgan.errors import InputError, StepError
 from scmaskgan.mcv import mcv_mse, mcv_poisson, split_counts, within_label_signal
-from scmaskgan.memory import return_large_blocks_to_the_system
 
 #: Elements of the (cells, neighbours, genes) block processed at once (bounds memory).
 _BLOCK_ELEMENTS = 1_000_000
@@ -116,7 +115,7 @@ class ImputeResult:
 
 
 def _dense32(x: np.ndarray | sp.spmatrix) -> np.ndarray:
-    return np.asarray(x.toarray() if sp.issparse(x) else x, dtype=np.float32)
+    return np.asarray(x.toarray() if sp.issparse(x) else x, dtype=np.float32)  # type: ignore[union-attr]  # scipy stubs
 
 
 def _row_blocks(shape: tuple[int, int]) -> list[slice]:
@@ -582,7 +581,6 @@ def impute_matrix(
     An :class:`ImputeResult`. Observed entries are copied from ``x`` in ``zeros`` mode.
     """
     params = params or ImputeParams()
-    return_large_blocks_to_the_system()
     x = sp.csr_matrix(x, dtype=np.float32) if sp.issparse(x) else np.asarray(x, dtype=np.float32)
     labels = np.asarray(labels, dtype=np.int64)
     candidate_labels = np.asarray(candidate_labels, dtype=np.int64)
@@ -593,7 +591,7 @@ def impute_matrix(
     if labels.shape != (x.shape[0],) or candidate_labels.shape != (candidates.shape[0],):
         raise InputError("labels must give one integer per cell and per candidate")
     stored = x.data if sp.issparse(x) else x
-    if not np.all(np.isfinite(stored)) or np.any(stored < 0):
+    if not np.all(np.isfinite(stored)) or np.any(stored < 0):  # type: ignore[operator]  # scipy stubs
         raise InputError("input values must be finite and non-negative")
     if not np.all(np.isfinite(candidates)):
         raise InputError("candidates contain NaN or inf")

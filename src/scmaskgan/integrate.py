@@ -27,10 +27,12 @@ import scipy.sparse as sp
 
 from scmaskgan.config import IntegrateParams
 from scmaskgan.errors import InputError
+from scmaskgan.h5ad import read_h5ad
 from scmaskgan.integration_metrics import SCORE_COLUMNS, integration_scores
 from scmaskgan.labels import knn_transformer
+from scmaskgan.layout import INTEGRATE_OUTPUTS, SAMPLE_OUTPUTS
+from scmaskgan.matrix import dense, lognormalise_in_place
 from scmaskgan.samplesheet import read_samplesheet
-from scmaskgan.steps import SAMPLE_OUTPUTS
 
 #: What the two analyses are run on: name -> layer of the integrated AnnData.
 DATA_LAYERS = {"imputed": "imputed", "original": "counts"}
@@ -64,12 +66,7 @@ def read_imputed(paths: Sequence[str | Path]) -> dict[str, ad.AnnData]:
     samples: dict[str, ad.AnnData] = {}
     origin: dict[str, Path] = {}
     for path in map(Path, paths):
-        if not path.exists():
-            raise InputError(f"imputed file not found: {path}")
-        try:
-            adata = ad.read_h5ad(path)
-        except Exception as exc:  # h5py/anndata raise many types for a bad file
-            raise InputError(f"{path}: not a readable .h5ad file ({type(exc).__name__}: {exc})") from exc
+        adata = read_h5ad(path)
         if "counts" not in adata.layers:
             raise InputError(f"{path}: no layers['counts'] (original counts); is it an IMPUTE output?")
         if not adata.var_names.is_unique:
@@ -191,17 +188,13 @@ def concat_samples(
 
 
 # ------------------------------------------------------------------ analysis
-def lognormalise(adata: ad.AnnData, layer: str, input_scale: str = "counts") -> ad.AnnData:
+def lognormalised_layer(adata: ad.AnnData, layer: str, input_scale: str = "counts") -> ad.AnnData:
     """A new AnnData (cells x all genes, obs copied) with X = log1p of ``layers[layer]``
     normalised to :data:`TARGET_SUM` per cell (taken as is for ``input_scale='lognorm'``)."""
-    import scanpy as sc
-
     x = adata.layers[layer]
     x = x.astype(np.float32) if sp.issparse(x) else np.asarray(x, dtype=np.float32)
     work = ad.AnnData(X=x.copy(), obs=adata.obs.copy(), var=pd.DataFrame(index=adata.var_names))
-    if input_scale != "lognorm":
-        sc.pp.normalize_total(work, target_sum=TARGET_SUM)
-        sc.pp.log1p(work)
+    lognormalise_in_place(work, TARGET_SUM, input_scale)
     return work
 
 
@@ -209,7 +202,7 @@ def _pca(hvg: ad.AnnData, n_comps: int, seed: int) -> np.ndarray:
     import scanpy as sc
 
     x = hvg.X
-    scaled = ad.AnnData(X=np.asarray(x.toarray() if sp.issparse(x) else x, dtype=np.float32))
+    scaled = ad.AnnData(X=dense(x, np.float32))
     sc.pp.scale(scaled, max_value=10)
     sc.tl.pca(scaled, n_comps=n_comps, svd_solver="arpack", random_state=seed)
     return np.asarray(scaled.obsm["X_pca"], dtype=np.float32)
@@ -404,11 +397,6 @@ def choose_genes(
     return list(dict.fromkeys(imputed["gene"]))[:n_top], []
 
 
-def _dense_columns(x, cols: np.ndarray) -> np.ndarray:
-    x = x[:, cols]
-    return np.asarray(x.toarray() if sp.issparse(x) else x, dtype=np.float64)
-
-
 #: Columns of :func:`marker_gene_changes`' table.
 GENE_CHANGE_COLUMNS = (
     "gene", "sample", "n_cells", "original_mean_quantile", "mean_original", "mean_imputed", "median_original",
@@ -431,8 +419,8 @@ def marker_gene_changes(adata: ad.AnnData, genes: Sequence[str]) -> pd.DataFrame
     gene_means = np.asarray(counts.mean(axis=0)).ravel()
     quantile = pd.Series(gene_means).rank(pct=True).to_numpy()
     cols = np.array([adata.var_names.get_loc(g) for g in genes], dtype=int)
-    orig = _dense_columns(counts, cols)
-    imp = _dense_columns(adata.layers["imputed"], cols)
+    orig = dense(counts[:, cols])
+    imp = dense(adata.layers["imputed"][:, cols])
     samples = adata.obs["sample"].astype(str).to_numpy()
     rows = [dict.fromkeys(GENE_CHANGE_COLUMNS)] if not genes else []
     for j, gene in enumerate(genes):
@@ -519,7 +507,7 @@ def integrate(
         notes.append("no cell labels shared across samples: label scores (label ASW, ARI, NMI) not computed")
     results = {}
     for data, layer in DATA_LAYERS.items():
-        work = lognormalise(adata, layer, info["input_scale"])
+        work = lognormalised_layer(adata, layer, info["input_scale"])
         results[data] = analyse(work, params, batch_key=params.batch_key, labels=labels, data=data)
     _store(adata, results, params)
     markers = pd.concat([marker_table(results[d], d, params.n_markers) for d in DATA_LAYERS], ignore_index=True)
@@ -577,11 +565,10 @@ def dotplot_genes(result: IntegrationResult, per_cluster: int = 2, limit: int = 
 
 
 def write_outputs(result: IntegrationResult, outdir: str | Path) -> dict[str, Path]:
-    """Write the INTEGRATE outputs (names from ``steps.INTEGRATE_OUTPUTS``) atomically."""
+    """Write the INTEGRATE outputs (names from ``layout.INTEGRATE_OUTPUTS``) atomically."""
     from scmaskgan.atomic import atomic_path, write_text_atomic
+    from scmaskgan.h5ad import write_h5ad
     from scmaskgan.integration_figures import write_figures
-    from scmaskgan.io import write_h5ad
-    from scmaskgan.steps import INTEGRATE_OUTPUTS
 
     paths = {key: Path(outdir) / name for key, name in INTEGRATE_OUTPUTS.items()}
     label_key = LABEL_KEY if LABEL_KEY in result.adata.obs else None
@@ -612,7 +599,7 @@ def integrate_files(
 
     Returns
     -------
-    Output name -> path, as ``steps.INTEGRATE_OUTPUTS``.
+    Output name -> path, as ``layout.INTEGRATE_OUTPUTS``.
     """
     metadata = read_sample_metadata(samplesheet) if samplesheet else None
     result = integrate(read_imputed(imputed), params, metadata=metadata)

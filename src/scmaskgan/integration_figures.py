@@ -18,10 +18,10 @@ from pathlib import Path
 
 import anndata as ad
 import numpy as np
-import scipy.sparse as sp
 from matplotlib.figure import Figure
 
 from scmaskgan.atomic import atomic_path
+from scmaskgan.matrix import dense
 
 #: Output file names inside the figures folder.
 FIGURES = {
@@ -81,8 +81,7 @@ def umap_overview(adata: ad.AnnData, path: Path, *, label_key: str | None) -> Pa
 
 def _gene_values(adata: ad.AnnData, genes: Sequence[str], layer: str | None) -> np.ndarray:
     cols = [adata.var_names.get_loc(g) for g in genes]
-    x = (adata.X if layer is None else adata.layers[layer])[:, cols]
-    return np.asarray(x.toarray() if sp.issparse(x) else x, dtype=np.float64)
+    return dense((adata.X if layer is None else adata.layers[layer])[:, cols])
 
 
 #: (title, layer) of the two data shown side by side: original first, as in the paper.
@@ -126,7 +125,7 @@ def marker_violin(adata: ad.AnnData, genes: Sequence[str], path: Path) -> Path:
         values = _gene_values(adata, genes, layer)
         parts = ax.violinplot([values[:, j] for j in range(len(genes))],
                               positions=np.arange(len(genes)) + offset, widths=0.38, showmedians=True)
-        for body in parts["bodies"]:
+        for body in parts["bodies"]:  # type: ignore[attr-defined]  # stubs: a Collection, in fact a list
             body.set_facecolor(colour)
             body.set_alpha(0.7)
         for key in ("cmedians", "cmins", "cmaxes", "cbars"):

@@ -128,7 +128,7 @@ def integration_scores(
         scores["ilisi"] = ilisi(embedding, batches)
         scores["ilisi_scaled"] = (scores["ilisi"] - 1.0) / (n_batches - 1.0)
         scores["batch_asw"] = batch_asw(embedding[sub], batches[sub], sub_labels)
-    if labels is not None:
+    if sub_labels is not None:  # labels given
         scores["label_asw"] = label_asw(embedding[sub], sub_labels)
         if clusters is not None:
             labels = np.asarray(labels).astype(str)

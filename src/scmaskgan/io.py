@@ -35,7 +35,6 @@ import pandas as pd
 import scipy.io
 import scipy.sparse as sp
 
-from scmaskgan.atomic import atomic_path
 from scmaskgan.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -196,12 +195,13 @@ def _read_10x_mtx(folder: Path) -> ad.AnnData:
             f"{folder}: not a complete 10x folder, missing {', '.join(missing)} "
             "(expects matrix.mtx, features.tsv or genes.tsv, barcodes.tsv, each optionally .gz)"
         )
+    found = {name: p for name, p in files.items() if p is not None}
     try:
-        matrix = scipy.io.mmread(str(files["matrix"]))
+        matrix = scipy.io.mmread(str(found["matrix"]))
     except (OSError, EOFError, ValueError) as exc:
-        raise InputError(f"{files['matrix']}: not a readable Matrix Market file ({exc})") from exc
-    features = _read_tsv_column_frame(files["features"])
-    barcodes = _read_tsv_column_frame(files["barcodes"])
+        raise InputError(f"{found['matrix']}: not a readable Matrix Market file ({exc})") from exc
+    features = _read_tsv_column_frame(found["features"])
+    barcodes = _read_tsv_column_frame(found["barcodes"])
     if matrix.shape != (len(features), len(barcodes)):
         raise InputError(
             f"{folder}: matrix.mtx is {matrix.shape[0]} x {matrix.shape[1]} but there are "
@@ -464,39 +464,3 @@ def attach_labels(adata: ad.AnnData, label_key: str, *, source: str | Path | Non
         )
     adata.obs[LABEL_COLUMN] = pd.Categorical(labels.astype(str).to_numpy())
     return origin
-
-
-@contextlib.contextmanager
-def open_backed(path: str | Path) -> Iterator[ad.AnnData]:
-    """Open an h5ad read-only in backed mode (X stays on disk; obs, var and uns are loaded)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
-    try:
-        adata = ad.read_h5ad(path, backed="r")
-    except (OSError, KeyError, ValueError, TypeError) as exc:
-        raise InputError(f"{path}: not a readable h5ad file ({exc})") from exc
-    try:
-        yield adata
-    finally:
-        adata.file.close()
-
-
-def iter_row_chunks(adata: ad.AnnData, chunk_cells: int) -> Iterator[sp.csr_matrix]:
-    """Consecutive blocks of at most ``chunk_cells`` rows of X as CSR (works in backed mode)."""
-    for start in range(0, adata.n_obs, max(1, chunk_cells)):
-        block = adata.X[start:start + chunk_cells]
-        yield block if sp.isspmatrix_csr(block) else sp.csr_matrix(block)
-
-
-def load_sparse(adata: ad.AnnData, chunk_cells: int) -> ad.AnnData:
-    """The counts of a (backed) AnnData in memory as CSR, read chunk by chunk (never dense)."""
-    x = sp.vstack(list(iter_row_chunks(adata, chunk_cells)), format="csr")
-    return ad.AnnData(X=x, obs=pd.DataFrame(index=adata.obs_names), var=pd.DataFrame(index=adata.var_names))
-
-
-def write_h5ad(adata: ad.AnnData, path: str | Path) -> Path:
-    """Write ``adata`` to ``path`` atomically (a temporary file renamed on success)."""
-    with atomic_path(path) as tmp:
-        adata.write_h5ad(tmp)
-    return Path(path)

@@ -23,6 +23,8 @@ import anndata as ad
 import numpy as np
 import scipy.sparse as sp
 
+from scmaskgan.matrix import lognormalise_in_place
+
 log = logging.getLogger(__name__)
 
 N_TOP_GENES = 2000
@@ -51,9 +53,7 @@ def pca_features(
 
     x = counts.X
     work = ad.AnnData(X=sp.csr_matrix(x, dtype=np.float32, copy=True) if sp.issparse(x) else np.array(x, np.float32))
-    if input_scale == "counts":
-        sc.pp.normalize_total(work, target_sum=target_sum)
-        sc.pp.log1p(work)
+    lognormalise_in_place(work, target_sum, input_scale)
     if work.n_vars > N_TOP_GENES:
         sc.pp.highly_variable_genes(work, n_top_genes=N_TOP_GENES, flavor="seurat")
         work = work[:, work.var["highly_variable"].to_numpy()].copy()
@@ -108,11 +108,11 @@ def knn_transformer(n_obs: int, n_neighbors: int, seed: int) -> Any:
     """The kNN transformer for ``sc.pp.neighbors``: exact up to :data:`EXACT_KNN_MAX_CELLS` cells.
 
     Exact neighbours (``'sklearn'``: brute force, chunked, on the 30-50 PCA dimensions)
-    take about a second at 10,000 cells and are reproducible without a seed. Scanpy
-    switches to pynndescent at 8192 cells, whose first use compiles numba code for
-    70 s or more (measured at 10,000 cells). Above the bound pynndescent is used with
-    scanpy's settings, returning ``csr_matrix`` (scanpy 1.11 queries its ``csr_array``
-    output with ``getnnz``, which scipy 1.17's sparse arrays no longer have).
+    are fast and reproducible without a seed, where scanpy would switch to pynndescent
+    at 8192 cells and compile numba code on first use (``docs/measurements.md``). Above
+    the bound pynndescent is used with scanpy's settings, returning ``csr_matrix``
+    (scanpy 1.11 queries its ``csr_array`` output with ``getnnz``, which scipy 1.17's
+    sparse arrays no longer have).
     """
     if n_obs <= EXACT_KNN_MAX_CELLS:
         return "sklearn"
@@ -228,7 +228,7 @@ def resolve_labels(
     min_cells
         Smallest label size kept unmerged (PREPARE's ``min_label_cells``).
     """
-    pca_args = {"n_pcs": n_pcs, "seed": seed, "target_sum": target_sum, "input_scale": input_scale}
+    pca_args: dict[str, Any] = {"n_pcs": n_pcs, "seed": seed, "target_sum": target_sum, "input_scale": input_scale}
     if given is None:
         labels, features = auto_labels(load_counts(), resolution=resolution, **pca_args)
         source = "leiden"

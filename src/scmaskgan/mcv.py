@@ -1,4 +1,4 @@
-"""Molecular cross-validation (Batson et al. 2019), as in ``EVALUATION.md``.
+"""Molecular cross-validation (Batson et al. 2019), the score of ``docs/method.md`` and ``benchmarks/bench_mcv.py``.
 
 Counts are split binomially into a train part the method sees and a test part it
 does not; a denoised train part is scored against the test part with a
@@ -16,6 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from scmaskgan.errors import InputError
+from scmaskgan.matrix import dense, lognormalise_nonnegative
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ def split_counts(
 
     The binomial draws are made with ``numpy.random.default_rng(seed)`` on the CSR data
     array in row-major order, so ``train + test == counts`` exactly and the split is the
-    one of the reference numbers in ``EVALUATION.md``.
+    one of the reference numbers in ``benchmarks/results/mcv_pbmc.md``.
     """
     csr = sp.csr_matrix(counts, dtype=np.float64, copy=True)
     csr.sort_indices()
@@ -50,26 +51,17 @@ def split_counts(
     return train, test
 
 
-def _lognorm_dense(x: np.ndarray | sp.spmatrix, target_sum: float = 1e4) -> np.ndarray:
-    dense = np.asarray(x.toarray() if sp.issparse(x) else x, dtype=np.float64)
-    dense = np.clip(dense, 0.0, None)
-    lib = dense.sum(axis=1, keepdims=True)
-    lib[lib == 0] = 1.0
-    return np.log1p(dense / lib * target_sum)
-
-
 def mcv_mse(test: np.ndarray | sp.spmatrix, denoised: np.ndarray | sp.spmatrix) -> float:
     """Mean squared difference of the log-normalised test counts and denoised output."""
-    return float(np.mean((_lognorm_dense(test) - _lognorm_dense(denoised)) ** 2))
+    return float(np.mean((lognormalise_nonnegative(test) - lognormalise_nonnegative(denoised)) ** 2))
 
 
 def mcv_poisson(
     train: np.ndarray | sp.spmatrix, test: np.ndarray | sp.spmatrix, denoised: np.ndarray | sp.spmatrix
 ) -> float:
     """Poisson loss of the denoised output rescaled to the test's total count."""
-    pred = np.asarray(denoised.toarray() if sp.issparse(denoised) else denoised, dtype=np.float64)
-    pred = np.clip(pred, 0.0, None) * (float(test.sum()) / float(train.sum()))
-    t = np.asarray(test.toarray() if sp.issparse(test) else test, dtype=np.float64)
+    pred = np.clip(dense(denoised), 0.0, None) * (float(test.sum()) / float(train.sum()))
+    t = dense(test)
     return float(np.mean(pred - t * np.log(pred + 1e-6)))
 
 
@@ -106,7 +98,7 @@ def within_label_signal(
         raise InputError(
             f"shapes differ: test {test.shape}, output {denoised.shape}, {len(labels)} labels"
         )
-    ref, out = _lognorm_dense(test), _lognorm_dense(denoised)
+    ref, out = lognormalise_nonnegative(test), lognormalise_nonnegative(denoised)
     _, codes = np.unique(np.asarray(labels), return_inverse=True)
     for code in np.unique(codes):
         rows = codes == code

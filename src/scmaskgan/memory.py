@@ -26,12 +26,14 @@ def return_large_blocks_to_the_system() -> None:
     """Serve allocations of 8 MiB and more from their own pages (glibc; a no-op elsewhere).
 
     glibc raises its mmap threshold up to 32 MiB as large blocks are freed; from then on
-    large arrays are carved from the heap, which fragments and never shrinks. With the
-    threshold fixed at 8 MiB and the imputation's block temporaries kept at 4 MB (they
-    are reused from the heap without page faults), the IMPUTE step of 10,000 cells x
-    2,000 genes peaked at 0.92 GB instead of 1.30 GB in the same 25 s (a 1 MiB threshold
-    with 16 MB temporaries: 0.85 GB but 55 s). Called when the imputation starts, not
-    before: training's ~10 MB activations would pay page faults on every step.
+    large arrays are carved from the heap, which fragments and never shrinks. Fixing it
+    lowers IMPUTE's peak memory by about a third at the same speed (measurements in
+    ``docs/measurements.md``). Called when the imputation starts, not before: training's
+    ~10 MB activations would pay page faults on every step.
+
+    It changes the allocator of the whole process, so only the processes that run a
+    pipeline step call it (:func:`scmaskgan.steps.impute`, ``scmaskgan impute``), never
+    the Python API.
     """
     mallopt = _glibc("mallopt")
     if mallopt is not None:

@@ -267,7 +267,7 @@ class Generator(nn.Module):
             nn.Conv2d(c3 + cfg.label_channels, c3, 3, padding=1), nn.ReLU(),
             nn.Conv2d(c3, 2, 3, padding=1),
         )
-        nn.init.normal_(self.head[-1].weight, std=1e-3)  # start close to the label bias
+        nn.init.normal_(self.head[-1].weight, std=1e-3)  # type: ignore[arg-type]  # start close to the label bias
         n_in = cfg.latent_dim + cfg.n_labels + cfg.code_dim
         self.whole = nn.Sequential(
             nn.Linear(n_in, cfg.global_hidden), nn.LeakyReLU(0.2),

@@ -37,7 +37,7 @@ def detect_mito_prefix(genes: Sequence[str], prefix: str | None = None) -> str |
         return prefix
     names = pd.Index(genes).astype(str)
     hits = {p: int(names.str.startswith(p).sum()) for p in MITO_PREFIXES}
-    best = max(hits, key=hits.get)
+    best = max(hits, key=hits.__getitem__)
     return best if hits[best] > 0 else None
 
 
@@ -146,7 +146,7 @@ def plot_qc(obs: pd.DataFrame, params: QCParams, summary: dict[str, Any], path: 
 
     fig = Figure(figsize=(13, 3.8))
     axes = fig.subplots(1, 3)
-    panels = [
+    panels: list[tuple[str, str, list[float | None]]] = [
         ("n_genes_by_counts", "genes per cell", [params.min_genes, params.max_genes]),
         ("total_counts", "counts per cell", [params.max_counts]),
         ("pct_counts_mt", "mitochondrial counts (%)",

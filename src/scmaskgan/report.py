@@ -27,6 +27,7 @@ import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from importlib import resources
 from pathlib import Path
 from string import Template
@@ -37,7 +38,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from scmaskgan.atomic import write_text_atomic
-from scmaskgan.steps import SAMPLE_OUTPUTS
+from scmaskgan.layout import REPORT_OUTPUTS, SAMPLE_OUTPUTS
+from scmaskgan.versions import VERSION
 
 log = logging.getLogger("scmaskgan.report")
 
@@ -276,7 +278,7 @@ def _summary(ctx: _Context) -> str:
         key_numbers.append(("cells after QC", sum(after)))
     if ctx.impute:
         key_numbers.append(("samples imputed", len(ctx.impute)))
-        filled = [s.get("fraction_zeros_filled") for s in ctx.impute.values() if s.get("fraction_zeros_filled") is not None]
+        filled = [float(s["fraction_zeros_filled"]) for s in ctx.impute.values() if s.get("fraction_zeros_filled") is not None]
         if filled:
             key_numbers.append(("zeros filled (mean)", float(np.mean(filled))))
     wall = _try_json(ctx.files.info("run_summary.json")).get("wall_seconds")
@@ -312,7 +314,7 @@ def _qc(ctx: _Context) -> str:
     names = list(dict.fromkeys(k for values in per_sample.values() for k in values))
     rows = [{"": name, **{sid: values.get(name) for sid, values in per_sample.items()}} for name in names]
     parts = [table(rows, ["", *per_sample])] if rows else [missing("no {id}.qc.json")]
-    parts += [guarded(lambda p=p, s=sid: png_file(p, f"{s}: QC metrics and thresholds"), p.name) for sid, p in figures.items()]
+    parts += [guarded(partial(png_file, p, f"{sid}: QC metrics and thresholds"), p.name) for sid, p in figures.items()]
     return "".join(parts)
 
 
@@ -356,8 +358,8 @@ def _training(ctx: _Context) -> str:
     pngs = ctx.files.per_sample(_suffix("train", "png"))
     if not logs and not pngs:
         return missing("no {id}.train_log.csv or {id}.train_loss.png (the TRAIN step's outputs)")
-    parts = [f"<h3>{_esc(sid)}</h3>" + guarded(lambda s=sid, p=p: _training_sample(s, p), p.name) for sid, p in logs.items()]
-    parts += [guarded(lambda p=p, s=sid: png_file(p, f"{s}: training loss"), p.name) for sid, p in pngs.items() if sid not in logs]
+    parts = [f"<h3>{_esc(sid)}</h3>" + guarded(partial(_training_sample, sid, p), p.name) for sid, p in logs.items()]
+    parts += [guarded(partial(png_file, p, f"{sid}: training loss"), p.name) for sid, p in pngs.items() if sid not in logs]
     return "".join(parts)
 
 
@@ -403,7 +405,14 @@ def _filtering(ctx: _Context) -> str:
     files = ctx.files.per_sample(_suffix("filter", "json"))
     if not files:
         return missing("no {id}.filter.json (the FILTER step's summary)")
-    return "".join(f"<h3>{_esc(sid)}</h3>" + guarded(lambda s=sid, p=p: _filter_sample(s, p), p.name) for sid, p in files.items())
+    return "".join(f"<h3>{_esc(sid)}</h3>" + guarded(partial(_filter_sample, sid, p), p.name) for sid, p in files.items())
+
+
+def _tuning_png(sid: str, trials: pd.DataFrame, k: Any, theta: Any) -> str:
+    return png_figure(
+        _tuning_figure(sid, trials, k, theta),
+        f"{sid}: validation MSE of every Optuna trial against k (left) and the search history (right)",
+    )
 
 
 def _tuning_figure(sid: str, trials: pd.DataFrame, k: Any, theta: Any) -> Figure:
@@ -438,10 +447,8 @@ def _tuning(ctx: _Context) -> str:
                      "validation": s.get("validation"), "trials": len(trials),
                      "best validation mse": float(trials[score].min()) if score else None})
         if not trials.empty and "k" in trials:
-            figures.append(guarded(lambda s_=sid, t=trials, d=s: png_figure(
-                _tuning_figure(s_, t, d.get("k"), d.get("theta_sigma")),
-                f"{s_}: validation MSE of every Optuna trial against k (left) and the search history (right)"),
-                f"{sid} tuning trials"))
+            figures.append(guarded(partial(
+                _tuning_png, sid, trials, s.get("k"), s.get("theta_sigma")), f"{sid} tuning trials"))
         else:
             figures.append(note(f"{sid}: k and θ were given, not tuned (no trials recorded)."))
     return table(rows) + "".join(figures)
@@ -532,11 +539,11 @@ def _evaluation(ctx: _Context) -> str:
                   "with labels given to the method they are marked circular: the labels went in and came out. "
                   "abs_corr: median and 95th percentile of |Pearson r| over gene pairs (the most expressed genes); "
                   "a rise (inflation) above the original's may be a false signal of smoothing.")]
-    parts += [f"<h3>{_esc(sid)}</h3>" + guarded(lambda s=sid, p=p: _evaluation_sample(s, p), p.name)
+    parts += [f"<h3>{_esc(sid)}</h3>" + guarded(partial(_evaluation_sample, sid, p), p.name)
               for sid, p in sorted(ctx.evaluations.items())]
     if mcv_files:
         parts.append("<h3>Molecular cross-validation</h3>")
-        parts += [guarded(lambda s=sid, p=p: _mcv_sample(s, p), p.name) for sid, p in mcv_files.items()]
+        parts += [guarded(partial(_mcv_sample, sid, p), p.name) for sid, p in mcv_files.items()]
     else:
         parts.append(note("No molecular cross-validation in this run (scmaskgan evaluate --mcv INPUT writes {id}.mcv.json)."))
     return "".join(parts)
@@ -585,8 +592,12 @@ def _integration(ctx: _Context) -> str:
                      + guarded(lambda: table(read_table(changes).head(60)), changes.name))
     if markers:
         parts.append("<h3>Marker genes per cluster</h3>" + guarded(lambda: _top_markers(markers), markers.name))
-    parts += [guarded(lambda p=p: png_file(p, p.stem.replace("_", " ")), p.name) for p in figures]
+    parts += [guarded(partial(png_file, p, p.stem.replace("_", " ")), p.name) for p in figures]
     return "".join(parts)
+
+
+def _params_table(path: Path) -> str:
+    return _key_values(_read_json(path).get("params", {}))
 
 
 def _key_values(record: dict[str, Any]) -> str:
@@ -605,7 +616,7 @@ def _parameters(ctx: _Context) -> str:
                           "the parameters the steps recorded follow."))
         for sid, path in ctx.files.per_sample(_suffix("qc", "json")).items():
             parts.append(f"<h3>QC ({_esc(sid)})</h3>"
-                         + guarded(lambda p=path: _key_values(_read_json(p).get("params", {})), path.name))
+                         + guarded(partial(_params_table, path), path.name))
         for sid, summary in ctx.impute.items():
             parts.append(f"<h3>IMPUTE ({_esc(sid)})</h3>" + _key_values(summary.get("params", {})))
     if versions is not None:
@@ -626,14 +637,13 @@ _BUILDERS: dict[str, Callable[[_Context], str]] = {
 # ------------------------------------------------------------------ the document
 def build_report(results_dir: str | Path) -> str:
     """The report's HTML for a results folder (the pipeline's, or a folder of its small files)."""
-    import scmaskgan
 
     root = Path(results_dir)
     files = RunFiles(root)
     ctx = _Context(files=files, impute=_impute_summaries(files), evaluations=files.per_sample(".evaluation.json"))
     nav, sections = [], []
     for sid, title in SECTIONS:
-        body = guarded(lambda b=_BUILDERS[sid]: b(ctx), f"the {title.lower()} inputs")
+        body = guarded(partial(_BUILDERS[sid], ctx), f"the {title.lower()} inputs")
         absent = body.startswith('<p class="missing">')
         mark = ' <span class="missing-mark">(missing)</span>' if absent else ""
         nav.append(f'    <li><a href="#{sid}">{_esc(title)}</a>{mark}</li>')
@@ -643,7 +653,7 @@ def build_report(results_dir: str | Path) -> str:
     return template.substitute(
         title="scMASKGAN run report",
         subtitle=f"{len(samples)} sample(s): {', '.join(samples) or 'none found'}",
-        version=_esc(scmaskgan.__version__),
+        version=_esc(VERSION),
         generated=_dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
         results_dir=_esc(root.resolve()),
         nav="\n".join(nav),
@@ -654,7 +664,6 @@ def build_report(results_dir: str | Path) -> str:
 def write_report(results_dir: str | Path, outdir: str | Path) -> Path:
     """Write ``outdir/report.html`` atomically (see :func:`build_report`) and return its path."""
     from scmaskgan.errors import InputError
-    from scmaskgan.steps import REPORT_OUTPUTS
 
     if not Path(results_dir).is_dir():
         raise InputError(f"{results_dir}: results folder does not exist")

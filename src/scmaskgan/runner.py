@@ -34,14 +34,14 @@ from scmaskgan import steps
 from scmaskgan.atomic import write_text_atomic
 from scmaskgan.config import STEP_PARAMS, step_params_from_flat
 from scmaskgan.errors import InputError, ScMaskGANError, StepError
-from scmaskgan.samplesheet import Sample, read_samplesheet
+from scmaskgan.layout import SAMPLE_STEPS, STEP_INPUTS, output_paths
+from scmaskgan.samplesheet import Sample, labels_file, read_samplesheet
 from scmaskgan.versions import package_versions
 
 log = logging.getLogger("scmaskgan.runner")
 
-SAMPLE_STEPS = ("qc", "prepare", "train", "generate", "filter", "impute")
-PIPELINE_STEPS = (*SAMPLE_STEPS, "integrate", "report")
-_LABEL_FILE_SUFFIXES = (".csv", ".tsv", ".csv.gz", ".tsv.gz", ".txt")
+#: The :mod:`scmaskgan.steps` function of every per-sample step (looked up when called).
+_STEP_FUNCTIONS = {step: step for step in SAMPLE_STEPS} | {"filter": "filter_candidates"}
 
 
 @dataclass
@@ -89,7 +89,8 @@ def _file_signature(path: Path) -> list[Any]:
 def _record_key(step: str, inputs: dict[str, Any], params: Any) -> str:
     payload = {
         "step": step,
-        "params": dataclasses.asdict(params) if dataclasses.is_dataclass(params) else params,
+        "params": dataclasses.asdict(params) if dataclasses.is_dataclass(params) and not isinstance(params, type)
+        else params,
         "inputs": {
             k: [str(p), _file_signature(Path(p))] if isinstance(p, Path) else p for k, p in inputs.items()
         },
@@ -102,40 +103,26 @@ def _peak_rss_mb() -> float:
 
 
 def _label_key(sample: Sample, flat: dict[str, Any]) -> str | None:
+    """The sample's label_key for QC: an obs column as given, a labels file as an absolute path."""
     key = sample.label_key or flat.get("label_key")
-    if key and key.endswith(_LABEL_FILE_SUFFIXES):
-        candidate = Path(key)
-        if not candidate.is_absolute() and sample.path is not None:
-            candidate = Path(sample.path).parent / candidate
-        if candidate.is_file():
-            return str(candidate.resolve())
-    return key
+    path = labels_file(key, sample.path)
+    return str(path) if path is not None else key
 
 
-def _sample_step_call(step: str, sample: Sample, outdir: Path, flat: dict[str, Any]) -> tuple[Callable, dict, Any]:
-    """The step function, its file arguments and its parameters for one sample."""
-    sid = sample.sample
-    out = {s: steps.output_paths(s, outdir / s, sid) for s in SAMPLE_STEPS}
+def _sample_step_call(
+    step: str, sample: Sample, outdir: Path, flat: dict[str, Any]
+) -> tuple[Callable[..., dict[str, Path]], dict[str, Path], Any]:
+    """The step function, its file arguments (wired by :data:`scmaskgan.layout.STEP_INPUTS`) and its parameters."""
     params = step_params_from_flat(step, flat)
-    if step == "qc":
+    files: dict[str, Path] = {}
+    if step == "qc":  # the samplesheet's files; the labels file comes as label_key
         params = dataclasses.replace(params, label_key=_label_key(sample, flat))
-        return steps.qc, {"input_path": Path(sample.path)}, params
-    if step == "prepare":
-        return steps.prepare, {"qc_h5ad": out["qc"]["h5ad"]}, params
-    if step == "train":
-        return steps.train, {"images_h5": out["prepare"]["images"]}, params
-    if step == "generate":
-        return steps.generate, {"model_pt": out["train"]["model"], "images_h5": out["prepare"]["images"]}, params
-    if step == "filter":
-        return steps.filter_candidates, {"candidates_h5": out["generate"]["candidates"]}, params
-    if step == "impute":
-        files = {
-            "qc_h5ad": out["qc"]["h5ad"],
-            "images_h5": out["prepare"]["images"],
-            "filtered_h5": out["filter"]["filtered"],
-        }
-        return steps.impute, files, params
-    raise ValueError(step)
+        files["input_path"] = Path(sample.path)
+    for entry in STEP_INPUTS[step]:
+        for up, output in entry.sources:
+            assert entry.argument is not None, (step, entry)
+            files[entry.argument] = output_paths(up, outdir / up, sample.sample)[output]
+    return getattr(steps, _STEP_FUNCTIONS[step]), files, params
 
 
 def run_sample_step(
@@ -146,7 +133,7 @@ def run_sample_step(
     if threads is not None and hasattr(params, "threads") and params.threads is None:
         params = dataclasses.replace(params, threads=threads)
     step_dir = outdir / step
-    expected = steps.output_paths(step, step_dir, sample.sample)
+    expected = output_paths(step, step_dir, sample.sample)
     record_path = outdir / "pipeline_info" / "steps" / f"{sample.sample}.{step}.json"
     key = _record_key(step, inputs, params)
     if resume and record_path.is_file() and all(p.exists() for p in expected.values()):
@@ -309,7 +296,7 @@ def run_pipeline(
         try:
             records = _run_samples(samples, outdir, flat, max_workers, resume, progress)
             if not any(r.status == "failed" for r in records):
-                imputed = [steps.output_paths("impute", outdir / "impute", s.sample)["h5ad"] for s in samples]
+                imputed = [output_paths("impute", outdir / "impute", s.sample)["h5ad"] for s in samples]
                 records.append(_run_cross_sample_step("integrate", progress, lambda: steps.integrate(
                     imputed, outdir / "integrate", step_params_from_flat("integrate", flat), Path(samplesheet))))
             # the report reads the trace and summary, so they are written before it runs

@@ -9,7 +9,9 @@ Columns (header required, order free; ``.tsv`` files are tab-separated, others c
     ``.tsv``, ``.txt``, each optionally ``.gz``), or an existing folder (10x Cell Ranger
     output). A relative path is resolved against the samplesheet's folder.
 ``label_key`` (optional)
-    An obs column of the sample, or a ``cell,label`` CSV; empty means automatic labels.
+    An obs column of the sample, or a ``cell,label`` table (a name matching
+    :data:`LABEL_FILE_PATTERN`, relative to the counts file's folder unless absolute);
+    empty means automatic labels.
 ``batch`` (optional)
     Batch of the sample for integration; empty means the sample is its own batch.
 
@@ -28,6 +30,9 @@ from scmaskgan.errors import InputError
 
 SAMPLE_PATTERN = r"^[A-Za-z0-9._-]+$"
 PATH_PATTERN = r"^.*\.(h5ad|h5|csv|tsv|txt)(\.gz)?$"
+#: A label_key matching this (whole) is a labels file, not an obs column. The single rule:
+#: ``main.nf`` uses the same expression, and a test checks that it does.
+LABEL_FILE_PATTERN = r".+\.(csv|tsv|txt)(\.gz)?$"
 REQUIRED_COLUMNS = ("sample", "path")
 OPTIONAL_COLUMNS = ("label_key", "batch")
 
@@ -140,3 +145,17 @@ def read_samplesheet(path: str | Path, *, check_paths: bool = True) -> list[Samp
     if problems:
         raise InputError(f"samplesheet {path}: " + "; ".join(problems))
     return samples
+
+
+def labels_file(label_key: str | None, counts_path: str | Path | None) -> Path | None:
+    """The labels file a ``label_key`` names (see :data:`LABEL_FILE_PATTERN`), or ``None`` for an obs column.
+
+    A relative name is resolved against the counts file's folder. ``None`` as well when
+    the file does not exist (the key is then tried as an obs column, and QC names both).
+    """
+    if not label_key or re.fullmatch(LABEL_FILE_PATTERN, label_key) is None:
+        return None
+    path = Path(label_key)
+    if not path.is_absolute() and counts_path is not None:
+        path = Path(counts_path).parent / path
+    return path.resolve() if path.is_file() else None

@@ -2,8 +2,8 @@
 
 ``bin/``, the CLI and the embedded runner call these functions and nothing else, so
 a Nextflow run and ``scmaskgan run`` execute the same code. Every function writes its
-outputs atomically under ``outdir`` with the names given by :func:`output_paths`, and
-returns that mapping.
+outputs atomically under ``outdir`` with the names given by
+:func:`scmaskgan.layout.output_paths`, and returns that mapping.
 """
 
 from __future__ import annotations
@@ -20,45 +20,7 @@ from scmaskgan.config import (
     QCParams,
     TrainParams,
 )
-
-#: Output file name templates of every per-sample step (``{id}`` is the sample id).
-SAMPLE_OUTPUTS: dict[str, dict[str, str]] = {
-    "qc": {"h5ad": "{id}.qc.h5ad", "json": "{id}.qc.json", "png": "{id}.qc.png"},
-    "prepare": {"images": "{id}.images.h5"},
-    "train": {"model": "{id}.model.pt", "log": "{id}.train_log.csv", "png": "{id}.train_loss.png"},
-    "generate": {"candidates": "{id}.candidates.h5"},
-    "filter": {"filtered": "{id}.candidates.filtered.h5", "json": "{id}.filter.json"},
-    "impute": {"h5ad": "{id}.imputed.h5ad", "json": "{id}.impute.json", "evaluation": "{id}.evaluation"},
-}
-
-#: Cells of a sample the IMPUTE step evaluates (its ``{id}.evaluation/`` folder).
-EVALUATE_MAX_CELLS = 5000
-
-#: Output names of the cross-sample steps.
-INTEGRATE_OUTPUTS: dict[str, str] = {
-    "h5ad": "integrated.h5ad",
-    "markers": "markers.csv",
-    "metrics": "integration_metrics.csv",
-    "genes": "marker_gene_changes.csv",
-    "figures": "figures",
-    "summary": "integration_summary.json",
-}
-REPORT_OUTPUTS: dict[str, str] = {"html": "report.html"}
-
-
-def output_paths(step: str, outdir: str | Path, sample_id: str) -> dict[str, Path]:
-    """Paths a per-sample step writes, keyed by output name.
-
-    Parameters
-    ----------
-    step
-        One of ``qc, prepare, train, generate, filter, impute``.
-    outdir
-        The step's output folder.
-    sample_id
-        The sample id from the samplesheet.
-    """
-    return {k: Path(outdir) / v.format(id=sample_id) for k, v in SAMPLE_OUTPUTS[step].items()}
+from scmaskgan.layout import EVALUATE_MAX_CELLS, output_paths
 
 
 def qc(input_path: Path, outdir: Path, sample_id: str, params: QCParams | None = None) -> dict[str, Path]:
@@ -71,7 +33,8 @@ def qc(input_path: Path, outdir: Path, sample_id: str, params: QCParams | None =
     import json
 
     from scmaskgan.atomic import atomic_path, write_text_atomic
-    from scmaskgan.io import attach_labels, read_counts, write_h5ad
+    from scmaskgan.h5ad import write_h5ad
+    from scmaskgan.io import attach_labels, read_counts
     from scmaskgan.qc import plot_qc, run_qc
     from scmaskgan.versions import package_versions
 
@@ -105,8 +68,9 @@ def prepare(qc_h5ad: Path, outdir: Path, sample_id: str, params: PrepareParams |
 
     from scmaskgan.atomic import atomic_path
     from scmaskgan.encode import Encoding, image_side, max_lognorm
+    from scmaskgan.h5ad import iter_row_chunks, load_sparse, open_backed
     from scmaskgan.images_h5 import ImageWriter
-    from scmaskgan.io import LABEL_COLUMN, iter_row_chunks, load_sparse, open_backed
+    from scmaskgan.io import LABEL_COLUMN
     from scmaskgan.labels import resolve_labels
     from scmaskgan.versions import package_versions
 
@@ -213,23 +177,20 @@ def impute(
     """
     import json
 
-    import anndata as ad
     import numpy as np
 
-    from scmaskgan.api import annotate, imputation_record
     from scmaskgan.atomic import write_text_atomic
     from scmaskgan.errors import InputError
     from scmaskgan.generate import read_candidates
+    from scmaskgan.h5ad import read_h5ad, write_h5ad
     from scmaskgan.images_h5 import ImageStore
     from scmaskgan.imputation import impute_matrix
-    from scmaskgan.io import write_h5ad
+    from scmaskgan.imputed import annotate, imputation_record
+    from scmaskgan.memory import return_large_blocks_to_the_system
 
     params = params or ImputeParams()
     paths = output_paths("impute", outdir, sample_id)
-    try:
-        adata = ad.read_h5ad(qc_h5ad)
-    except (OSError, KeyError, ValueError) as exc:
-        raise InputError(f"{qc_h5ad}: cannot read the QC h5ad ({exc})") from exc
+    adata = read_h5ad(qc_h5ad)
     with ImageStore(images_h5) as store:
         enc, labels, label_names = store.encoding, store.labels, list(store.label_names)
         cells, genes = list(store.cells), list(store.genes)
@@ -239,6 +200,7 @@ def impute(
         raise InputError(f"{qc_h5ad} and {images_h5} hold different cells or genes (not from one sample run)")
     if list(kept.genes) != genes or list(kept.label_names) != label_names:
         raise InputError(f"{filtered_h5} was not made from {images_h5} (genes or labels differ)")
+    return_large_blocks_to_the_system()  # a step process's own setting (see scmaskgan.memory); never the API's
     result = impute_matrix(adata.X, labels, kept.values, kept.labels, enc, params)
     record = imputation_record(
         result, params, encoding=enc, label_source=label_source,

@@ -923,13 +923,11 @@ def _write_log(path: Path, history: list[dict[str, float]]) -> None:
 
 
 def _plot_log(path: Path, history: list[dict[str, float]], sample_id: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend is left alone
 
     epochs = [r["epoch"] for r in history]
-    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig = Figure(figsize=(9, 3.5))
+    ax_loss, ax_val = fig.subplots(1, 2)
     for key, name in (("loss_d", "discriminator"), ("loss_g_adv", "generator (adversarial)"), ("loss_rec", "reconstruction")):
         ax_loss.plot(epochs, [r.get(key, math.nan) for r in history], label=name)
     ax_loss.set_xlabel("epoch")
@@ -943,4 +941,3 @@ def _plot_log(path: Path, history: list[dict[str, float]], sample_id: str) -> No
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100)
-    plt.close(fig)

@@ -11,6 +11,17 @@ _TRACKED = (
 )
 
 
+def _own_version() -> str:
+    try:
+        return metadata.version("scmaskgan")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0.0.0"
+
+
+#: This package's version.
+VERSION = _own_version()
+
+
 def package_versions() -> dict[str, str]:
     """Python and tracked package versions, for ``uns['scmaskgan']`` and ``pipeline_info/``."""
     found = {"python": platform.python_version()}
