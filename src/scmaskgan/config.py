@@ -148,7 +148,7 @@ class TrainParams(_Validated):
     )
     lr_g: float = _p(1e-3, "Adam learning rate of the generator (paper: 1e-3).", gt=0)
     lr_d: float = _p(
-        2e-3,
+        1e-3,
         "Adam learning rate of the discriminator (paper: 1e-4, with which the spectrally normalised "
         "discriminator stayed at chance; see docs/method.md).", gt=0,
     )
