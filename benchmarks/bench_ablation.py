@@ -264,7 +264,8 @@ def run_dataset(name: str, args: argparse.Namespace) -> list[dict[str, object]]:
     print(f"## {name}: {int(bench.in_a.sum())} cells scored x {bench.train.shape[1]} genes, "
           f"{int(bench.fit_cells.sum())} fit cells", flush=True)
     impute = ImputeParams(n_trials=QUICK_TRIALS if args.quick else ImputeParams().n_trials, seed=args.seed)
-    fit = {**(QUICK_FIT if args.quick else {}), "device": "cpu", "threads": args.threads}
+    fit = {**(QUICK_FIT if args.quick else {}), "device": "cpu", "threads": args.threads,
+           **({"dropouts": args.dropouts} if args.dropouts else {})}
     reference_rows(bench, magic=args.magic and _magic_installed())
     sources: dict[str, Callable[[], Candidates]] = {
         "(a) label mean": lambda: _real(bench, True, impute.k_max),
@@ -308,6 +309,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--outdir", type=Path, default=Path(__file__).resolve().parent / "results")
     parser.add_argument("--modes", default="zeros,denoise", help="imputation modes")
     parser.add_argument("--sources", default="a,b,c,d", help="candidate sources, of a,b,c,d")
+    parser.add_argument("--dropouts", choices=("sample", "expected"), default=None,
+                        help="GENERATE's dropouts for (b) and (c); default: the pipeline's")
     parser.add_argument("--epochs", type=int, default=None, help="epochs of source (c); default: training's")
     parser.add_argument("--fit-on", choices=("other", "all"), default="other",
                         help="cells the GAN is fitted on: the other half B (default) or all cells")

@@ -154,7 +154,7 @@ def test_the_estimator_follows_sklearn_conventions(fitted, sample) -> None:  # n
 
 
 @pytest.mark.parametrize(("name", "value", "message"), [
-    ("epochs", 0, "parameter epochs=0 must be >= 1"),
+    ("epochs", -1, "parameter epochs=-1 must be >= 0"),
     ("holdout_fraction", 1.0, "parameter holdout_fraction=1.0 must be < 1"),
     ("max_features", "all", "parameter max_features='all' must be a number"),
 ])

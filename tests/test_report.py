@@ -225,7 +225,7 @@ def test_report_marks_clustering_scores_that_are_not_accuracy(tmp_path, clusteri
     record = {"sample": "s", "label_key": "cell_type", "metrics": metrics, "clustering": clustering}
     (tmp_path / "evaluate").mkdir()
     (tmp_path / "evaluate" / "s.evaluation.json").write_text(json.dumps(record))
-    evaluation = _section(build_report(tmp_path, tmp_path / "out", evaluate_missing=False), "evaluation")
+    evaluation = _section(build_report(tmp_path), "evaluation")
     assert f"Clusters against the labels: {shown}" in evaluation and "0.9876" in evaluation
     row = re.search(r"<td>(ari[^<]*)</td>", evaluation).group(1)
     assert row == ("ari" if shown == "accuracy" else f"ari ({clustering['status'] if clustering else 'unverified'})")

@@ -81,7 +81,8 @@ def test_padding_and_dropout_pixels_never_change_a_loss(images: Path, rec_loss: 
 
 def test_moment_loss_targets_the_label_statistics():
     genes = torch.ones(2, 2)
-    stats = LabelStats(detection=torch.full((1, 2, 2), 0.5), level=torch.full((1, 2, 2), 0.4), counts=torch.ones(1))
+    stats = LabelStats(detection=torch.full((1, 2, 2), 0.5), level=torch.full((1, 2, 2), 0.4), counts=torch.ones(1),
+                       second=torch.full((1, 2, 2), 0.1))
     labels = torch.zeros(4, dtype=torch.long)
     level = torch.tensor([0.2, 0.6, 0.6, 0.2]).view(4, 1, 1).expand(4, 2, 2).clone().requires_grad_()
     logits = torch.zeros(4, 2, 2, requires_grad=True)  # p = 0.5 everywhere: detection on target
@@ -166,7 +167,7 @@ def test_early_stopping_follows_the_smoothed_signal_with_patience(images: Path):
     for epoch in range(1, 8):
         if state["stopped"]:
             break
-        improved.append(_early_stopping(trainer, lambda g, d: next(signal), state, {}, epoch, params))
+        improved.append(_early_stopping(trainer, lambda g, d, dev: {"val_score": next(signal)}, state, {}, epoch, params))
     # smoothed: 1, 0.85, 0.715, 0.7705, 0.809...: best at epoch 3, two worse epochs -> stop after epoch 5
     assert improved == [True, True, True, False, False]
     assert state["stopped"] and state["best"]["epoch"] == 3

@@ -37,11 +37,11 @@ workflow SCMASKGAN {
     // REPORT reads the small files only: summaries, logs, tables and figures
     REPORT(
         QC.out.json.mix(QC.out.png).map { _meta, f -> f }.collect(sort: true),
-        TRAIN.out.log.mix(TRAIN.out.png).map { _meta, f -> f }.collect(sort: true),
+        TRAIN.out.log.mix(TRAIN.out.png, TRAIN.out.quality).map { _meta, f -> f }.collect(sort: true),
         FILTER.out.json.map { _meta, f -> f }.collect(sort: true),
         IMPUTE.out.json.mix(IMPUTE.out.evaluation).map { _meta, f -> f }.collect(sort: true),
-        INTEGRATE.out.summary
-            .mix(INTEGRATE.out.markers, INTEGRATE.out.metrics, INTEGRATE.out.genes, INTEGRATE.out.figures)
+        INTEGRATE.out.markers
+            .mix(INTEGRATE.out.metrics, INTEGRATE.out.genes, INTEGRATE.out.figures, INTEGRATE.out.summary)
             .collect(sort: true),
     )
 

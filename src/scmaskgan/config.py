@@ -133,7 +133,10 @@ class PrepareParams(_Validated):
 class TrainParams(_Validated):
     """Training the conditional masked GAN (TRAIN step)."""
 
-    epochs: int = _p(40, "Maximum number of epochs (early stopping usually ends training sooner).", ge=1)
+    epochs: int = _p(
+        40, "Maximum number of epochs (early stopping usually ends training sooner); 0 keeps the initialised "
+        "generator (each label's profile; an ablation).", ge=0,
+    )
     batch_size: int = _p(
         64,
         "Mini-batch size. For images larger than 64 x 64 (over 4,096 genes) it shrinks by "

@@ -435,7 +435,7 @@ def evaluate_imputation(
     }
     clustering = None
     if labels is not None:
-        clustering = clustering_status(label_key, imputed.uns.get("scmaskgan", {}).get("label_source"))
+        clustering = clustering_status(str(label_key), imputed.uns.get("scmaskgan", {}).get("label_source"))
         for name, emb in (("original", emb_orig), ("imputed", emb_imp)):
             scores = {**clustering_scores(labels, emb.obs["leiden"]), "silhouette": label_silhouette(emb.obsm["X_umap"], labels)}
             for key, value in scores.items():

@@ -23,7 +23,7 @@ INFLATION_TOLERANCE = 0.2
 def abs_gene_correlations(x: np.ndarray, genes: np.ndarray) -> np.ndarray:
     """``|Pearson r|`` of every pair of the columns ``genes`` of ``x`` (upper triangle; NaN for constant genes)."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        corr = np.corrcoef(np.asarray(x, dtype=np.float64)[:, genes], rowvar=False)
+        corr = np.atleast_2d(np.corrcoef(np.asarray(x, dtype=np.float64)[:, genes], rowvar=False))
     return np.abs(corr[np.triu_indices(len(genes), k=1)])
 
 

@@ -464,7 +464,7 @@ def tune(
     enc: Encoding,
     params: ImputeParams,
     space: PCASpace | None = None,
-) -> tuple[dict[str, float], list[dict[str, float]], str]:
+) -> tuple[dict[str, float | None], list[dict[str, float]], str]:
     """Choose ``k``, ``theta_sigma`` and (denoise) ``shrinkage`` with Optuna on a held-out validation.
 
     A seeded random subsample of at most ``params.tune_cells`` cells (and of at most
@@ -522,21 +522,20 @@ def tune(
     sampler = optuna.samplers.TPESampler(seed=params.seed)
     study = optuna.create_study(direction="minimize", sampler=sampler)
     study.optimize(objective, n_trials=params.n_trials)
-    fixed = {"k": params.k, "theta_sigma": params.theta_sigma, "shrinkage": params.shrinkage}
+    fixed: dict[str, float | None] = {"k": params.k, "theta_sigma": params.theta_sigma, "shrinkage": params.shrinkage}
+
+    def values(trial: optuna.trial.FrozenTrial) -> dict[str, float]:
+        """The trial's parameters, tuned or fixed (unset ones that were not tuned left out)."""
+        merged = {**{name: value for name, value in fixed.items() if value is not None}, **trial.params}
+        return {name: float(value) for name, value in merged.items()}
+
     trials = [
-        {
-            **{name: float(tr.params.get(name, value)) for name, value in fixed.items() if name in tr.params
-               or value is not None},
-            **{name: float(value) for name, value in tr.user_attrs.items()},
-            "objective": float(tr.value),
-        }
+        {**values(tr), **{name: float(v) for name, v in tr.user_attrs.items()}, "objective": float(tr.value)}
         for tr in study.trials
         if tr.value is not None
     ]
-    best = study.best_trial
-    chosen = {name: best.params.get(name, value) for name, value in fixed.items()}
-    chosen["k"] = min(int(chosen["k"]), k_hi)
-    chosen["raw_signal"] = raw_signal
+    chosen: dict[str, float | None] = {**fixed, **values(study.best_trial), "raw_signal": raw_signal}
+    chosen["k"] = min(int(chosen["k"] or 1), k_hi)
     return chosen, trials, fold.kind
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 SAMPLE_OUTPUTS: dict[str, dict[str, str]] = {
     "qc": {"h5ad": "{id}.qc.h5ad", "json": "{id}.qc.json", "png": "{id}.qc.png"},
     "prepare": {"images": "{id}.images.h5"},
-    "train": {"model": "{id}.model.pt", "log": "{id}.train_log.csv", "png": "{id}.train_loss.png"},
+    "train": {"model": "{id}.model.pt", "log": "{id}.train_log.csv", "png": "{id}.train_loss.png",
+              "quality": "{id}.train_quality.csv"},
     "generate": {"candidates": "{id}.candidates.h5"},
     "filter": {"filtered": "{id}.candidates.filtered.h5", "json": "{id}.filter.json"},
     "impute": {"h5ad": "{id}.imputed.h5ad", "json": "{id}.impute.json", "evaluation": "{id}.evaluation"},
@@ -80,7 +81,7 @@ STEP_INPUTS: dict[str, tuple[StepInput, ...]] = {
     ),
     "report": (  # the small files only: JSON, CSV, PNG and summaries
         StepInput("qc", None, _from("qc", "json", "png")),
-        StepInput("train", None, _from("train", "log", "png")),
+        StepInput("train", None, _from("train", "log", "png", "quality")),
         StepInput("filtered", None, _from("filter", "json")),
         StepInput("impute", None, _from("impute", "json", "evaluation")),
         StepInput("integrate", None, _from("integrate", *(o for o in INTEGRATE_OUTPUTS if o != "h5ad"))),

@@ -274,8 +274,10 @@ class Generator(nn.Module):
             nn.Linear(cfg.global_hidden, cfg.global_rank), nn.LeakyReLU(0.2),
             nn.Linear(cfg.global_rank, 2 * cfg.side * cfg.side),
         )
-        nn.init.normal_(self.whole[-1].weight, std=1e-3)
-        nn.init.zeros_(self.whole[-1].bias)
+        loadings = self.whole[-1]
+        assert isinstance(loadings, nn.Linear)
+        nn.init.normal_(loadings.weight, std=1e-3)
+        nn.init.zeros_(loadings.bias)
         self.label_bias = nn.Parameter(torch.zeros(cfg.n_labels, 2, s, s))
         self.encoder = CellEncoder(cfg) if cfg.inpaint else None
 
@@ -383,6 +385,9 @@ class Discriminator(nn.Module):
         n_features = hidden + c2
         self.out = spectral_norm(nn.Linear(n_features, 1))
         self.embed = spectral_norm(nn.Linear(cfg.n_labels, n_features, bias=False))
+        self.patches: torch.Tensor
+        self.centre: torch.Tensor
+        self.spread: torch.Tensor
         self.register_buffer("patches", torch.ones(half, half), persistent=False)
         self.register_buffer("centre", torch.zeros(cfg.side * cfg.side))
         self.register_buffer("spread", torch.ones(cfg.side * cfg.side))

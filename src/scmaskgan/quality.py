@@ -67,8 +67,8 @@ def as_array(x: Any) -> np.ndarray:
 def pairwise_distances(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
     """Euclidean distances between the rows of ``a`` and ``b`` (of ``a`` itself, diagonal 0, when None)."""
     same = b is None
-    b = a if same else b
-    sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
+    other = a if b is None else b
+    sq = (a * a).sum(1)[:, None] + (other * other).sum(1)[None, :] - 2.0 * (a @ other.T)
     d = np.sqrt(np.clip(sq, 0.0, None))
     if same:
         np.fill_diagonal(d, 0.0)
@@ -195,7 +195,9 @@ def _median_log2_ratio(fake_stat: np.ndarray, real_stat: np.ndarray) -> np.ndarr
 def gene_ratios(real: np.ndarray, fake: np.ndarray) -> dict[str, float]:
     """Per-gene mean and variance of ``fake`` over ``real``: medians of ``|log2 ratio|``, and the signed variance median."""
     mean_log2 = _median_log2_ratio(fake.mean(0), real.mean(0))
-    var_log2 = _median_log2_ratio(fake.var(0, ddof=1), real.var(0, ddof=1)) if min(len(real), len(fake)) > 1 else []
+    var_log2: np.ndarray | list[float] = (
+        _median_log2_ratio(fake.var(0, ddof=1), real.var(0, ddof=1)) if min(len(real), len(fake)) > 1 else []
+    )
     nan = float("nan")
     return {
         "gene_mean_abs_log2": float(np.median(np.abs(mean_log2))) if len(mean_log2) else nan,

@@ -318,14 +318,18 @@ def _qc(ctx: _Context) -> str:
     return "".join(parts)
 
 
+#: Columns of the training log drawn as the validation curves (beside any ``val*`` column).
+_VALIDATION_CURVES = ("c2st_auc", "recall", "coverage", "corr_agreement", "d_accuracy")
+
+
 def _training_figure(log_df: pd.DataFrame, sid: str) -> Figure:
     x = log_df["epoch"] if "epoch" in log_df else pd.Series(range(1, len(log_df) + 1))
     numeric = [c for c in log_df.columns if c not in ("epoch", "seconds") and pd.api.types.is_numeric_dtype(log_df[c])]
-    val = [c for c in numeric if "val" in c.lower()]
-    losses = [c for c in numeric if c not in val]
+    losses = [c for c in numeric if c.startswith("loss")]
+    val = [c for c in numeric if c in _VALIDATION_CURVES or "val" in c.lower()]
     fig = Figure(figsize=(10, 3.4), layout="constrained")
     axes = fig.subplots(1, 2)
-    for ax, cols, title in ((axes[0], losses, "training losses"), (axes[1], val, "validation signal")):
+    for ax, cols, title in ((axes[0], losses, "training losses"), (axes[1], val, "held-out candidate quality")):
         for c in cols:
             ax.plot(x, log_df[c], label=c, lw=1.3)
         ax.set_title(f"{sid}: {title}")
@@ -350,7 +354,20 @@ def _training_sample(sid: str, path: Path) -> str:
         row["at epoch"] = int(log_df["epoch"].iloc[best]) if "epoch" in log_df else best + 1
     if "seconds" in log_df:
         row["seconds"] = float(log_df["seconds"].sum())
-    return table([row]) + png_figure(_training_figure(log_df, sid), f"{sid}: losses and validation signal per epoch ({path.name})")
+    quality = path.with_name(f"{sid}.train_quality.csv")
+    parts = [table([row]), png_figure(_training_figure(log_df, sid), f"{sid}: losses and held-out candidate quality "
+                                      f"per epoch ({path.name})")]
+    if quality.is_file() and quality.stat().st_size:
+        frame = pd.read_csv(quality)
+        if not frame.empty:
+            parts.append(note("Candidates of the model (best epoch) against held-out cells, overall and per label; "
+                              "*_real is the level of real training cells. Energy: lower is better, gap_closed the "
+                              "share of the initial gap above the real level that training removed; precision, "
+                              "recall, density, coverage: k-NN manifold estimates (recall and coverage are low for "
+                              "label prototypes); c2st_auc: 0.5 means a classifier cannot tell candidates from cells; "
+                              f"gene ratios: median |log2| of candidates over cells ({quality.name})."))
+            parts.append(table(frame))
+    return "".join(parts)
 
 
 def _training(ctx: _Context) -> str:

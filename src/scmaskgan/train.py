@@ -763,12 +763,52 @@ def fit(
             reference = cells.cells if cells.cells is not None else read_cells(store, train_index[:4000])
             validator = Validator(read_cells(store, np.flatnonzero(val_mask)), reference, pool, enc.n_genes, params)
         state = _resume_state(paths, sample_id, params, cfg, trainer)
+        if validator is not None and "initial" not in state:
+            state["initial"] = _overall(validator(trainer.generator, trainer.discriminator, trainer.device))
         _run_epochs(trainer, cells, validator, state, paths, sample_id, params, progress)
     meta = _train_meta(params, state, trainer, len(cells), int(val_mask.sum()))
+    rows: list[dict[str, Any]] = []
+    if validator is not None:
+        trainer.generator.load_state_dict(state["best"]["weights"]["generator"])
+        rows = quality_rows(validator(trainer.generator, trainer.discriminator, trainer.device), state["initial"],
+                            label_names)
+        meta["quality"] = rows[0]
     save_model(paths["model"], trainer, enc, label_names, meta, state["best"]["weights"])
     _write_log(paths["log"], state["history"])
+    _write_csv(paths["quality"], rows, QUALITY_COLUMNS)
     _plot_log(paths["png"], state["history"], sample_id)
     return meta
+
+
+#: Columns of ``{id}.train_quality.csv``: the model's candidates (best epoch) against the held-out
+#: cells, overall (label ``all``) and per label, each beside the level of real training cells
+#: (``*_real``), and how much of the energy distance above that level training removed.
+QUALITY_COLUMNS = (
+    "label", "energy", "energy_real", "energy_gap", "energy_gap_initial", "gap_closed",
+    "precision", "precision_real", "recall", "recall_real", "density", "density_real", "coverage", "coverage_real",
+    "c2st_auc", "c2st_auc_real", "gene_mean_abs_log2", "gene_var_log2", "corr_agreement", "corr_agreement_real",
+)
+
+
+def _overall(scores: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in scores.items() if key != "per_label"}
+
+
+def quality_rows(scores: dict[str, Any], initial: dict[str, Any], label_names: list[str]) -> list[dict[str, Any]]:
+    """Rows of ``{id}.train_quality.csv``: overall first, then every label with held-out cells.
+
+    ``gap_closed`` is ``1 - energy_gap / energy_gap_initial`` for the overall row
+    (:func:`~scmaskgan.quality.gap_closed`), the initial gap being the generator's
+    before the first epoch.
+    """
+    from scmaskgan.quality import gap_closed
+
+    overall = {"label": "all", **_overall(scores), "energy_gap_initial": initial["energy_gap"]}
+    overall["gap_closed"] = gap_closed(overall["energy_gap"], initial["energy_gap"])
+    per_label = [
+        {"label": label_names[int(label)], **values} for label, values in scores.get("per_label", {}).items()
+    ]
+    return [overall, *per_label]
 
 
 def _fresh_state() -> dict[str, Any]:
@@ -870,7 +910,12 @@ def _early_stopping(
     epoch: int,
     params: TrainParams,
 ) -> bool:
-    """Update the smoothed validation signal, the best weights and the stop flag; True on a new best."""
+    """Update the smoothed validation signal, the best weights and the stop flag; True on a new best.
+
+    The best epoch is chosen among epochs from ``min_epochs`` on (or the last, when fewer
+    are run): the first epochs are the initialised generator's, and with a few held-out
+    cells per label the noise of the score would otherwise often pick them.
+    """
     if validator is None:
         return False
     scores = validator(trainer.generator, trainer.discriminator, trainer.device)
@@ -879,6 +924,8 @@ def _early_stopping(
     state["smoothed"] = smoothed
     row.update({key: scores[key] for key in LOG_COLUMNS if key in scores})
     row["val_smoothed"] = smoothed
+    if epoch < min(params.min_epochs, params.epochs):
+        return False
     if smoothed < state["best"]["score"]:
         state["best"] = {"epoch": epoch, "score": smoothed, "weights": _weights(trainer)}
         state["bad_epochs"] = 0
@@ -914,10 +961,14 @@ def _train_meta(
 
 
 def _write_log(path: Path, history: list[dict[str, float]]) -> None:
+    _write_csv(path, history, LOG_COLUMNS)
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=LOG_COLUMNS, restval="", extrasaction="ignore")
+    writer = csv.DictWriter(buf, fieldnames=columns, restval="", extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(history)
+    writer.writerows(rows)
     with atomic_path(path) as tmp:
         tmp.write_text(buf.getvalue())
 

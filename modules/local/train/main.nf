@@ -13,6 +13,7 @@ process TRAIN {
     tuple val(meta), path("${meta.id}.model.pt"), emit: model
     tuple val(meta), path("${meta.id}.train_log.csv"), emit: log
     tuple val(meta), path("${meta.id}.train_loss.png"), emit: png
+    tuple val(meta), path("${meta.id}.train_quality.csv"), emit: quality
     path "versions.yml", emit: versions
 
     // The checkpoints are written outside the task folder, in the work folder when the task
@@ -30,7 +31,7 @@ process TRAIN {
     fi
     scmaskgan-train '${images}' --outdir "\$outdir" --sample-id '${meta.id}' --threads ${task.cpus} ${args} --resume
     if [ "\$outdir" != . ]; then
-        cp "\$outdir"/'${meta.id}'.{model.pt,train_log.csv,train_loss.png} .
+        cp "\$outdir"/'${meta.id}'.{model.pt,train_log.csv,train_loss.png,train_quality.csv} .
         rm -rf "\$outdir"
     fi
 
@@ -42,7 +43,7 @@ process TRAIN {
 
     stub:
     """
-    touch ${meta.id}.model.pt ${meta.id}.train_log.csv ${meta.id}.train_loss.png
+    touch ${meta.id}.model.pt ${meta.id}.train_log.csv ${meta.id}.train_loss.png ${meta.id}.train_quality.csv
 
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":
