@@ -259,7 +259,7 @@ def reference_rows(bench: Bench, magic: bool) -> None:
 
 def run_dataset(name: str, args: argparse.Namespace) -> list[dict[str, object]]:
     """All rows of one data set."""
-    adata = load(name, args.quick, args.seed)
+    adata = load(name, args.quick or args.small_data, args.seed)
     bench = Bench.make(name, adata, args.seed, args.fit_on)
     print(f"## {name}: {int(bench.in_a.sum())} cells scored x {bench.train.shape[1]} genes, "
           f"{int(bench.fit_cells.sum())} fit cells", flush=True)
@@ -306,6 +306,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", default=",".join(DATASETS), help=f"comma-separated, of {', '.join(DATASETS)}")
     parser.add_argument("--quick", action="store_true", help="small GAN, few epochs and trials, smaller data")
+    parser.add_argument("--small-data", action="store_true",
+                        help="--quick's smaller data sets with the full training and tuning")
     parser.add_argument("--outdir", type=Path, default=Path(__file__).resolve().parent / "results")
     parser.add_argument("--modes", default="zeros,denoise", help="imputation modes")
     parser.add_argument("--sources", default="a,b,c,d", help="candidate sources, of a,b,c,d")

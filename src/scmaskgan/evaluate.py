@@ -588,7 +588,11 @@ def run_mcv(
 
     Returns
     -------
-    One row per method: ``method``, ``mse``, ``poisson``, ``seconds``.
+    One row per method: ``method``, ``mse``, ``poisson``, ``seconds``; with ``label_key``
+    also ``within_label_signal`` (:func:`scmaskgan.mcv.within_label_signal`: what is left of
+    each cell beyond its label's mean) and a *label-mean baseline* row (each cell replaced
+    by its label's mean frequencies times its own library size), which a label-conditioned
+    imputer has to beat to have learned anything about the single cell.
     """
     for mode in modes:
         if mode not in IMPUTE_MODES:
@@ -600,11 +604,18 @@ def run_mcv(
     train, test = mcv.split_counts(counts.X, p_train=p_train, seed=seed)
     rows: list[dict[str, Any]] = []
 
+    labels = None if label_key is None else counts.obs[label_key].astype(str).to_numpy()
+
     def add(method: str, denoised: Any, seconds: float | None) -> None:
         result = mcv.score(train, test, denoised)
-        rows.append({"method": method, "mse": result.mse, "poisson": result.poisson, "seconds": seconds})
+        row = {"method": method, "mse": result.mse, "poisson": result.poisson, "seconds": seconds}
+        if labels is not None:
+            row["within_label_signal"] = mcv.within_label_signal(test, denoised, labels)
+        rows.append(row)
 
     add("no denoising", train, None)
+    if labels is not None:
+        add("label-mean baseline", mcv.label_mean_baseline(train, labels), None)
     for mode in modes:
         train_adata = ad.AnnData(X=train.astype(np.float32), obs=counts.obs.copy(), var=counts.var.copy())
         start = time.perf_counter()

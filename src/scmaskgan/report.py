@@ -541,7 +541,7 @@ def _mcv_sample(sid: str, path: Path) -> str:
     record = _read_json(path)
     return (note(f"{sid}: molecular cross-validation (p_train = {fmt(record.get('p_train'))}, seed "
                  f"{fmt(record.get('seed'))}); lower is better, read each method between the two controls.")
-            + table(record.get("mcv", []), ["method", "mse", "poisson", "seconds"]))
+            + table(record.get("mcv", []), ["method", "mse", "poisson", "within_label_signal", "seconds"]))
 
 
 def _evaluation(ctx: _Context) -> str:
