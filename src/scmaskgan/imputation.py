@@ -348,7 +348,8 @@ def estimate(
         the chance that it gives a zero at this depth). ``'denoise'``: every entry gets
         the posterior mean of a Gamma-Poisson model whose prior is centred on the
         neighbours: for the cell's count ``x`` and the neighbours' mean ``m`` (their mean
-        in the encoded, log scale, as molecules at the cell's depth),
+        in the encoded, log scale, with the sample's mean candidate as one more
+        neighbour, see :func:`denoise_prior`; as molecules at the cell's depth),
         ``(x + alpha) * m / (m + alpha)``. The cell's own counts
         weigh more where they carry more molecules (deep cells, high genes), so the
         estimate shrinks toward the neighbours without replacing the cell.
@@ -366,6 +367,7 @@ def estimate(
     out = np.empty((n, g), dtype=np.float32)
     idx_all = np.where(neigh.index[:, :k] >= 0, neigh.index[:, :k], 0)
     cand = torch.from_numpy(np.ascontiguousarray(candidates, dtype=np.float32))
+    background = cand.mean(0) if mode == "denoise" else None
     step = max(1, _BLOCK_ELEMENTS // max(1, k * g))
     for start in range(0, n, step):
         sl = slice(start, start + step)
@@ -376,13 +378,37 @@ def estimate(
         lam = torch.expm1(c * scale) * d[:, :, None]
         own = torch.from_numpy(np.ascontiguousarray(cells[sl], dtype=np.float32))
         if mode == "denoise":
-            m = torch.expm1(torch.einsum("bk,bkg->bg", w, c) * scale) * d
+            m = torch.expm1(denoise_prior(w, c, background) * scale) * d
             post = (torch.expm1(own * scale) * d + shrinkage) * m / (m + shrinkage)
             out[sl] = (torch.log1p(post / d.clamp_min(1e-12)) / scale).numpy()
         else:
             post0 = (torch.softmax(log_w - lam, dim=1) * c).sum(1)
             out[sl] = torch.where(torch.from_numpy(observed[sl]), own, post0).numpy()
     return out
+
+
+def denoise_prior(weights: torch.Tensor, values: torch.Tensor, background: torch.Tensor | None) -> torch.Tensor:
+    """Centre of the denoise prior in the unit scale: the kept neighbours' mean with the sample's mean
+    candidate as one more neighbour.
+
+    Parameters
+    ----------
+    weights
+        (b, k) neighbour weights (0 for dropped neighbours, rows summing to 1).
+    values
+        (b, k, g) the neighbours' unit-scale values.
+    background
+        (g,) mean of every candidate of the sample.
+
+    The pseudo-neighbour keeps the prior above 0 for a gene that none of a cell's
+    neighbours expresses, so that the cell's own count of it is shrunk, never erased
+    (a Gamma prior with mean 0 would set it to 0 at any ``alpha``).
+    """
+    mean = torch.einsum("bk,bkg->bg", weights, values)
+    if background is None:
+        return mean
+    kept = (weights > 0).sum(1, keepdim=True).to(mean.dtype)
+    return (kept * mean + background) / (kept + 1)
 
 
 def cell_depth(x: np.ndarray | sp.spmatrix, enc: Encoding) -> np.ndarray:
