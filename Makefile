@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 DEMO_DIR ?= demo_results
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint nf-lint bench bench-scale report-png image image-cpu image-sif docs clean
+.PHONY: venv demo test lint nf-lint bench-deps bench bench-scale report-png image image-cpu image-sif docs clean
 
 venv: $(STAMP)
 
@@ -34,12 +34,18 @@ lint: venv
 nf-lint:
 	bash tests/nextflow/lint.sh
 
-bench: venv
-	$(BIN)/python -m pip install --quiet -e ".[bench]"
-	$(BIN)/python benchmarks/bench_peers.py --outdir benchmarks/results
+# The peers (magic-impute) pull scprep, which pins pandas < 2.1 and would downgrade the pandas
+# that anndata and scanpy need: keep the installed pandas (magic works with it).
+bench-deps: venv
+	pandas=$$($(BIN)/python -c 'import pandas; print(pandas.__version__)') && \
+	$(BIN)/python -m pip install --quiet -e ".[bench]" && \
+	$(BIN)/python -m pip install --quiet "pandas==$$pandas"
 
-bench-scale: venv
-	$(BIN)/python -m pip install --quiet -e ".[bench]"
+bench: bench-deps
+	$(BIN)/python benchmarks/bench_peers.py --outdir benchmarks/results
+	$(BIN)/python benchmarks/bench_ablation.py --outdir benchmarks/results
+
+bench-scale: bench-deps
 	$(BIN)/python benchmarks/bench_scale.py --outdir benchmarks/results
 
 docs: venv
