@@ -500,7 +500,7 @@ def _clustering_pairs(clustering: dict[str, Any] | None) -> tuple[list[tuple[str
     The row names carry the status unless it is accuracy. Files written before label
     sources were checked hold plain names and no status: shown as unverified, never as accuracy.
     """
-    from scmaskgan.evaluate import LABEL_SCORES
+    from scmaskgan.imputation_metrics import LABEL_SCORES
 
     clustering = clustering or {"status": "unverified", "suffix": "",
                                 "reason": "unverified: evaluated before label sources were recorded"}
