@@ -53,15 +53,9 @@ from scmaskgan.atomic import write_text_atomic  # noqa: E402
 from scmaskgan.config import ImputeParams  # noqa: E402
 from scmaskgan.demo_data import pbmc_counts  # noqa: E402
 from scmaskgan.encode import decode, fit_encoding  # noqa: E402
-from scmaskgan.imputation import (  # noqa: E402
-    cell_depth,
-    encode_rows,
-    estimate,
-    find_neighbours,
-    impute_matrix,
-    select_neighbours,
-)
+from scmaskgan.imputation import cell_depth, estimate, impute_matrix  # noqa: E402
 from scmaskgan.mcv import score, split_counts  # noqa: E402
+from scmaskgan.neighbours import encode_rows, find_neighbours, select_neighbours  # noqa: E402
 
 COLUMNS = ["table", "method", "candidates", "p_train", "mse", "poisson", "k", "theta_sigma", "wall_s",
            "peak_rss_mb", "note"]

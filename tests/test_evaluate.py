@@ -12,10 +12,12 @@ import scipy.sparse as sp
 
 from scmaskgan import api, mcv
 from scmaskgan import evaluate as ev
+from scmaskgan import imputation_metrics as im
 from scmaskgan.api import impute_copy
 from scmaskgan.cli import main
 from scmaskgan.errors import InputError, StepError
 from scmaskgan.matrix import lognormalise_nonnegative
+from scmaskgan.quality import correlation_similarity
 
 
 # ------------------------------------------------------------------ each metric, by hand
@@ -26,18 +28,18 @@ def test_lognormalise_scales_each_cell_to_target_sum_and_clips_negatives():
 
 def test_zscores_and_outlier_fraction():
     x = np.array([[1.0, 5.0], [2.0, 5.0], [3.0, 5.0]])
-    z = ev.zscores(x)
+    z = im.zscores(x)
     np.testing.assert_allclose(z[:, 0], [-math.sqrt(1.5), 0, math.sqrt(1.5)])
     np.testing.assert_array_equal(z[:, 1], 0)  # constant gene
     # one spike among 11 cells has z = sqrt(10) > 3, everything else |z| < 1
     spike = np.zeros((11, 1))
     spike[0] = 100
-    assert ev.zscores(spike)[0, 0] == pytest.approx(math.sqrt(10))
-    assert ev.zscore_outlier_fraction(spike) == pytest.approx(1 / 11)
+    assert im.zscores(spike)[0, 0] == pytest.approx(math.sqrt(10))
+    assert im.zscore_outlier_fraction(spike) == pytest.approx(1 / 11)
 
 
 def test_coefficient_of_variation():
-    cv = ev.coefficient_of_variation(np.array([[1.0, 0.0, 2.0], [3.0, 0.0, 2.0]]))
+    cv = im.coefficient_of_variation(np.array([[1.0, 0.0, 2.0], [3.0, 0.0, 2.0]]))
     assert cv[0] == pytest.approx(0.5)  # mean 2, std 1
     assert math.isnan(cv[1])  # mean 0
     assert cv[2] == 0
@@ -47,8 +49,8 @@ def test_wasserstein_is_the_mean_over_genes():
     original = np.array([[0.0, 1.0], [0.0, 2.0], [1.0, 3.0], [1.0, 4.0]])
     imputed = np.array([[0.0, 1.0], [1.0, 2.0], [1.0, 3.0], [1.0, 4.0]])
     # gene 0: a quarter of the mass moves by 1; gene 1 unchanged
-    assert ev.wasserstein(original, imputed) == pytest.approx(0.125)
-    assert ev.wasserstein(original, original) == 0
+    assert im.wasserstein(original, imputed) == pytest.approx(0.125)
+    assert im.wasserstein(original, original) == 0
 
 
 def test_jensen_shannon_against_the_definition():
@@ -58,16 +60,16 @@ def test_jensen_shannon_against_the_definition():
     kl_pm = 0.5 * math.log2(0.5 / 0.75) + 0.5 * math.log2(0.5 / 0.25)
     kl_qm = math.log2(1 / 0.75)
     expected = math.sqrt(0.5 * kl_pm + 0.5 * kl_qm)
-    assert ev.jensen_shannon(original, imputed, bins=2) == pytest.approx(expected)
-    assert ev.jensen_shannon(original, original, bins=2) == 0
+    assert im.jensen_shannon(original, imputed, bins=2) == pytest.approx(expected)
+    assert im.jensen_shannon(original, original, bins=2) == 0
     with pytest.raises(InputError, match="shapes differ"):
-        ev.jensen_shannon(original, np.zeros((3, 1)))
+        im.jensen_shannon(original, np.zeros((3, 1)))
 
 
 def test_pearson_per_cell():
     original = np.array([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0], [1.0, 1.0, 1.0]])
     imputed = np.array([[2.0, 4.0, 6.0], [3.0, 2.0, 1.0], [1.0, 2.0, 3.0]])
-    r = ev.pearson_per_cell(original, imputed)
+    r = im.pearson_per_cell(original, imputed)
     np.testing.assert_allclose(r[:2], [1.0, -1.0])
     assert math.isnan(r[2])  # a constant profile has no correlation
 
@@ -76,20 +78,20 @@ def test_gene_correlation_and_its_similarity():
     rng = np.random.default_rng(0)
     base = rng.normal(size=(200, 1))
     x = np.hstack([base, base * 2 + 0.1 * rng.normal(size=(200, 1)), rng.normal(size=(200, 1))])
-    corr = ev.gene_correlation(x, [0, 1, 2])
+    corr = im.gene_correlation(x, [0, 1, 2])
     assert corr.shape == (3, 3)
     assert corr[0, 1] > 0.99 and abs(corr[0, 2]) < 0.2
-    assert ev.correlation_similarity(corr, corr) == pytest.approx(1.0)
+    assert correlation_similarity(corr, corr) == pytest.approx(1.0)
     shuffled = np.column_stack([x[:, 0], rng.permutation(x[:, 1]), x[:, 2]])
-    assert ev.correlation_similarity(corr, ev.gene_correlation(shuffled, [0, 1, 2])) < 0.9
-    np.testing.assert_array_equal(ev.top_variable_genes(x, 2), [1, 2])
+    assert correlation_similarity(corr, im.gene_correlation(shuffled, [0, 1, 2])) < 0.9
+    np.testing.assert_array_equal(im.top_variable_genes(x, 2), [1, 2])
 
 
 def test_clustering_scores_by_hand():
     labels = ["a", "a", "b", "b", "c", "c"]
     clusters = [1, 1, 0, 0, 0, 2]
-    np.testing.assert_array_equal(ev.match_clusters(labels, clusters), ["a", "a", "b", "b", "b", "c"])
-    scores = ev.clustering_scores(labels, clusters)
+    np.testing.assert_array_equal(im.match_clusters(labels, clusters), ["a", "a", "b", "b", "b", "c"])
+    scores = im.clustering_scores(labels, clusters)
     assert scores["acc"] == pytest.approx(5 / 6)
     # F1 per label: a 1, b (P 2/3, R 1) 0.8, c (P 1, R 1/2) 2/3
     assert scores["f1"] == pytest.approx((1 + 0.8 + 2 / 3) / 3)
@@ -100,31 +102,31 @@ def test_clustering_scores_by_hand():
 
 
 def test_clustering_scores_perfect_and_over_split():
-    perfect = ev.clustering_scores(["x", "x", "y", "y"], ["7", "7", "3", "3"])
+    perfect = im.clustering_scores(["x", "x", "y", "y"], ["7", "7", "3", "3"])
     assert perfect == {"acc": 1.0, "auc": 1.0, "f1": 1.0, "ari": 1.0, "nmi": 1.0, "n_clusters": 2.0}
     # four singleton clusters for two labels: only two clusters can be matched
-    assert ev.clustering_scores(["x", "x", "y", "y"], [0, 1, 2, 3])["acc"] == 0.5
+    assert im.clustering_scores(["x", "x", "y", "y"], [0, 1, 2, 3])["acc"] == 0.5
 
 
 def test_knn_overlap_and_silhouette():
     rng = np.random.default_rng(0)
     emb = rng.normal(size=(60, 2))
-    assert ev.knn_overlap(emb, emb * 3 + 1, k=5) == 1.0
-    assert ev.knn_overlap(emb, rng.normal(size=(60, 2)), k=5) < 0.3
+    assert im.knn_overlap(emb, emb * 3 + 1, k=5) == 1.0
+    assert im.knn_overlap(emb, rng.normal(size=(60, 2)), k=5) < 0.3
     labels = np.repeat(["a", "b"], 30)
     separated = emb + np.where(labels == "a", 0, 20)[:, None]
-    assert ev.label_silhouette(separated, labels) > 0.8
-    assert math.isnan(ev.label_silhouette(emb, np.repeat("a", 60)))
+    assert im.label_silhouette(separated, labels) > 0.8
+    assert math.isnan(im.label_silhouette(emb, np.repeat("a", 60)))
 
 
 def test_imputation_changes():
     original = sp.csr_matrix([[0.0, 2.0], [3.0, 0.0]])
-    changes = ev.imputation_changes(original, np.array([[0.5, 2.0], [3.0, 0.0]]))
+    changes = im.imputation_changes(original, np.array([[0.5, 2.0], [3.0, 0.0]]))
     assert changes == {
         "fraction_zeros_original": 0.5, "fraction_zeros_filled": 0.5,
         "n_observed_changed": 0.0, "max_observed_change": 0.0,
     }
-    denoised = ev.imputation_changes(original, np.array([[0.5, 2.5], [3.0, 0.0]]))
+    denoised = im.imputation_changes(original, np.array([[0.5, 2.5], [3.0, 0.0]]))
     assert denoised["n_observed_changed"] == 1 and denoised["max_observed_change"] == 0.5
 
 
@@ -174,13 +176,13 @@ def test_evaluate_ranks_a_scrambled_imputation_below_a_mild_one(simulated):
 
 
 def test_clustering_status_is_accuracy_only_for_labels_kept_from_the_method():
-    assert ev.clustering_status("cell_type", "leiden")["status"] == "accuracy"
-    given = ev.clustering_status("cell_type", "obs:cell_type")
+    assert im.clustering_status("cell_type", "leiden")["status"] == "accuracy"
+    given = im.clustering_status("cell_type", "obs:cell_type")
     assert given["status"] == "circular" and given["suffix"] == "_circular"
     assert given["reason"].startswith("circular: labels were given to the method")
-    assert ev.clustering_status("cell_type", "csv:labels.csv")["status"] == "circular"
-    assert ev.clustering_status("scmaskgan_label", "leiden")["status"] == "circular"  # its own Leiden labels
-    assert ev.clustering_status("cell_type", None)["status"] == "unverified"
+    assert im.clustering_status("cell_type", "csv:labels.csv")["status"] == "circular"
+    assert im.clustering_status("scmaskgan_label", "leiden")["status"] == "circular"  # its own Leiden labels
+    assert im.clustering_status("cell_type", None)["status"] == "unverified"
 
 
 @pytest.mark.parametrize("source, status", [("obs:cell_type", "circular"), ("leiden", "accuracy"), (None, "unverified")])
@@ -192,7 +194,7 @@ def test_evaluate_reports_clustering_as_accuracy_only_without_given_labels(simul
     result = ev.evaluate_imputation(adata, imputed, label_key="cell_type")
     assert result.info["clustering"]["status"] == status
     suffix = "" if status == "accuracy" else f"_{status}"
-    for score in ev.LABEL_SCORES:
+    for score in im.LABEL_SCORES:
         for side in ("original", "imputed"):
             assert f"{score}_{side}{suffix}" in result.metrics
             assert (f"{score}_{side}" in result.metrics) == (status == "accuracy")

@@ -34,18 +34,10 @@ from sklearn.metrics import roc_auc_score
 from scmaskgan.config import ImputeParams
 from scmaskgan.encode import Encoding, fit_encoding, to_unit
 from scmaskgan.false_signal import correlation_inflation, passes_null_check
-from scmaskgan.imputation import (
-    EncodedRows,
-    ImputeResult,
-    Neighbours,
-    denoise_prior,
-    find_neighbours,
-    fit_pca_space,
-    impute_matrix,
-    select_neighbours,
-)
+from scmaskgan.imputation import ImputeResult, denoise_prior, impute_matrix
 from scmaskgan.matrix import lognormalise_nonnegative
 from scmaskgan.mcv import mcv_mse, within_label_signal
+from scmaskgan.neighbours import EncodedRows, Neighbours, find_neighbours, fit_pca_space, select_neighbours
 from scmaskgan.simulate import Simulation, simulate, simulate_null
 
 #: Optuna trials of every tuned run here (the default is 25; 12 keep a run near 3 s).

@@ -10,16 +10,9 @@ from conftest import simulate_counts
 from scmaskgan.config import ImputeParams
 from scmaskgan.encode import fit_encoding, to_unit
 from scmaskgan.errors import InputError, StepError
-from scmaskgan.imputation import (
-    EncodedRows,
-    Neighbours,
-    encode_rows,
-    estimate,
-    find_neighbours,
-    impute_matrix,
-    select_neighbours,
-)
+from scmaskgan.imputation import estimate, impute_matrix
 from scmaskgan.mcv import mcv_mse, split_counts
+from scmaskgan.neighbours import EncodedRows, Neighbours, encode_rows, find_neighbours, select_neighbours
 
 
 def _stand_in(x: np.ndarray, labels: np.ndarray, enc):  # noqa: ANN001, ANN202
@@ -179,7 +172,7 @@ def test_neighbours_are_found_within_the_label_only() -> None:
 def test_neighbours_by_row_blocks_match_the_whole_encoded_matrix(monkeypatch: pytest.MonkeyPatch) -> None:
     """Encoding block by block (``EncodedRows``), with labels interleaved across blocks and
     candidates not sorted by label, gives the same neighbours and label statistics."""
-    import scmaskgan.imputation as imputation
+    import scmaskgan.neighbours as neighbours
 
     adata, _ = simulate_counts(n_cells=300, n_genes=50, seed=4)
     x = sp.csr_matrix(adata.X)
@@ -189,7 +182,7 @@ def test_neighbours_by_row_blocks_match_the_whole_encoded_matrix(monkeypatch: py
     order = np.random.default_rng(0).permutation(150)  # candidates in no label order
     cand, cand_labels = unit[150:][order], labels[150:][order]
     whole = find_neighbours(unit[:150], labels[:150], cand, cand_labels, k_max=7)
-    monkeypatch.setattr(imputation, "_ROW_BLOCK", 32)
+    monkeypatch.setattr(neighbours, "_ROW_BLOCK", 32)
     blocks = find_neighbours(EncodedRows(x[:150], enc), labels[:150], cand, cand_labels, k_max=7)
     np.testing.assert_array_equal(blocks.index, whole.index)
     np.testing.assert_allclose(blocks.distance, whole.distance, rtol=1e-6)

@@ -12,25 +12,22 @@ import torch
 from conftest import simulate_counts, write_images
 
 from scmaskgan import steps
+from scmaskgan.checkpoint import _fresh_state, check_compatible, load_model
 from scmaskgan.config import TrainParams
 from scmaskgan.errors import InputError, StepError
 from scmaskgan.images_h5 import ImageStore
+from scmaskgan.losses import moment_loss
 from scmaskgan.model import gene_mask
-from scmaskgan.train import (
+from scmaskgan.train import _early_stopping
+from scmaskgan.train_data import (
     CellTensors,
-    GanTrainer,
     LabelStats,
     TrainingCells,
-    _early_stopping,
-    _fresh_state,
-    check_compatible,
     label_stats,
-    load_model,
-    model_config,
-    moment_loss,
     read_cells,
     split_validation,
 )
+from scmaskgan.trainer import GanTrainer, model_config
 
 TINY = {"base_channels": 8, "batch_size": 32, "device": "cpu", "threads": 1}
 

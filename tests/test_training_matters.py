@@ -23,7 +23,7 @@ from scmaskgan.config import GenerateParams, TrainParams
 from scmaskgan.generate import read_candidates
 from scmaskgan.images_h5 import ImageStore
 from scmaskgan.simulate import simulate
-from scmaskgan.train import read_cells
+from scmaskgan.train_data import read_cells
 
 SMALL = {"base_channels": 8, "batch_size": 32, "cells_per_epoch": 512, "device": "cpu", "threads": 1,
          "val_fraction": 0.0, "seed": 0}

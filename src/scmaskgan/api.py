@@ -32,9 +32,10 @@ from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 from scmaskgan.config import IMPUTE_CHAIN, all_flat_names, flat_fields, step_params_from_flat
 from scmaskgan.encode import Encoding
 from scmaskgan.errors import InputError
-from scmaskgan.imputation import encode_rows, impute_matrix
+from scmaskgan.imputation import impute_matrix
 from scmaskgan.imputed import annotate, imputation_record
 from scmaskgan.memory import release_memory
+from scmaskgan.neighbours import encode_rows
 
 #: Steps ``fit`` runs, in order (QC is the user's business: the API is QC-free); ``transform`` is IMPUTE.
 FIT_STEPS = IMPUTE_CHAIN[:-1]

@@ -21,12 +21,14 @@ import torch
 import torch.nn.functional as F
 
 from scmaskgan.atomic import atomic_path
+from scmaskgan.checkpoint import check_compatible, load_model
 from scmaskgan.config import GenerateParams
 from scmaskgan.device import select_device
 from scmaskgan.encode import FORMAT_VERSION, Encoding
 from scmaskgan.errors import InputError
 from scmaskgan.images_h5 import ImageStore
 from scmaskgan.model import Generator, pixel_scaled
+from scmaskgan.train_data import read_cells
 from scmaskgan.versions import package_versions
 
 _STR = h5py.string_dtype("utf-8")
@@ -74,7 +76,7 @@ def sample_images(
     dropouts
         ``'sample'`` (binary detection draw) or ``'expected'`` (level x probability).
     pool
-        :class:`scmaskgan.train.CellTensors` to condition an inpainting generator on:
+        :class:`scmaskgan.train_data.CellTensors` to condition an inpainting generator on:
         each candidate gets a random cell of its label with ``inpaint_fraction`` of the
         observed pixels hidden. Ignored by other generators.
     inpaint_fraction
@@ -243,8 +245,6 @@ def generate_candidates(model_pt: Path, images_h5: Path, out_path: Path, params:
     -------
     A summary: candidates per label and the seconds taken.
     """
-    from scmaskgan.train import check_compatible, load_model, read_cells
-
     device = select_device(params.device)
     model = load_model(model_pt, device)
     with ImageStore(images_h5) as store:
