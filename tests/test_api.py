@@ -23,7 +23,8 @@ import scmaskgan
 from scmaskgan.cli import main
 from scmaskgan.errors import InputError
 
-TINY = {"epochs": 1, "min_epochs": 1, "base_channels": 8, "device": "cpu", "impute_n_trials": 4}
+TINY = {"epochs": 1, "min_epochs": 1, "base_channels": 8, "cells_per_epoch": 256, "device": "cpu",
+        "impute_n_trials": 4}
 
 
 @pytest.fixture(scope="module")

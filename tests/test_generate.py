@@ -16,7 +16,7 @@ from scmaskgan.errors import InputError
 from scmaskgan.generate import n_candidates_per_label, read_candidates
 from scmaskgan.images_h5 import ImageStore
 
-TINY = {"base_channels": 8, "batch_size": 32, "device": "cpu", "threads": 1}
+TINY = {"base_channels": 8, "batch_size": 32, "cells_per_epoch": 256, "device": "cpu", "threads": 1}
 
 
 @pytest.fixture(scope="module")
