@@ -17,6 +17,8 @@ from scmaskgan.train_data import CellTensors
 
 #: Candidates generated per validation (spread over the labels).
 VALIDATION_CANDIDATES = 2000
+#: Training cells (a seeded random subset) given to the quality reference as the real level.
+REFERENCE_CELLS = 4000
 
 
 class Validator:
@@ -48,6 +50,9 @@ class Validator:
 
         self.labels = val.labels.numpy()
         self.real_values = val.values.reshape(len(val), -1)[:, :n_genes].float()
+        if len(reference) > REFERENCE_CELLS:  # the reference uses at most 2 x 2,000: no float copy of all cells
+            pick = torch.randperm(len(reference), generator=torch.Generator().manual_seed(params.seed))
+            reference = reference.subset(pick[:REFERENCE_CELLS].sort().values)
         ref_values = reference.values.reshape(len(reference), -1)[:, :n_genes].float()
         self.quality = QualityReference(
             self.real_values.numpy(), self.labels, ref_values.numpy(), reference.labels.numpy(), seed=params.seed
