@@ -32,8 +32,9 @@ import scipy.sparse as sp
 import torch
 
 from scmaskgan.config import ImputeParams
-from scmaskgan.encode import Encoding, decode, library_sizes, to_unit
+from scmaskgan.encode import Encoding, decode, to_unit
 from scmaskgan.errors import InputError
+from scmaskgan.matrix import dense, library_sizes
 from scmaskgan.mcv import mcv_mse, mcv_poisson, split_counts, within_label_signal
 from scmaskgan.neighbours import (
     _BLOCK_ELEMENTS,
@@ -92,9 +93,6 @@ class ImputeResult:
     fraction_zeros_filled: float = 0.0
     n_observed_changed: int = 0
 
-
-def _dense32(x: np.ndarray | sp.spmatrix) -> np.ndarray:
-    return np.asarray(x.toarray() if sp.issparse(x) else x, dtype=np.float32)  # type: ignore[union-attr]  # scipy stubs
 
 
 def estimate(
@@ -203,7 +201,7 @@ def cell_depth(x: np.ndarray | sp.spmatrix, enc: Encoding) -> np.ndarray:
         return library_sizes(x, "counts") / enc.target_sum
     smallest = np.concatenate([
         np.where(block > 0, block, np.inf).min(axis=1)
-        for block in (_dense32(x[sl]) for sl in _row_blocks(x.shape))
+        for block in (dense(x[sl], np.float32) for sl in _row_blocks(x.shape))
     ])
     depth = np.where(np.isfinite(smallest), 1.0 / np.expm1(np.minimum(smallest, 50.0)), np.nan)
     fallback = np.nanmedian(depth) if np.any(np.isfinite(depth)) else 1.0
@@ -238,11 +236,11 @@ class _Fold:
             self.seen = seen.toarray().astype(np.float32)
             self.kind = "molecules"
         else:
-            dense = _dense32(x)
+            values = dense(x, np.float32)
             rng = np.random.default_rng(seed)
-            self.hidden = (dense > 0) & (rng.random(dense.shape) < fraction)
-            self.truth = dense[self.hidden]
-            self.seen = np.where(self.hidden, 0.0, dense).astype(np.float32)
+            self.hidden = (values > 0) & (rng.random(values.shape) < fraction)
+            self.truth = values[self.hidden]
+            self.seen = np.where(self.hidden, 0.0, values).astype(np.float32)
             self.kind = "entries"
         self.labels = labels
         self.unit, self.lib = encode_rows(self.seen, enc)
@@ -422,7 +420,7 @@ def impute_matrix(
     n_zeros = n_filled = n_changed = 0
     for sl in _row_blocks(x.shape):
         rows = x[sl]
-        block = _dense32(rows)
+        block = dense(rows, np.float32)
         unit, lib = to_unit(rows, enc)
         observed = block > 0
         est = estimate(
