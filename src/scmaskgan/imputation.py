@@ -105,6 +105,7 @@ def estimate(
     scale: float,
     mode: str,
     shrinkage: float = 1.0,
+    background: np.ndarray | None = None,
 ) -> np.ndarray:
     """Neighbour estimates of every entry in the unit scale.
 
@@ -134,6 +135,9 @@ def estimate(
         estimate shrinks toward the neighbours without replacing the cell.
     shrinkage
         ``alpha`` of the denoise prior (larger: nearer the neighbours).
+    background
+        (n_genes,) the mean of all ``candidates`` (denoise), computed here when not given;
+        callers that estimate block by block compute it once.
 
     Returns
     -------
@@ -146,7 +150,9 @@ def estimate(
     out = np.empty((n, g), dtype=np.float32)
     idx_all = np.where(neigh.index[:, :k] >= 0, neigh.index[:, :k], 0)
     cand = torch.from_numpy(np.ascontiguousarray(candidates, dtype=np.float32))
-    background = cand.mean(0) if mode == "denoise" else None
+    prior_background = None
+    if mode == "denoise":
+        prior_background = cand.mean(0) if background is None else torch.from_numpy(background)
     step = max(1, _BLOCK_ELEMENTS // max(1, k * g))
     for start in range(0, n, step):
         sl = slice(start, start + step)
@@ -157,7 +163,7 @@ def estimate(
         lam = torch.expm1(c * scale) * d[:, :, None]
         own = torch.from_numpy(np.ascontiguousarray(cells[sl], dtype=np.float32))
         if mode == "denoise":
-            m = torch.expm1(denoise_prior(w, c, background) * scale) * d
+            m = torch.expm1(denoise_prior(w, c, prior_background) * scale) * d
             post = (torch.expm1(own * scale) * d + shrinkage) * m / (m + shrinkage)
             out[sl] = (torch.log1p(post / d.clamp_min(1e-12)) / scale).numpy()
         else:
@@ -304,6 +310,7 @@ def tune(
     raw_signal = fold.signal(fold.seen)
     raw_scores = fold.scores(fold.seen, fold.unit * np.float32(enc.scale))
     denoise = params.mode == "denoise"
+    background = candidates.mean(0, dtype=np.float32) if denoise else None
 
     def objective(trial: optuna.Trial) -> float:
         k = params.k if params.k is not None else trial.suggest_int("k", 1, k_hi, log=True)
@@ -313,7 +320,8 @@ def tune(
         )
         w = select_neighbours(neigh, min(k, k_hi), t)
         est = estimate(
-            fold.unit, fold.observed, fold.depth, candidates, neigh, w, enc.scale, params.mode, alpha or 1.0
+            fold.unit, fold.observed, fold.depth, candidates, neigh, w, enc.scale, params.mode, alpha or 1.0,
+            background,
         )
         values, lognorm = _assemble(fold.seen, est, fold.lib, enc, params.mode)
         scores, signal = fold.scores(values, lognorm), fold.signal(values)
@@ -415,6 +423,7 @@ def impute_matrix(
     depth = cell_depth(x, enc)
     neigh = find_neighbours(cells, labels, candidates, candidate_labels, k, space=space)
     w = select_neighbours(neigh, k, theta_sigma)
+    background = candidates.mean(0, dtype=np.float32) if denoise else None
     values = np.empty(x.shape, dtype=np.float32)
     lognorm = np.empty(x.shape, dtype=np.float32)
     n_zeros = n_filled = n_changed = 0
@@ -425,7 +434,7 @@ def impute_matrix(
         observed = block > 0
         est = estimate(
             unit, observed, depth[sl], candidates, neigh.rows(sl), w[sl], enc.scale, params.mode,
-            shrinkage if denoise else 1.0,
+            shrinkage if denoise else 1.0, background,
         )
         values[sl], lognorm[sl] = _assemble(block, est, lib, enc, params.mode)
         n_zeros += int((~observed).sum())
