@@ -16,7 +16,7 @@ from scmaskgan.checkpoint import _fresh_state, check_compatible, load_model
 from scmaskgan.config import TrainParams
 from scmaskgan.errors import InputError, StepError
 from scmaskgan.images_h5 import ImageStore
-from scmaskgan.losses import moment_loss
+from scmaskgan.losses import moment_loss, r1_penalty
 from scmaskgan.model import gene_mask
 from scmaskgan.train import _early_stopping
 from scmaskgan.train_data import (
@@ -89,6 +89,23 @@ def test_moment_loss_targets_the_label_statistics():
     assert float(level.grad.abs().max()) < 1e-7
     off = moment_loss(torch.full((4, 2, 2), 0.8), torch.full((4, 2, 2), 2.0), labels, stats, genes)
     assert float(off) > 0.1
+    # same mean level and detection, twice the spread: the second-moment term penalises it
+    wide = torch.tensor([0.0, 0.8, 0.8, 0.0]).view(4, 1, 1).expand(4, 2, 2).clone().requires_grad_()
+    spread = moment_loss(wide, logits, labels, stats, genes)
+    spread.backward()
+    assert float(spread.detach()) > 1e-3
+    assert float(wide.grad[1].min()) > 0  # the high cells are pulled down
+
+
+def test_r1_penalty_is_half_the_squared_gradient_on_observed_values():
+    weight = torch.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    values = torch.rand(3, 2, 2, requires_grad=True)
+    masks = torch.tensor([[1.0, 1.0], [0.0, 1.0]]).expand(3, 2, 2)
+    scores = (values * weight).sum((1, 2))  # a linear discriminator: its gradient is the weight
+    penalty = r1_penalty(scores, values, masks)
+    assert float(penalty) == pytest.approx(0.5 * (1 + 4 + 16))
+    penalty.backward()  # differentiable in the discriminator's weights (create_graph): its update sees it
+    assert torch.equal(weight.grad, torch.tensor([[1.0, 2.0], [0.0, 4.0]]))
 
 
 def test_validation_split_is_stratified_and_keeps_single_cells_in_training():

@@ -179,6 +179,11 @@ class TrainParams(_Validated):
     min_epochs: int = _p(10, "Never stop before this many epochs.", ge=0)
     val_fraction: float = _p(0.1, "Fraction of cells held out for the validation signal.", ge=0, lt=1)
     grad_clip: float = _p(1.0, "Gradient norm clipping (0 disables).", ge=0)
+    r1_gamma: float = _p(
+        1.0,
+        "Weight of the discriminator's R1 penalty (gamma/2 x squared gradient norm on real cells; 0 disables), "
+        "which keeps it from memorising small samples.", ge=0,
+    )
     checkpoint_every: int = _p(10, "Write a checkpoint every this many epochs.", ge=1)
     resume: bool = _p(False, "Resume from the last checkpoint in the output folder.")
     device: str = _p("auto", "'auto' (CUDA, then MPS, then CPU), 'cpu', 'cuda', 'cuda:N' or 'mps'.")

@@ -36,6 +36,19 @@ def bce(logits: torch.Tensor, target: float) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
 
 
+def r1_penalty(d_real: torch.Tensor, real_values: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """R1 penalty (Mescheder et al. 2018): half the mean squared norm of the discriminator's
+    gradient with respect to the observed values of the real cells.
+
+    Penalising the slope of the discriminator on the real cells stops it from building a
+    sharp boundary around each training cell, which a sample of a few hundred cells
+    otherwise lets it do (the generator then chases that boundary and over-disperses).
+    ``real_values`` must require grad and ``d_real`` be computed from it.
+    """
+    (grad,) = torch.autograd.grad(d_real.sum(), real_values, create_graph=True)
+    return 0.5 * (grad * masks).pow(2).flatten(1).sum(1).mean()
+
+
 def _cross_term(a: torch.Tensor, b: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Unbiased estimate of ``sum(weight * (E[a] - target)^2) / sum(weight)`` from two independent halves.
 
@@ -51,14 +64,17 @@ def _cross_term(a: torch.Tensor, b: torch.Tensor, target: torch.Tensor, weight: 
 def moment_loss(
     level: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, stats: LabelStats, genes: torch.Tensor
 ) -> torch.Tensor:
-    """``rec_loss='moments'``: match each label's detection rates and observed mean levels.
+    """``rec_loss='moments'``: match each label's detection rates, observed mean levels and second moments.
 
     For every label with at least two generated cells in the batch, the cells are split
     into two halves; the detection term compares the mean detection probability with
     the label's detection rate on gene pixels, the level term compares the
     detection-weighted mean level with the label's mean over observed pixels, weighted
-    by the detection rate (genes never observed in the label do not count). Labels are
-    averaged weighted by their number of cells.
+    by the detection rate (genes never observed in the label do not count), and the
+    second-moment term compares the mean squared sampled value (zeros included) with the
+    label's, so that a gene's spread across the generated cells is held to the real
+    cells' (without it the adversarial term alone let the generator over-disperse single
+    genes 2-5 fold in variance). Labels are averaged weighted by their number of cells.
     """
     prob = torch.sigmoid(logits)
     total = level.new_zeros(())
@@ -70,10 +86,12 @@ def moment_loss(
         halves = (idx[0::2], idx[1::2])
         p = [prob[h].mean(0) for h in halves]
         lev = [(level[h] * prob[h]).sum(0) / prob[h].sum(0).clamp_min(1e-6) for h in halves]
+        sq = [(level[h] ** 2 * prob[h]).mean(0) for h in halves]
         det_rate = stats.detection[label]
         det = _cross_term(p[0], p[1], det_rate, genes)
         lvl = _cross_term(lev[0], lev[1], stats.level[label], det_rate * genes)
-        total = total + len(idx) * (det + lvl)
+        spread = _cross_term(sq[0], sq[1], stats.second[label], genes)
+        total = total + len(idx) * (det + lvl + spread)
         n_used += len(idx)
     return total / max(n_used, 1)
 

@@ -19,7 +19,7 @@ from scmaskgan.config import TrainParams
 from scmaskgan.device import amp_enabled, autocast, grad_scaler
 from scmaskgan.encode import Encoding
 from scmaskgan.errors import StepError
-from scmaskgan.losses import bce, inpaint_loss, inpaint_split, moment_loss, sample_cells
+from scmaskgan.losses import bce, inpaint_loss, inpaint_split, moment_loss, r1_penalty, sample_cells
 from scmaskgan.model import Discriminator, Generator, ModelConfig, gene_mask
 from scmaskgan.train_data import CellTensors, LabelStats
 
@@ -133,9 +133,12 @@ class GanTrainer:
             level, logits = level.float(), logits.float()
             fake_values, fake_mask = sample_cells(level, logits, noise["detect"])
             fake_values, fake_mask = fake_values * self.genes, fake_mask * self.genes
-            d_real = self.discriminator(real.values, real.masks, onehot).float()
+            real_values = real.values.detach().requires_grad_(self.params.r1_gamma > 0)
+            d_real = self.discriminator(real_values, real.masks, onehot).float()
             d_fake = self.discriminator(fake_values.detach(), fake_mask.detach(), onehot).float()
             loss_d = bce(d_real, 1.0) + bce(d_fake, 0.0)
+        if self.params.r1_gamma > 0:
+            loss_d = loss_d + self.params.r1_gamma * r1_penalty(d_real, real_values, real.masks)
         return BatchLosses(loss_d, self._rec(level, logits, real, kept, held), (fake_values, fake_mask, onehot))
 
     def _rec(
