@@ -36,6 +36,10 @@ def bce(logits: torch.Tensor, target: float) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
 
 
+#: Floor of the moment loss's relative errors: a target below it counts as absolute error / floor.
+_RELATIVE_FLOOR = 0.05
+
+
 def r1_penalty(d_real: torch.Tensor, real_values: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """R1 penalty (Mescheder et al. 2018): half the mean squared norm of the discriminator's
     gradient with respect to the observed values of the real cells.
@@ -56,7 +60,8 @@ def _cross_term(a: torch.Tensor, b: torch.Tensor, target: torch.Tensor, weight: 
     variance), pushing the generator towards one mean cell; multiplying the errors of
     two independent halves keeps the gradient of the squared bias only.
     """
-    ea, eb = a - target, b - target
+    scale = target + _RELATIVE_FLOOR
+    ea, eb = (a - target) / scale, (b - target) / scale
     cross = 0.5 * (ea.detach() * eb + eb.detach() * ea)
     return (weight * cross).sum() / weight.sum().clamp_min(1e-8)
 
