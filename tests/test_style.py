@@ -44,5 +44,8 @@ def test_mypy_is_clean_on_the_package():
 def test_the_module_map_in_docs_names_every_module():
     doc = (ROOT / "docs" / "architecture.md").read_text()
     table = doc.split("## Modules", 1)[1].split("\n## ", 1)[0]
-    modules = {p.stem for p in (ROOT / "src" / "scmaskgan").glob("*.py")} - {"__init__"}
-    assert modules <= set(re.findall(r"`(\w+)`", table)), modules - set(re.findall(r"`(\w+)`", table))
+    package = ROOT / "src" / "scmaskgan"
+    modules = {".".join(p.relative_to(package).with_suffix("").parts) for p in package.rglob("*.py")}
+    modules = {m for m in modules if not m.endswith("__init__")}
+    named = set(re.findall(r"`([\w.]+)`", table))
+    assert modules <= named, modules - named

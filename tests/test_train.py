@@ -11,15 +11,14 @@ import pytest
 import torch
 from conftest import simulate_counts, write_images
 
-from scmaskgan import steps
-from scmaskgan.checkpoint import _fresh_state, check_compatible, load_model
-from scmaskgan.config import TrainParams
+from scmaskgan.core.config import TrainParams
 from scmaskgan.errors import InputError, StepError
-from scmaskgan.images_h5 import ImageStore
-from scmaskgan.losses import moment_loss
-from scmaskgan.model import gene_mask
-from scmaskgan.train import _early_stopping
-from scmaskgan.train_data import (
+from scmaskgan.method.checkpoint import _fresh_state, check_compatible, load_model
+from scmaskgan.method.images_h5 import ImageStore
+from scmaskgan.method.losses import moment_loss
+from scmaskgan.method.model import gene_mask
+from scmaskgan.method.train import _early_stopping
+from scmaskgan.method.train_data import (
     CellTensors,
     LabelStats,
     TrainingCells,
@@ -27,7 +26,8 @@ from scmaskgan.train_data import (
     read_cells,
     split_validation,
 )
-from scmaskgan.trainer import GanTrainer, model_config
+from scmaskgan.method.trainer import GanTrainer, model_config
+from scmaskgan.pipeline import steps
 
 TINY = {"base_channels": 8, "batch_size": 32, "device": "cpu", "threads": 1}
 
@@ -209,7 +209,7 @@ def test_truncated_images_file_is_an_input_error(images: Path, tmp_path: Path):
 
 
 def test_device_choice_and_amp_off_the_gpu():
-    from scmaskgan.device import amp_enabled, autocast, grad_scaler, select_device, to_device
+    from scmaskgan.method.device import amp_enabled, autocast, grad_scaler, select_device, to_device
 
     cpu = torch.device("cpu")
     assert select_device("cpu") == cpu
@@ -229,7 +229,7 @@ def test_device_choice_and_amp_off_the_gpu():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_batches_arrive_through_pinned_memory():
-    from scmaskgan.device import to_device
+    from scmaskgan.method.device import to_device
 
     moved = to_device(torch.arange(6.0), torch.device("cuda"))
     assert moved.is_cuda and float(moved.sum()) == 15.0

@@ -1,0 +1,165 @@
+"""TRAIN's files read back: the model file ``{id}.model.pt`` (:func:`save_model`,
+:func:`load_model`, :func:`check_compatible`) and the training checkpoint kept beside it
+for ``--resume``. Both are ``torch.save`` dicts of plain types and tensors, loadable with
+``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from scmaskgan.core.config import TrainParams
+from scmaskgan.errors import InputError
+from scmaskgan.io.atomic import atomic_path
+from scmaskgan.method.encode import Encoding
+from scmaskgan.method.images_h5 import ImageStore
+from scmaskgan.method.model import Generator, ModelConfig
+from scmaskgan.method.trainer import GanTrainer
+
+MODEL_FORMAT = 1
+
+
+@dataclass
+class LoadedModel:
+    """A trained generator with everything needed to use it."""
+
+    generator: Generator
+    config: ModelConfig
+    encoding: Encoding
+    label_names: list[str]
+    train: dict[str, Any]
+
+
+def save_model(
+    path: Path,
+    trainer: GanTrainer,
+    encoding: Encoding,
+    label_names: list[str],
+    train_meta: dict[str, Any],
+    weights: dict[str, Any] | None = None,
+) -> None:
+    """Write ``{id}.model.pt`` atomically (state_dicts + plain-type config; ``weights_only`` loadable).
+
+    ``weights`` (``generator``/``discriminator`` state_dicts) replaces the trainer's
+    current weights, e.g. with the best epoch's.
+    """
+    weights = weights or {"generator": trainer.generator.state_dict(), "discriminator": trainer.discriminator.state_dict()}
+    payload = {
+        "format_version": MODEL_FORMAT,
+        "kind": "scmaskgan-model",
+        "config": {"model": trainer.cfg.to_dict(), "encoding": encoding.to_dict()},
+        "generator": _cpu(weights["generator"]),
+        "discriminator": _cpu(weights["discriminator"]),
+        "label_names": list(label_names),
+        "train": train_meta,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in state.items()}
+
+
+def _torch_load(path: Path, what: str) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: {what} not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path}: not a readable {what} (truncated or corrupt? {first})") from exc
+    if not isinstance(payload, dict) or payload.get("format_version") != MODEL_FORMAT:
+        raise InputError(f"{path}: not a scmaskgan {what} (format_version {MODEL_FORMAT} expected)")
+    return payload
+
+
+def load_model(path: Path, device: torch.device | str = "cpu") -> LoadedModel:
+    """Read ``{id}.model.pt`` with ``torch.load(..., weights_only=True)``; the generator is in eval mode.
+
+    Raises
+    ------
+    InputError
+        The file is missing, truncated, corrupt or not a scmaskgan model.
+    """
+    payload = _torch_load(path, "model file")
+    if payload.get("kind") != "scmaskgan-model":
+        raise InputError(f"{path}: not a scmaskgan model file (kind={payload.get('kind')!r})")
+    try:
+        cfg = ModelConfig.from_dict(dict(payload["config"]["model"]))
+        encoding = Encoding(**payload["config"]["encoding"])
+        generator = Generator(cfg)
+        generator.load_state_dict(payload["generator"])
+    except (KeyError, TypeError, RuntimeError) as exc:
+        raise InputError(f"{path}: model file is inconsistent ({str(exc).splitlines()[0]})") from exc
+    generator.to(device).eval()
+    return LoadedModel(generator, cfg, encoding, list(payload["label_names"]), dict(payload["train"]))
+
+
+def check_compatible(model: LoadedModel, model_path: Path, store: ImageStore) -> None:
+    """Raise :class:`InputError` when a model does not belong to an images file (side, genes, labels)."""
+    enc = store.encoding
+    if (model.encoding.side, model.encoding.n_genes) != (enc.side, enc.n_genes):
+        raise InputError(
+            f"{model_path} was trained on images of side N={model.encoding.side} ({model.encoding.n_genes} genes) "
+            f"but {store.path} has N={enc.side} ({enc.n_genes} genes)"
+        )
+    if model.label_names != list(store.label_names):
+        raise InputError(f"{model_path} was trained on other labels than those of {store.path}")
+
+
+# ---------------------------------------------------------------- training checkpoint
+def _checkpoint_path(outdir: Path, sample_id: str) -> Path:
+    return Path(outdir) / f"{sample_id}.train_checkpoint.pt"
+
+
+def _fresh_state() -> dict[str, Any]:
+    return {
+        "epoch": 0, "history": [], "smoothed": None, "bad_epochs": 0, "stopped": False,
+        "best": {"epoch": 0, "score": math.inf, "weights": None},
+    }
+
+
+def _resume_state(
+    paths: dict[str, Path], sample_id: str, params: TrainParams, cfg: ModelConfig, trainer: GanTrainer
+) -> dict[str, Any]:
+    ckpt = _checkpoint_path(paths["model"].parent, sample_id)
+    if not (params.resume and ckpt.exists()):
+        return _fresh_state()
+    payload = _torch_load(ckpt, "training checkpoint")
+    if payload.get("kind") != "scmaskgan-checkpoint" or payload.get("config") != cfg.to_dict():
+        raise InputError(f"{ckpt} was made with other data or model settings; delete it or drop --resume")
+    saved = {k: v for k, v in payload["params"].items() if k not in {"epochs", "resume", "patience", "min_epochs",
+                                                                     "checkpoint_every", "device", "threads"}}
+    current = {k: v for k, v in dataclasses.asdict(params).items() if k in saved}
+    if saved != current:
+        changed = sorted(k for k in saved if saved[k] != current.get(k))
+        raise InputError(f"{ckpt} was made with other training parameters ({', '.join(changed)}); drop --resume")
+    trainer.load_state_dict(payload["trainer"])
+    return payload["state"]
+
+
+def _save_checkpoint(trainer: GanTrainer, state: dict[str, Any], params: TrainParams, path: Path) -> None:
+    payload = {
+        "format_version": MODEL_FORMAT,
+        "kind": "scmaskgan-checkpoint",
+        "config": trainer.cfg.to_dict(),
+        "params": dataclasses.asdict(params),
+        "trainer": trainer.state_dict(),
+        "state": state,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def _weights(trainer: GanTrainer) -> dict[str, Any]:
+    return {"generator": _cpu(trainer.generator.state_dict()), "discriminator": _cpu(trainer.discriminator.state_dict())}
