@@ -118,7 +118,8 @@ def check_compatible(model: LoadedModel, model_path: Path, store: ImageStore) ->
 
 
 # ---------------------------------------------------------------- training checkpoint
-def _checkpoint_path(outdir: Path, sample_id: str) -> Path:
+def checkpoint_path(outdir: Path, sample_id: str) -> Path:
+    """The training checkpoint of a sample, kept beside its model file."""
     return Path(outdir) / f"{sample_id}.train_checkpoint.pt"
 
 
@@ -129,10 +130,18 @@ def _fresh_state() -> dict[str, Any]:
     }
 
 
-def _resume_state(
+def resume_state(
     paths: dict[str, Path], sample_id: str, params: TrainParams, cfg: ModelConfig, trainer: GanTrainer
 ) -> dict[str, Any]:
-    ckpt = _checkpoint_path(paths["model"].parent, sample_id)
+    """The training state to start from: a fresh one, or with ``params.resume`` the checkpoint's
+    (whose weights and optimiser states are loaded into ``trainer``).
+
+    Raises
+    ------
+    InputError
+        The checkpoint was made with other data, model settings or training parameters.
+    """
+    ckpt = checkpoint_path(paths["model"].parent, sample_id)
     if not (params.resume and ckpt.exists()):
         return _fresh_state()
     payload = _torch_load(ckpt, "training checkpoint")
@@ -148,7 +157,8 @@ def _resume_state(
     return payload["state"]
 
 
-def _save_checkpoint(trainer: GanTrainer, state: dict[str, Any], params: TrainParams, path: Path) -> None:
+def save_checkpoint(trainer: GanTrainer, state: dict[str, Any], params: TrainParams, path: Path) -> None:
+    """Write the training checkpoint atomically: the trainer's weights and optimisers, the state, the parameters."""
     payload = {
         "format_version": MODEL_FORMAT,
         "kind": "scmaskgan-checkpoint",
@@ -161,5 +171,6 @@ def _save_checkpoint(trainer: GanTrainer, state: dict[str, Any], params: TrainPa
         torch.save(payload, tmp)
 
 
-def _weights(trainer: GanTrainer) -> dict[str, Any]:
+def cpu_weights(trainer: GanTrainer) -> dict[str, Any]:
+    """Copies of the generator's and discriminator's weights on the CPU."""
     return {"generator": _cpu(trainer.generator.state_dict()), "discriminator": _cpu(trainer.discriminator.state_dict())}

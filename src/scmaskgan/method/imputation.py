@@ -37,14 +37,14 @@ from scmaskgan.errors import InputError
 from scmaskgan.method.encode import Encoding, decode, to_unit
 from scmaskgan.method.mcv import mcv_mse, mcv_poisson, split_counts, within_label_signal
 from scmaskgan.method.neighbours import (
-    _BLOCK_ELEMENTS,
+    BLOCK_ELEMENTS,
     EncodedRows,
     Neighbours,
     PCASpace,
-    _row_blocks,
     encode_rows,
     find_neighbours,
     fit_pca_space,
+    row_blocks,
     select_neighbours,
 )
 
@@ -153,7 +153,7 @@ def estimate(
     prior_background = None
     if mode == "denoise":
         prior_background = cand.mean(0) if background is None else torch.from_numpy(background)
-    step = max(1, _BLOCK_ELEMENTS // max(1, k * g))
+    step = max(1, BLOCK_ELEMENTS // max(1, k * g))
     for start in range(0, n, step):
         sl = slice(start, start + step)
         c = cand[torch.from_numpy(idx_all[sl])]  # (b, k, g)
@@ -207,7 +207,7 @@ def cell_depth(x: np.ndarray | sp.spmatrix, enc: Encoding) -> np.ndarray:
         return library_sizes(x, "counts") / enc.target_sum
     smallest = np.concatenate([
         np.where(block > 0, block, np.inf).min(axis=1)
-        for block in (dense(x[sl], np.float32) for sl in _row_blocks(x.shape))
+        for block in (dense(x[sl], np.float32) for sl in row_blocks(x.shape))
     ])
     depth = np.where(np.isfinite(smallest), 1.0 / np.expm1(np.minimum(smallest, 50.0)), np.nan)
     fallback = np.nanmedian(depth) if np.any(np.isfinite(depth)) else 1.0
@@ -427,7 +427,7 @@ def impute_matrix(
     values = np.empty(x.shape, dtype=np.float32)
     lognorm = np.empty(x.shape, dtype=np.float32)
     n_zeros = n_filled = n_changed = 0
-    for sl in _row_blocks(x.shape):
+    for sl in row_blocks(x.shape):
         rows = x[sl]
         block = dense(rows, np.float32)
         unit, lib = to_unit(rows, enc)

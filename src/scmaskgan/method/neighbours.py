@@ -18,7 +18,7 @@ from scmaskgan.errors import InputError, StepError
 from scmaskgan.method.encode import Encoding, to_unit
 
 #: Elements of the (cells, neighbours, genes) block processed at once (bounds memory).
-_BLOCK_ELEMENTS = 1_000_000
+BLOCK_ELEMENTS = 1_000_000
 #: Cells encoded, estimated and decoded at once (at most; fewer for wide samples, see
 #: :data:`_ROW_ELEMENTS`): bounds the float64 temporaries.
 _ROW_BLOCK = 1024
@@ -52,7 +52,7 @@ class Neighbours:
         return Neighbours(self.index[sl], self.distance[sl], self.mu[sl], self.sigma[sl])
 
 
-def _row_blocks(shape: tuple[int, int]) -> list[slice]:
+def row_blocks(shape: tuple[int, int]) -> list[slice]:
     """Row slices of a (cells, genes) matrix, each at most ``_ROW_BLOCK`` rows and about ``_ROW_ELEMENTS`` entries."""
     n, g = shape
     step = max(1, min(_ROW_BLOCK, _ROW_ELEMENTS // max(g, 1)))
@@ -63,7 +63,7 @@ def encode_rows(x: np.ndarray | sp.spmatrix, enc: Encoding) -> tuple[np.ndarray,
     """:func:`scmaskgan.method.encode.to_unit` in row blocks: float32 unit vectors and library sizes."""
     unit = np.empty(x.shape, dtype=np.float32)
     lib = np.empty(x.shape[0], dtype=np.float64)
-    for sl in _row_blocks(x.shape):
+    for sl in row_blocks(x.shape):
         unit[sl], lib[sl] = to_unit(x[sl], enc)
     return unit, lib
 
@@ -126,7 +126,7 @@ def fit_pca_space(cells: np.ndarray | EncodedRows, n_pcs: int, seed: int) -> PCA
 
 
 def _all_rows(cells: np.ndarray | EncodedRows) -> np.ndarray:
-    return np.concatenate([cells[sl] for sl in _row_blocks(cells.shape)])
+    return np.concatenate([cells[sl] for sl in row_blocks(cells.shape)])
 
 
 def _index_blocks(rows: np.ndarray, n_genes: int) -> list[np.ndarray]:
@@ -198,7 +198,7 @@ def find_neighbours(
         cand = torch.from_numpy(np.ascontiguousarray(chosen, dtype=np.float32))
         pools[label] = (cand_rows, cand, (cand * cand).sum(1))
     sums = {label: np.zeros(2) for label in pools}
-    for block in _row_blocks(cells.shape):
+    for block in row_blocks(cells.shape):
         rows_block = cells[block] if space is None else space(cells[block])
         x_block = torch.from_numpy(np.ascontiguousarray(rows_block, dtype=np.float32))
         obs_block = None if observed is None else torch.from_numpy(np.asarray(observed[block], dtype=np.float32))
@@ -207,7 +207,7 @@ def find_neighbours(
             local = np.flatnonzero(block_labels == label)
             cand_rows, cand, cand_sq = pools[label]
             kk = min(k_max, cand_rows.size)
-            step = max(1, _BLOCK_ELEMENTS // max(1, cand_rows.size * 4))
+            step = max(1, BLOCK_ELEMENTS // max(1, cand_rows.size * 4))
             for start in range(0, local.size, step):
                 part = local[start:start + step]
                 x = x_block[part]

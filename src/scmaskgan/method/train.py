@@ -26,10 +26,10 @@ from scmaskgan.core.versions import package_versions
 from scmaskgan.errors import InputError, StepError
 from scmaskgan.io.atomic import atomic_path
 from scmaskgan.method.checkpoint import (
-    _checkpoint_path,
-    _resume_state,
-    _save_checkpoint,
-    _weights,
+    checkpoint_path,
+    cpu_weights,
+    resume_state,
+    save_checkpoint,
     save_model,
 )
 from scmaskgan.method.device import select_device, set_threads
@@ -111,7 +111,7 @@ def fit(
                 pool = read_cells(store, np.sort(np.flatnonzero(~val_mask))[:20000])
             reference = cells.cells if cells.cells is not None else read_cells(store, train_index[:4000])
             validator = Validator(read_cells(store, np.flatnonzero(val_mask)), reference, pool, enc.n_genes, params)
-        state = _resume_state(paths, sample_id, params, cfg, trainer)
+        state = resume_state(paths, sample_id, params, cfg, trainer)
         if validator is not None and "initial" not in state:
             state["initial"] = _overall(validator(trainer.generator, trainer.discriminator, trainer.device))
         _run_epochs(trainer, cells, validator, state, paths, sample_id, params, progress)
@@ -172,7 +172,7 @@ def _run_epochs(
 ) -> None:
     from tqdm.auto import tqdm
 
-    ckpt = _checkpoint_path(paths["model"].parent, sample_id)
+    ckpt = checkpoint_path(paths["model"].parent, sample_id)
     batch_size, per_epoch = batch_sizes(params, trainer.cfg.side)
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(total=params.epochs, initial=state["epoch"], desc=f"train {sample_id}", disable=not show, leave=False)
@@ -192,12 +192,12 @@ def _run_epochs(
         state["history"].append(row)
         state["epoch"] = epoch
         if improved or epoch % max(params.checkpoint_every, 1) == 0 or state["stopped"]:
-            _save_checkpoint(trainer, state, params, ckpt)
+            save_checkpoint(trainer, state, params, ckpt)
         bar.set_postfix({k: f"{row[k]:.3g}" for k in ("loss_d", "loss_g_adv", "loss_rec", "val_smoothed") if k in row})
         bar.update(1)
     bar.close()
     if state["best"]["weights"] is None:  # no validation cells: the last epoch is the model
-        state["best"] = {"epoch": state["epoch"], "score": math.nan, "weights": _weights(trainer)}
+        state["best"] = {"epoch": state["epoch"], "score": math.nan, "weights": cpu_weights(trainer)}
 
 
 def batch_sizes(params: TrainParams, side: int) -> tuple[int, int | None]:
@@ -233,7 +233,7 @@ def _early_stopping(
     if epoch < min(params.min_epochs, params.epochs):
         return False
     if smoothed < state["best"]["score"]:
-        state["best"] = {"epoch": epoch, "score": smoothed, "weights": _weights(trainer)}
+        state["best"] = {"epoch": epoch, "score": smoothed, "weights": cpu_weights(trainer)}
         state["bad_epochs"] = 0
         return True
     state["bad_epochs"] += 1

@@ -30,8 +30,8 @@ from string import Template
 from scmaskgan.core.versions import VERSION
 from scmaskgan.io.atomic import write_text_atomic
 from scmaskgan.io.layout import REPORT_OUTPUTS
-from scmaskgan.pipeline.report_parts import RunFiles, _esc, guarded
-from scmaskgan.pipeline.report_sections import _BUILDERS, _Context, _impute_summaries
+from scmaskgan.pipeline.report_parts import RunFiles, esc, guarded
+from scmaskgan.pipeline.report_sections import BUILDERS, ReportContext, impute_summaries
 
 #: Section ids and headings, in report order.
 SECTIONS: tuple[tuple[str, str], ...] = (
@@ -53,22 +53,22 @@ def build_report(results_dir: str | Path) -> str:
 
     root = Path(results_dir)
     files = RunFiles(root)
-    ctx = _Context(files=files, impute=_impute_summaries(files), evaluations=files.per_sample(".evaluation.json"))
+    ctx = ReportContext(files=files, impute=impute_summaries(files), evaluations=files.per_sample(".evaluation.json"))
     nav, sections = [], []
     for sid, title in SECTIONS:
-        body = guarded(partial(_BUILDERS[sid], ctx), f"the {title.lower()} inputs")
+        body = guarded(partial(BUILDERS[sid], ctx), f"the {title.lower()} inputs")
         absent = body.startswith('<p class="missing">')
         mark = ' <span class="missing-mark">(missing)</span>' if absent else ""
-        nav.append(f'    <li><a href="#{sid}">{_esc(title)}</a>{mark}</li>')
-        sections.append(f'<section id="{sid}">\n<h2>{_esc(title)}</h2>\n{body}\n</section>')
+        nav.append(f'    <li><a href="#{sid}">{esc(title)}</a>{mark}</li>')
+        sections.append(f'<section id="{sid}">\n<h2>{esc(title)}</h2>\n{body}\n</section>')
     samples = ctx.samples
     template = Template(resources.files("scmaskgan.pipeline").joinpath("templates/report.html").read_text(encoding="utf-8"))
     return template.substitute(
         title="scMASKGAN run report",
         subtitle=f"{len(samples)} sample(s): {', '.join(samples) or 'none found'}",
-        version=_esc(VERSION),
+        version=esc(VERSION),
         generated=_dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
-        results_dir=_esc(root.resolve()),
+        results_dir=esc(root.resolve()),
         nav="\n".join(nav),
         sections="\n".join(sections),
     )

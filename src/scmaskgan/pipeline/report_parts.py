@@ -26,7 +26,8 @@ _IGNORED_DIRS = {"work", "pipeline_info", "__pycache__"}
 
 
 # ------------------------------------------------------------------ finding files
-def _suffix(step: str, key: str) -> str:
+def output_suffix(step: str, key: str) -> str:
+    """The file name of a step's output without the sample id (``{id}.qc.json`` -> ``.qc.json``)."""
     return SAMPLE_OUTPUTS[step][key].replace("{id}", "")
 
 
@@ -73,7 +74,8 @@ class RunFiles:
 
 
 # ------------------------------------------------------------------ HTML pieces
-def _esc(value: Any) -> str:
+def esc(value: Any) -> str:
+    """``value`` as text escaped for HTML (quotes too)."""
     return html.escape(str(value), quote=True)
 
 
@@ -97,12 +99,12 @@ def fmt(value: Any) -> str:
 
 def missing(text: str) -> str:
     """A highlighted 'not available' paragraph."""
-    return f'<p class="missing">Not available: {_esc(text)}</p>'
+    return f'<p class="missing">Not available: {esc(text)}</p>'
 
 
 def note(text: str) -> str:
     """A muted explanatory paragraph (``text`` is escaped)."""
-    return f'<p class="note">{_esc(text)}</p>'
+    return f'<p class="note">{esc(text)}</p>'
 
 
 def table(rows: Sequence[dict[str, Any]] | pd.DataFrame, columns: Sequence[str] | None = None) -> str:
@@ -112,14 +114,14 @@ def table(rows: Sequence[dict[str, Any]] | pd.DataFrame, columns: Sequence[str] 
     if not rows:
         return note("(empty table)")
     columns = list(columns or dict.fromkeys(k for row in rows for k in row))
-    head = "".join(f"<th>{_esc(c)}</th>" for c in columns)
+    head = "".join(f"<th>{esc(c)}</th>" for c in columns)
     body = []
     for row in rows:
         cells = []
         for c in columns:
             v = row.get(c)
             numeric = isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
-            cells.append(f'<td class="num">{_esc(fmt(v))}</td>' if numeric else f"<td>{_esc(fmt(v))}</td>")
+            cells.append(f'<td class="num">{esc(fmt(v))}</td>' if numeric else f"<td>{esc(fmt(v))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
 
@@ -127,7 +129,7 @@ def table(rows: Sequence[dict[str, Any]] | pd.DataFrame, columns: Sequence[str] 
 def cards(items: Iterable[tuple[str, Any]]) -> str:
     """Key numbers as a row of cards."""
     inner = "".join(
-        f'<div class="card"><div class="value">{_esc(fmt(v))}</div><div class="label">{_esc(k)}</div></div>'
+        f'<div class="card"><div class="value">{esc(fmt(v))}</div><div class="label">{esc(k)}</div></div>'
         for k, v in items
     )
     return f'<div class="cards">{inner}</div>'
@@ -135,8 +137,8 @@ def cards(items: Iterable[tuple[str, Any]]) -> str:
 
 def _img(data: bytes, caption: str) -> str:
     b64 = base64.b64encode(data).decode("ascii")
-    return (f'<figure><img alt="{_esc(caption)}" src="data:image/png;base64,{b64}">'
-            f"<figcaption>{_esc(caption)}</figcaption></figure>")
+    return (f'<figure><img alt="{esc(caption)}" src="data:image/png;base64,{b64}">'
+            f"<figcaption>{esc(caption)}</figcaption></figure>")
 
 
 def png_file(path: Path, caption: str | None = None) -> str:
@@ -161,7 +163,7 @@ def guarded(render: Callable[[], str], what: str) -> str:
         return render()
     except Exception as exc:  # noqa: BLE001 - any failure becomes a visible note, never a crash
         log.warning("report: could not read %s: %s", what, exc)
-        return f'<p class="missing">Could not read {_esc(what)}: {_esc(type(exc).__name__)}: {_esc(exc)}</p>'
+        return f'<p class="missing">Could not read {esc(what)}: {esc(type(exc).__name__)}: {esc(exc)}</p>'
 
 
 def read_table(path: Path, sep: str = ",") -> pd.DataFrame:
@@ -172,24 +174,25 @@ def read_table(path: Path, sep: str = ",") -> pd.DataFrame:
     return df
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object read from ``path``; ``ValueError`` when the file holds anything else."""
     value = json.loads(Path(path).read_text())
     if not isinstance(value, dict):
         raise ValueError("expected a JSON object")
     return value
 
 
-def _try_json(path: Path | None) -> dict[str, Any]:
+def try_json(path: Path | None) -> dict[str, Any]:
     """A JSON object, or ``{}`` when the file is missing or unreadable (the owning section names it)."""
     if path is None:
         return {}
     try:
-        return _read_json(path)
+        return read_json(path)
     except (OSError, ValueError):
         return {}
 
 
-def _flatten(record: dict[str, Any], skip: Iterable[str] = ()) -> dict[str, Any]:
+def flatten(record: dict[str, Any], skip: Iterable[str] = ()) -> dict[str, Any]:
     """Scalars of a JSON record, nested dicts one level deep as ``outer.inner``; lists skipped."""
     flat: dict[str, Any] = {}
     for key, value in record.items():

@@ -1,4 +1,4 @@
-"""The REPORT step's sections, one function per section id (:data:`_BUILDERS`): summary, QC,
+"""The REPORT step's sections, one function per section id (:data:`BUILDERS`): summary, QC,
 training, filtering, tuning, imputation, evaluation, integration, parameters.
 """
 
@@ -20,20 +20,20 @@ from matplotlib.figure import Figure
 from scmaskgan.io.layout import SAMPLE_OUTPUTS
 from scmaskgan.pipeline.report_parts import (
     RunFiles,
-    _esc,
-    _flatten,
-    _read_json,
-    _suffix,
-    _try_json,
     cards,
+    esc,
+    flatten,
     fmt,
     guarded,
     missing,
     note,
+    output_suffix,
     png_figure,
     png_file,
+    read_json,
     read_table,
     table,
+    try_json,
 )
 
 log = logging.getLogger("scmaskgan.pipeline.report")
@@ -44,7 +44,9 @@ MAX_LABEL_PANELS = 12
 
 # ------------------------------------------------------------------ what the sections share
 @dataclass
-class _Context:
+class ReportContext:
+    """What every section reads: the run's files, the IMPUTE summaries and evaluation files per sample."""
+
     files: RunFiles
     impute: dict[str, dict[str, Any]] = field(default_factory=dict)
     evaluations: dict[str, Path] = field(default_factory=dict)
@@ -54,31 +56,31 @@ class _Context:
         ids: set[str] = set()
         for step, outputs in SAMPLE_OUTPUTS.items():
             for key in outputs:
-                ids.update(self.files.per_sample(_suffix(step, key)))
-        ids.update(map(str, _try_json(self.files.info("run_summary.json")).get("samples", [])))
+                ids.update(self.files.per_sample(output_suffix(step, key)))
+        ids.update(map(str, try_json(self.files.info("run_summary.json")).get("samples", [])))
         return sorted(ids)
 
 
-def _impute_summaries(files: RunFiles) -> dict[str, dict[str, Any]]:
+def impute_summaries(files: RunFiles) -> dict[str, dict[str, Any]]:
     """Per sample: the IMPUTE summary from ``{id}.impute.json``."""
     summaries: dict[str, dict[str, Any]] = {}
-    for sid, path in files.per_sample(_suffix("impute", "json")).items():
+    for sid, path in files.per_sample(output_suffix("impute", "json")).items():
         try:
-            summaries[sid] = _read_json(path)
+            summaries[sid] = read_json(path)
         except (OSError, ValueError) as exc:
             log.warning("report: %s: %s", path, exc)
     return summaries
 
 
 # ------------------------------------------------------------------ sections
-def _summary(ctx: _Context) -> str:
+def _summary(ctx: ReportContext) -> str:
     samples = ctx.samples
     if not samples:
         return missing(f"no per-sample outputs (*.qc.json, *.imputed.h5ad, ...) under {ctx.files.root}")
     parts = []
     key_numbers: list[tuple[str, Any]] = [("samples", len(samples))]
-    qc = ctx.files.per_sample(_suffix("qc", "json"))
-    after = [_try_json(p).get("cells_after") for p in qc.values()]
+    qc = ctx.files.per_sample(output_suffix("qc", "json"))
+    after = [try_json(p).get("cells_after") for p in qc.values()]
     if after and all(isinstance(v, int) for v in after):
         key_numbers.append(("cells after QC", sum(after)))
     if ctx.impute:
@@ -86,14 +88,14 @@ def _summary(ctx: _Context) -> str:
         filled = [float(s["fraction_zeros_filled"]) for s in ctx.impute.values() if s.get("fraction_zeros_filled") is not None]
         if filled:
             key_numbers.append(("zeros filled (mean)", float(np.mean(filled))))
-    wall = _try_json(ctx.files.info("run_summary.json")).get("wall_seconds")
+    wall = try_json(ctx.files.info("run_summary.json")).get("wall_seconds")
     if wall is not None:
         key_numbers.append(("wall time (s)", wall))
     parts.append(cards(key_numbers))
     # the small file each step leaves (PREPARE and GENERATE only leave data: TRAIN and FILTER imply them)
     step_files = [
-        ("QC", _suffix("qc", "json")), ("TRAIN", _suffix("train", "log")),
-        ("FILTER", _suffix("filter", "json")), ("IMPUTE", _suffix("impute", "json")), ("evaluation", ".evaluation.json"),
+        ("QC", output_suffix("qc", "json")), ("TRAIN", output_suffix("train", "log")),
+        ("FILTER", output_suffix("filter", "json")), ("IMPUTE", output_suffix("impute", "json")), ("evaluation", ".evaluation.json"),
     ]
     found = {name: ctx.files.per_sample(suffix) for name, suffix in step_files}
     rows = [{"sample": s, **{name: "✓" if s in found[name] else "–" for name, _ in step_files}} for s in samples]
@@ -104,15 +106,15 @@ def _summary(ctx: _Context) -> str:
     return "".join(parts)
 
 
-def _qc(ctx: _Context) -> str:
-    reports = ctx.files.per_sample(_suffix("qc", "json"))
-    figures = ctx.files.per_sample(_suffix("qc", "png"))
+def _qc(ctx: ReportContext) -> str:
+    reports = ctx.files.per_sample(output_suffix("qc", "json"))
+    figures = ctx.files.per_sample(output_suffix("qc", "png"))
     if not reports and not figures:
         return missing("no {id}.qc.json or {id}.qc.png (the QC step's outputs)")
     per_sample: dict[str, dict[str, Any]] = {}
     for sid, path in reports.items():
         try:
-            per_sample[sid] = _flatten(_read_json(path), skip=("sample", "params", "versions", "input_path"))
+            per_sample[sid] = flatten(read_json(path), skip=("sample", "params", "versions", "input_path"))
         except (OSError, ValueError) as exc:
             per_sample[sid] = {"error": f"cannot read {path.name}: {exc}"}
     # one row per QC number, one column per sample: stays readable with many samples
@@ -175,18 +177,18 @@ def _training_sample(sid: str, path: Path) -> str:
     return "".join(parts)
 
 
-def _training(ctx: _Context) -> str:
-    logs = ctx.files.per_sample(_suffix("train", "log"))
-    pngs = ctx.files.per_sample(_suffix("train", "png"))
+def _training(ctx: ReportContext) -> str:
+    logs = ctx.files.per_sample(output_suffix("train", "log"))
+    pngs = ctx.files.per_sample(output_suffix("train", "png"))
     if not logs and not pngs:
         return missing("no {id}.train_log.csv or {id}.train_loss.png (the TRAIN step's outputs)")
-    parts = [f"<h3>{_esc(sid)}</h3>" + guarded(partial(_training_sample, sid, p), p.name) for sid, p in logs.items()]
+    parts = [f"<h3>{esc(sid)}</h3>" + guarded(partial(_training_sample, sid, p), p.name) for sid, p in logs.items()]
     parts += [guarded(partial(png_file, p, f"{sid}: training loss"), p.name) for sid, p in pngs.items() if sid not in logs]
     return "".join(parts)
 
 
 def _filter_sample(sid: str, path: Path) -> str:
-    record = _read_json(path)
+    record = read_json(path)
     scores, kept = np.asarray(record["scores"], dtype=float), np.asarray(record["kept"], dtype=bool)
     tau = np.atleast_1d(np.asarray(record.get("tau", []), dtype=float))
     labels = np.asarray(record.get("labels", np.zeros(len(scores))), dtype=int)
@@ -223,11 +225,11 @@ def _filter_sample(sid: str, path: Path) -> str:
     return summary + table(rows) + png_figure(fig, caption)
 
 
-def _filtering(ctx: _Context) -> str:
-    files = ctx.files.per_sample(_suffix("filter", "json"))
+def _filtering(ctx: ReportContext) -> str:
+    files = ctx.files.per_sample(output_suffix("filter", "json"))
     if not files:
         return missing("no {id}.filter.json (the FILTER step's summary)")
-    return "".join(f"<h3>{_esc(sid)}</h3>" + guarded(partial(_filter_sample, sid, p), p.name) for sid, p in files.items())
+    return "".join(f"<h3>{esc(sid)}</h3>" + guarded(partial(_filter_sample, sid, p), p.name) for sid, p in files.items())
 
 
 def _tuning_png(sid: str, trials: pd.DataFrame, k: Any, theta: Any) -> str:
@@ -258,7 +260,7 @@ def _tuning_figure(sid: str, trials: pd.DataFrame, k: Any, theta: Any) -> Figure
     return fig
 
 
-def _tuning(ctx: _Context) -> str:
+def _tuning(ctx: ReportContext) -> str:
     if not ctx.impute:
         return missing("no {id}.impute.json (the IMPUTE step's summary)")
     rows, figures = [], []
@@ -276,7 +278,7 @@ def _tuning(ctx: _Context) -> str:
     return table(rows) + "".join(figures)
 
 
-def _imputation(ctx: _Context) -> str:
+def _imputation(ctx: ReportContext) -> str:
     if not ctx.impute:
         return missing("no {id}.impute.json (the IMPUTE step's summary)")
     rows = []
@@ -284,7 +286,7 @@ def _imputation(ctx: _Context) -> str:
         row = {"sample": sid, "mode": s.get("mode"), "cells": s.get("n_cells"), "genes": s.get("n_genes"),
                "fraction of zeros filled": s.get("fraction_zeros_filled"),
                "observed values changed": s.get("n_observed_changed")}
-        row.update({k: v for k, v in _flatten(s, skip=("params", "versions", "tuning", "k", "theta_sigma", "encoding")).items()
+        row.update({k: v for k, v in flatten(s, skip=("params", "versions", "tuning", "k", "theta_sigma", "encoding")).items()
                     if k not in {"mode", "n_cells", "n_genes", "fraction_zeros_filled", "n_observed_changed"}})
         rows.append(row)
     parts = [table(rows)]
@@ -316,7 +318,7 @@ def _clustering_pairs(clustering: dict[str, Any] | None) -> tuple[list[tuple[str
 
 
 def _evaluation_sample(sid: str, path: Path) -> str:
-    record = _read_json(path)
+    record = read_json(path)
     if "error" in record:
         return missing(f"{sid}: the evaluation failed ({record['error']})")
     metrics: dict[str, Any] = record.get("metrics", {})
@@ -343,13 +345,13 @@ def _evaluation_sample(sid: str, path: Path) -> str:
 
 
 def _mcv_sample(sid: str, path: Path) -> str:
-    record = _read_json(path)
+    record = read_json(path)
     return (note(f"{sid}: molecular cross-validation (p_train = {fmt(record.get('p_train'))}, seed "
                  f"{fmt(record.get('seed'))}); lower is better, read each method between the two controls.")
             + table(record.get("mcv", []), ["method", "mse", "poisson", "within_label_signal", "seconds"]))
 
 
-def _evaluation(ctx: _Context) -> str:
+def _evaluation(ctx: ReportContext) -> str:
     mcv_files = ctx.files.per_sample(".mcv.json")
     if not ctx.evaluations and not mcv_files:
         return missing("no {id}.evaluation.json (written by IMPUTE and scmaskgan evaluate) or {id}.mcv.json")
@@ -361,7 +363,7 @@ def _evaluation(ctx: _Context) -> str:
                   "with labels given to the method they are marked circular: the labels went in and came out. "
                   "abs_corr: median and 95th percentile of |Pearson r| over gene pairs (the most expressed genes); "
                   "a rise (inflation) above the original's may be a false signal of smoothing.")]
-    parts += [f"<h3>{_esc(sid)}</h3>" + guarded(partial(_evaluation_sample, sid, p), p.name)
+    parts += [f"<h3>{esc(sid)}</h3>" + guarded(partial(_evaluation_sample, sid, p), p.name)
               for sid, p in sorted(ctx.evaluations.items())]
     if mcv_files:
         parts.append("<h3>Molecular cross-validation</h3>")
@@ -376,7 +378,7 @@ _OVERVIEW = (("n_cells", "cells"), ("n_genes", "genes"), ("n_samples", "samples"
 
 
 def _integration_overview(path: Path) -> str:
-    summary = _read_json(path)
+    summary = read_json(path)
     return cards([(label, summary[key]) for key, label in _OVERVIEW if key in summary])
 
 
@@ -393,7 +395,7 @@ def _top_markers(path: Path, per_cluster: int = 5) -> str:
     return table(rows)
 
 
-def _integration(ctx: _Context) -> str:
+def _integration(ctx: ReportContext) -> str:
     summary = ctx.files.named("integration_summary.json")
     metrics = ctx.files.named("integration_metrics.csv")
     markers = ctx.files.named("markers.csv")
@@ -419,30 +421,30 @@ def _integration(ctx: _Context) -> str:
 
 
 def _params_table(path: Path) -> str:
-    return _key_values(_read_json(path).get("params", {}))
+    return _key_values(read_json(path).get("params", {}))
 
 
 def _key_values(record: dict[str, Any]) -> str:
     return table([{"name": k, "value": json.dumps(v) if isinstance(v, dict | list) else v} for k, v in record.items()])
 
 
-def _parameters(ctx: _Context) -> str:
+def _parameters(ctx: ReportContext) -> str:
     from scmaskgan.core.versions import package_versions
 
     parts = []
     params, versions = ctx.files.info("params.json"), ctx.files.info("versions.json")
     if params is not None:
-        parts.append("<h3>Pipeline parameters</h3>" + guarded(lambda: _key_values(_read_json(params)), params.name))
+        parts.append("<h3>Pipeline parameters</h3>" + guarded(lambda: _key_values(read_json(params)), params.name))
     else:
         parts.append(note("No pipeline_info/params.json (not a `scmaskgan run` or Nextflow results folder); "
                           "the parameters the steps recorded follow."))
-        for sid, path in ctx.files.per_sample(_suffix("qc", "json")).items():
-            parts.append(f"<h3>QC ({_esc(sid)})</h3>"
+        for sid, path in ctx.files.per_sample(output_suffix("qc", "json")).items():
+            parts.append(f"<h3>QC ({esc(sid)})</h3>"
                          + guarded(partial(_params_table, path), path.name))
         for sid, summary in ctx.impute.items():
-            parts.append(f"<h3>IMPUTE ({_esc(sid)})</h3>" + _key_values(summary.get("params", {})))
+            parts.append(f"<h3>IMPUTE ({esc(sid)})</h3>" + _key_values(summary.get("params", {})))
     if versions is not None:
-        parts.append("<h3>Versions of the run</h3>" + guarded(lambda: _key_values(_read_json(versions)), versions.name))
+        parts.append("<h3>Versions of the run</h3>" + guarded(lambda: _key_values(read_json(versions)), versions.name))
     else:
         parts.append(note("No pipeline_info/versions.json."))
     parts.append("<h3>Versions that built this report</h3>"
@@ -450,7 +452,7 @@ def _parameters(ctx: _Context) -> str:
     return "".join(parts)
 
 
-_BUILDERS: dict[str, Callable[[_Context], str]] = {
+BUILDERS: dict[str, Callable[[ReportContext], str]] = {
     "summary": _summary, "qc": _qc, "training": _training, "filtering": _filtering, "tuning": _tuning,
     "imputation": _imputation, "evaluation": _evaluation, "integration": _integration, "parameters": _parameters,
 }
