@@ -13,7 +13,7 @@ from conftest import simulate_counts, write_images
 
 from scmaskgan.core.config import TrainParams
 from scmaskgan.errors import InputError, StepError
-from scmaskgan.method.checkpoint import _fresh_state, check_compatible, load_model
+from scmaskgan.method.checkpoint import TrainState, check_compatible, load_model
 from scmaskgan.method.images_h5 import ImageStore
 from scmaskgan.method.losses import moment_loss
 from scmaskgan.method.model import gene_mask
@@ -158,17 +158,17 @@ def test_resume_continues_from_the_checkpoint(images: Path, tmp_path: Path):
 def test_early_stopping_follows_the_smoothed_signal_with_patience(images: Path):
     trainer, _ = _trainer(images, "moments")
     signal = iter([1.0, 0.5, 0.4, 0.9, 0.9, 0.9, 0.9])
-    state = _fresh_state()
+    state = TrainState()
     params = TrainParams(patience=2, min_epochs=1)
     improved = []
     for epoch in range(1, 8):
-        if state["stopped"]:
+        if state.stopped:
             break
         improved.append(_early_stopping(trainer, lambda g, d, dev: {"val_score": next(signal)}, state, {}, epoch, params))
     # smoothed: 1, 0.85, 0.715, 0.7705, 0.809...: best at epoch 3, two worse epochs -> stop after epoch 5
     assert improved == [True, True, True, False, False]
-    assert state["stopped"] and state["best"]["epoch"] == 3
-    assert state["best"]["weights"]["generator"].keys() == trainer.generator.state_dict().keys()
+    assert state.stopped and state.best.epoch == 3
+    assert state.best.weights["generator"].keys() == trainer.generator.state_dict().keys()
 
 
 def test_model_file_loads_weights_only_and_checks_its_images(images: Path, tmp_path: Path):

@@ -1,7 +1,7 @@
 """TRAIN's files read back: the model file ``{id}.model.pt`` (:func:`save_model`,
 :func:`load_model`, :func:`check_compatible`) and the training checkpoint kept beside it
-for ``--resume``. Both are ``torch.save`` dicts of plain types and tensors, loadable with
-``weights_only=True``.
+for ``--resume``, with the training state it keeps (:class:`TrainState`). Both are
+``torch.save`` dicts of plain types and tensors, loadable with ``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import dataclasses
 import math
 import pickle
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -123,16 +123,69 @@ def checkpoint_path(outdir: Path, sample_id: str) -> Path:
     return Path(outdir) / f"{sample_id}.train_checkpoint.pt"
 
 
-def _fresh_state() -> dict[str, Any]:
-    return {
-        "epoch": 0, "history": [], "smoothed": None, "bad_epochs": 0, "stopped": False,
-        "best": {"epoch": 0, "score": math.inf, "weights": None},
-    }
+@dataclass
+class BestEpoch:
+    """The best epoch so far: its number, its smoothed validation score and its weights
+    (CPU copies, :func:`cpu_weights`; empty until an epoch is chosen)."""
+
+    epoch: int = 0
+    score: float = math.inf
+    weights: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainState:
+    """Where training stands after ``epoch`` epochs; what the checkpoint keeps for ``--resume``.
+
+    Attributes
+    ----------
+    epoch
+        Epochs run.
+    history
+        One row of ``{id}.train_log.csv`` per epoch run.
+    smoothed
+        The exponentially smoothed validation score (``None`` before the first).
+    bad_epochs
+        Epochs since the best one (for the patience rule).
+    stopped
+        Early stopping has ended training.
+    best
+        The best epoch so far.
+    initial
+        The untrained generator's overall quality on the held-out cells (empty until measured,
+        or without held-out cells).
+    """
+
+    epoch: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    smoothed: float | None = None
+    bad_epochs: int = 0
+    stopped: bool = False
+    best: BestEpoch = field(default_factory=BestEpoch)
+    initial: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types and tensors, as the checkpoint stores them (``weights_only`` loadable)."""
+        best = {"epoch": self.best.epoch, "score": self.best.score, "weights": self.best.weights or None}
+        state = {"epoch": self.epoch, "history": self.history, "smoothed": self.smoothed,
+                 "bad_epochs": self.bad_epochs, "stopped": self.stopped, "best": best}
+        return {**state, "initial": self.initial} if self.initial else state
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> TrainState:
+        """The inverse of :meth:`to_dict`."""
+        best = state["best"]
+        return cls(
+            epoch=state["epoch"], history=list(state["history"]), smoothed=state["smoothed"],
+            bad_epochs=state["bad_epochs"], stopped=state["stopped"],
+            best=BestEpoch(best["epoch"], best["score"], best["weights"] or {}),
+            initial=dict(state.get("initial", {})),
+        )
 
 
 def resume_state(
     paths: dict[str, Path], sample_id: str, params: TrainParams, cfg: ModelConfig, trainer: GanTrainer
-) -> dict[str, Any]:
+) -> TrainState:
     """The training state to start from: a fresh one, or with ``params.resume`` the checkpoint's
     (whose weights and optimiser states are loaded into ``trainer``).
 
@@ -143,7 +196,7 @@ def resume_state(
     """
     ckpt = checkpoint_path(paths["model"].parent, sample_id)
     if not (params.resume and ckpt.exists()):
-        return _fresh_state()
+        return TrainState()
     payload = _torch_load(ckpt, "training checkpoint")
     if payload.get("kind") != "scmaskgan-checkpoint" or payload.get("config") != cfg.to_dict():
         raise InputError(f"{ckpt} was made with other data or model settings; delete it or drop --resume")
@@ -154,10 +207,10 @@ def resume_state(
         changed = sorted(k for k in saved if saved[k] != current.get(k))
         raise InputError(f"{ckpt} was made with other training parameters ({', '.join(changed)}); drop --resume")
     trainer.load_state_dict(payload["trainer"])
-    return payload["state"]
+    return TrainState.from_dict(payload["state"])
 
 
-def save_checkpoint(trainer: GanTrainer, state: dict[str, Any], params: TrainParams, path: Path) -> None:
+def save_checkpoint(trainer: GanTrainer, state: TrainState, params: TrainParams, path: Path) -> None:
     """Write the training checkpoint atomically: the trainer's weights and optimisers, the state, the parameters."""
     payload = {
         "format_version": MODEL_FORMAT,
@@ -165,7 +218,7 @@ def save_checkpoint(trainer: GanTrainer, state: dict[str, Any], params: TrainPar
         "config": trainer.cfg.to_dict(),
         "params": dataclasses.asdict(params),
         "trainer": trainer.state_dict(),
-        "state": state,
+        "state": state.to_dict(),
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)

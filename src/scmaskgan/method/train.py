@@ -26,6 +26,8 @@ from scmaskgan.core.versions import package_versions
 from scmaskgan.errors import InputError, StepError
 from scmaskgan.io.atomic import atomic_path
 from scmaskgan.method.checkpoint import (
+    BestEpoch,
+    TrainState,
     checkpoint_path,
     cpu_weights,
     resume_state,
@@ -112,20 +114,20 @@ def fit(
             reference = cells.cells if cells.cells is not None else read_cells(store, train_index[:4000])
             validator = Validator(read_cells(store, np.flatnonzero(val_mask)), reference, pool, enc.n_genes, params)
         state = resume_state(paths, sample_id, params, cfg, trainer)
-        if validator is not None and "initial" not in state:
-            state["initial"] = _overall(validator(trainer.generator, trainer.discriminator, trainer.device))
+        if validator is not None and not state.initial:
+            state.initial = _overall(validator(trainer.generator, trainer.discriminator, trainer.device))
         _run_epochs(trainer, cells, validator, state, paths, sample_id, params, progress)
     meta = _train_meta(params, state, trainer, len(cells), int(val_mask.sum()))
     rows: list[dict[str, Any]] = []
     if validator is not None:
-        trainer.generator.load_state_dict(state["best"]["weights"]["generator"])
-        rows = quality_rows(validator(trainer.generator, trainer.discriminator, trainer.device), state["initial"],
+        trainer.generator.load_state_dict(state.best.weights["generator"])
+        rows = quality_rows(validator(trainer.generator, trainer.discriminator, trainer.device), state.initial,
                             label_names)
         meta["quality"] = rows[0]
-    save_model(paths["model"], trainer, enc, label_names, meta, state["best"]["weights"])
-    _write_log(paths["log"], state["history"])
+    save_model(paths["model"], trainer, enc, label_names, meta, state.best.weights)
+    _write_log(paths["log"], state.history)
     _write_csv(paths["quality"], rows, QUALITY_COLUMNS)
-    _plot_log(paths["png"], state["history"], sample_id)
+    _plot_log(paths["png"], state.history, sample_id)
     return meta
 
 
@@ -164,7 +166,7 @@ def _run_epochs(
     trainer: GanTrainer,
     cells: TrainingCells,
     validator: Validator | None,
-    state: dict[str, Any],
+    state: TrainState,
     paths: dict[str, Path],
     sample_id: str,
     params: TrainParams,
@@ -175,9 +177,9 @@ def _run_epochs(
     ckpt = checkpoint_path(paths["model"].parent, sample_id)
     batch_size, per_epoch = batch_sizes(params, trainer.cfg.side)
     show = sys.stderr.isatty() if progress is None else progress
-    bar = tqdm(total=params.epochs, initial=state["epoch"], desc=f"train {sample_id}", disable=not show, leave=False)
-    while state["epoch"] < params.epochs and not state["stopped"]:
-        epoch = state["epoch"] + 1
+    bar = tqdm(total=params.epochs, initial=state.epoch, desc=f"train {sample_id}", disable=not show, leave=False)
+    while state.epoch < params.epochs and not state.stopped:
+        epoch = state.epoch + 1
         started = time.perf_counter()
         gen = torch.Generator().manual_seed(_epoch_seed(params.seed, epoch))
         sums: dict[str, float] = {}
@@ -189,15 +191,15 @@ def _run_epochs(
         row: dict[str, float] = {"epoch": epoch, **{k: v / max(n_batches, 1) for k, v in sums.items()}}
         improved = _early_stopping(trainer, validator, state, row, epoch, params)
         row["seconds"] = time.perf_counter() - started
-        state["history"].append(row)
-        state["epoch"] = epoch
-        if improved or epoch % max(params.checkpoint_every, 1) == 0 or state["stopped"]:
+        state.history.append(row)
+        state.epoch = epoch
+        if improved or epoch % max(params.checkpoint_every, 1) == 0 or state.stopped:
             save_checkpoint(trainer, state, params, ckpt)
         bar.set_postfix({k: f"{row[k]:.3g}" for k in ("loss_d", "loss_g_adv", "loss_rec", "val_smoothed") if k in row})
         bar.update(1)
     bar.close()
-    if state["best"]["weights"] is None:  # no validation cells: the last epoch is the model
-        state["best"] = {"epoch": state["epoch"], "score": math.nan, "weights": cpu_weights(trainer)}
+    if not state.best.weights:  # no validation cells: the last epoch is the model
+        state.best = BestEpoch(state.epoch, math.nan, cpu_weights(trainer))
 
 
 def batch_sizes(params: TrainParams, side: int) -> tuple[int, int | None]:
@@ -211,7 +213,7 @@ def batch_sizes(params: TrainParams, side: int) -> tuple[int, int | None]:
 def _early_stopping(
     trainer: GanTrainer,
     validator: Validator | None,
-    state: dict[str, Any],
+    state: TrainState,
     row: dict[str, float],
     epoch: int,
     params: TrainParams,
@@ -226,34 +228,34 @@ def _early_stopping(
         return False
     scores = validator(trainer.generator, trainer.discriminator, trainer.device)
     value = scores["val_score"]
-    smoothed = value if state["smoothed"] is None else SMOOTHING * value + (1 - SMOOTHING) * state["smoothed"]
-    state["smoothed"] = smoothed
+    smoothed = value if state.smoothed is None else SMOOTHING * value + (1 - SMOOTHING) * state.smoothed
+    state.smoothed = smoothed
     row.update({key: scores[key] for key in LOG_COLUMNS if key in scores})
     row["val_smoothed"] = smoothed
     if epoch < min(params.min_epochs, params.epochs):
         return False
-    if smoothed < state["best"]["score"]:
-        state["best"] = {"epoch": epoch, "score": smoothed, "weights": cpu_weights(trainer)}
-        state["bad_epochs"] = 0
+    if smoothed < state.best.score:
+        state.best = BestEpoch(epoch, smoothed, cpu_weights(trainer))
+        state.bad_epochs = 0
         return True
-    state["bad_epochs"] += 1
-    if epoch >= params.min_epochs and state["bad_epochs"] >= params.patience:
-        state["stopped"] = True
+    state.bad_epochs += 1
+    if epoch >= params.min_epochs and state.bad_epochs >= params.patience:
+        state.stopped = True
     return False
 
 
 def _train_meta(
-    params: TrainParams, state: dict[str, Any], trainer: GanTrainer, n_train: int, n_val: int
+    params: TrainParams, state: TrainState, trainer: GanTrainer, n_train: int, n_val: int
 ) -> dict[str, Any]:
-    history = state["history"]
+    history = state.history
     batch_size, per_epoch = batch_sizes(params, trainer.cfg.side)
     return {
         "params": dataclasses.asdict(params),
         "seed": params.seed,
-        "epochs_run": state["epoch"],
-        "best_epoch": state["best"]["epoch"],
-        "best_val_score": float(state["best"]["score"]),
-        "early_stopped": bool(state["stopped"]),
+        "epochs_run": state.epoch,
+        "best_epoch": state.best.epoch,
+        "best_val_score": float(state.best.score),
+        "early_stopped": bool(state.stopped),
         "n_train_cells": n_train,
         "batch_size_used": batch_size,
         "cells_per_epoch_used": per_epoch,
