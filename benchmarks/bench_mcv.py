@@ -1,7 +1,7 @@
 """Molecular cross-validation of scMASKGAN's imputation on real PBMCs.
 
 Data: scanpy's ``pbmc68k_reduced`` as counts (700 cells x 765 genes, 10 cell types).
-Every count is split binomially (``scmaskgan.mcv.split_counts``, seed 0); methods see
+Every count is split binomially (``scmaskgan.method.mcv.split_counts``, seed 0); methods see
 the train part, scores are the MSE of log-normalised values and the Poisson loss on
 the held-out part (``EVALUATION.md``). Three tables:
 
@@ -49,13 +49,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import evaluate_methods, machine, machine_markdown, markdown_table, run_command  # noqa: E402
 
-from scmaskgan.atomic import write_text_atomic  # noqa: E402
-from scmaskgan.config import ImputeParams  # noqa: E402
-from scmaskgan.demo_data import pbmc_counts  # noqa: E402
-from scmaskgan.encode import decode, fit_encoding  # noqa: E402
-from scmaskgan.imputation import cell_depth, estimate, impute_matrix  # noqa: E402
-from scmaskgan.mcv import score, split_counts  # noqa: E402
-from scmaskgan.neighbours import encode_rows, find_neighbours, select_neighbours  # noqa: E402
+from scmaskgan.core.config import ImputeParams  # noqa: E402
+from scmaskgan.io.atomic import write_text_atomic  # noqa: E402
+from scmaskgan.io.demo_data import pbmc_counts  # noqa: E402
+from scmaskgan.method.encode import decode, fit_encoding  # noqa: E402
+from scmaskgan.method.imputation import cell_depth, estimate, impute_matrix  # noqa: E402
+from scmaskgan.method.mcv import score, split_counts  # noqa: E402
+from scmaskgan.method.neighbours import encode_rows, find_neighbours, select_neighbours  # noqa: E402
 
 COLUMNS = ["table", "method", "candidates", "p_train", "mse", "poisson", "k", "theta_sigma", "wall_s",
            "peak_rss_mb", "note"]

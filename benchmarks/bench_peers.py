@@ -30,7 +30,7 @@ import datasets  # noqa: E402
 from harness import evaluate_methods, machine, machine_markdown, markdown_table  # noqa: E402
 from methods import METHODS  # noqa: E402
 
-from scmaskgan.atomic import write_text_atomic  # noqa: E402
+from scmaskgan.io.atomic import write_text_atomic  # noqa: E402
 
 COLUMNS = ["method", "status", "mcv_mse", "mcv_poisson", "ari", "nmi", "n_clusters", "wall_s", "cpu_s", "process_s",
            "peak_rss_mb", "rss_before_mb", "load_1min", "measured_utc", "note"]

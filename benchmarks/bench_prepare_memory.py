@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             workdir, args.timeout,
         )
     results["import"] = measured(
-        "import", [sys.executable, "-c", "import scanpy, anndata, scmaskgan.steps, scmaskgan.io"], workdir, args.timeout
+        "import", [sys.executable, "-c", "import scanpy, anndata, scmaskgan.pipeline.steps, scmaskgan.io.counts"], workdir, args.timeout
     )
     label_opts = ["--label-key", "cell_type"] if args.labels == "given" else []
     results["qc"] = measured("qc", [*scmaskgan, "qc", str(counts), "--outdir", str(workdir), "--sample-id", "big",

@@ -43,7 +43,7 @@ import datasets  # noqa: E402
 from harness import evaluate_methods, machine, machine_markdown, markdown_table, run_command  # noqa: E402
 from methods import METHODS  # noqa: E402
 
-from scmaskgan.atomic import atomic_path, write_text_atomic  # noqa: E402
+from scmaskgan.io.atomic import atomic_path, write_text_atomic  # noqa: E402
 
 #: Per case: (seconds, MiB) targets of issue 8.
 TARGETS = {"10k": (300.0, 1024.0), "wide": (900.0, 2048.0)}
@@ -175,7 +175,7 @@ def step_commands(counts: Path, folder: Path, sample: str = "s") -> list[tuple[s
     QC runs with its filters off (``--min-genes 0 --min-cells 0 --max-mito-pct 100``),
     so the steps see the same cells and genes as ``scmaskgan impute`` (which has no QC).
     """
-    from scmaskgan.steps import output_paths
+    from scmaskgan.pipeline.steps import output_paths
 
     cli = str(Path(sys.executable).parent / "scmaskgan")
     out = {step: output_paths(step, folder, sample) for step in ("qc", "prepare", "train", "generate", "filter")}

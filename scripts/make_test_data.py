@@ -2,7 +2,7 @@
 """Write the tiny real-data test set of ``-profile test`` into ``assets/test/``.
 
 Two samples of 150 real PBMCs each (scanpy's ``pbmc68k_reduced``, counts recovered by
-:func:`scmaskgan.demo_data.pbmc_counts`), in the two ways users bring labels:
+:func:`scmaskgan.io.demo_data.pbmc_counts`), in the two ways users bring labels:
 
 * ``pbmc_a.h5ad``: cells x genes counts with an obs column ``cell_type``;
 * ``pbmc_b.csv.gz``: a GEO-style genes x cells table, labels in ``pbmc_b_labels.csv``
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scmaskgan.demo_data import pbmc_counts
+from scmaskgan.io.demo_data import pbmc_counts
 
 OUT = Path(__file__).resolve().parents[1] / "assets" / "test"
 N_CELLS = 150

@@ -21,7 +21,7 @@ HEADER = """# Parameters
 Every parameter of the pipeline, for `nextflow run` (`--name value` or `-params-file`) and
 for the embedded runner (`scmaskgan run --params-file`, step parameters only). Generated
 from `nextflow_schema.json` by `scripts/schema_to_docs.py`; do not edit by hand (the step
-parameters come from `src/scmaskgan/config.py` through `scripts/make_nextflow_schema.py`).
+parameters come from `src/scmaskgan/core/config.py` through `scripts/make_nextflow_schema.py`).
 """
 
 

@@ -14,7 +14,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 @pytest.fixture(scope="session")
 def pbmc_counts_session() -> ad.AnnData:
-    from scmaskgan.demo_data import pbmc_counts
+    from scmaskgan.io.demo_data import pbmc_counts
 
     return pbmc_counts()
 
@@ -65,8 +65,8 @@ def simulated() -> tuple[ad.AnnData, np.ndarray]:
 
 def write_images(path, adata: ad.AnnData, label_key: str = "cell_type"):
     """Write ``{id}.images.h5`` straight from counts and an obs label column (no QC/PREPARE run)."""
-    from scmaskgan.encode import fit_encoding
-    from scmaskgan.images_h5 import ImageWriter
+    from scmaskgan.method.encode import fit_encoding
+    from scmaskgan.method.images_h5 import ImageWriter
 
     enc = fit_encoding(adata.X)
     labels = adata.obs[label_key].astype("category")

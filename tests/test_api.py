@@ -184,7 +184,8 @@ def test_the_api_leaves_the_callers_process_alone(fitted, sample, tmp_path: Path
     """No matplotlib backend switch, no glibc allocator setting (only the step processes tune it)."""
     import matplotlib
 
-    from scmaskgan import memory, train
+    from scmaskgan.method import train
+    from scmaskgan.pipeline import memory
 
     def refuse(*_: object, **__: object) -> None:
         raise AssertionError("matplotlib.use called by the library")

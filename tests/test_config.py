@@ -6,7 +6,8 @@ import dataclasses
 
 import pytest
 
-from scmaskgan import cli, config
+from scmaskgan import cli
+from scmaskgan.core import config
 from scmaskgan.errors import InputError
 
 

@@ -10,8 +10,8 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scmaskgan import encode
 from scmaskgan.errors import InputError
+from scmaskgan.method import encode
 
 
 @st.composite

@@ -10,14 +10,15 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from scmaskgan import api, mcv
-from scmaskgan import evaluate as ev
-from scmaskgan import imputation_metrics as im
+from scmaskgan import api
+from scmaskgan.analysis import evaluate as ev
+from scmaskgan.analysis import imputation_metrics as im
 from scmaskgan.api import impute_copy
 from scmaskgan.cli import main
+from scmaskgan.core.matrix import lognormalise_nonnegative
 from scmaskgan.errors import InputError, StepError
-from scmaskgan.matrix import lognormalise_nonnegative
-from scmaskgan.quality import correlation_similarity
+from scmaskgan.method import mcv
+from scmaskgan.method.quality import correlation_similarity
 
 
 # ------------------------------------------------------------------ each metric, by hand

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from scmaskgan.analysis.false_signal import correlation_inflation, passes_null_check
+from scmaskgan.core.matrix import lognormalise_nonnegative
 from scmaskgan.errors import InputError
-from scmaskgan.false_signal import correlation_inflation, passes_null_check
-from scmaskgan.matrix import lognormalise_nonnegative
 
 
 @pytest.fixture(scope="module")

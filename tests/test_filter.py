@@ -8,12 +8,12 @@ import h5py
 import numpy as np
 import pytest
 
-from scmaskgan import steps
-from scmaskgan.config import FilterParams
-from scmaskgan.encode import Encoding
+from scmaskgan.core.config import FilterParams
 from scmaskgan.errors import InputError
-from scmaskgan.filter import anomaly_scores, filter_labels, threshold
-from scmaskgan.generate import read_candidates, write_candidates
+from scmaskgan.method.anomaly import anomaly_scores, filter_labels, threshold
+from scmaskgan.method.encode import Encoding
+from scmaskgan.method.generate import read_candidates, write_candidates
+from scmaskgan.pipeline import steps
 
 ENC = Encoding(n_genes=30, side=6, target_sum=1e4, scale=8.0)
 

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from conftest import simulate_counts, write_images
 
-from scmaskgan import cli, steps
-from scmaskgan.config import GenerateParams, TrainParams
+from scmaskgan import cli
+from scmaskgan.core.config import GenerateParams, TrainParams
 from scmaskgan.errors import InputError
-from scmaskgan.generate import n_candidates_per_label, read_candidates
-from scmaskgan.images_h5 import ImageStore
+from scmaskgan.method.generate import n_candidates_per_label, read_candidates
+from scmaskgan.method.images_h5 import ImageStore
+from scmaskgan.pipeline import steps
 
 TINY = {"base_channels": 8, "batch_size": 32, "cells_per_epoch": 256, "device": "cpu", "threads": 1}
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from scmaskgan import encode
 from scmaskgan.errors import InputError
-from scmaskgan.images_h5 import CHUNK_CELLS, ImageStore, ImageWriter
+from scmaskgan.method import encode
+from scmaskgan.method.images_h5 import CHUNK_CELLS, ImageStore, ImageWriter
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """Imputation keeps each cell's own signal (issue 14): hidden sub-states and trajectories, too coarse
 labels, null data, the shrinkage of ``mode='denoise'`` and the tuning's signal guard.
 
-No GAN is trained: every simulated sample (:mod:`scmaskgan.simulate`, known truth) is split
+No GAN is trained: every simulated sample (:mod:`scmaskgan.analysis.simulate`, known truth) is split
 in two halves; the even cells are imputed and the encoded odd cells stand in for the
 generator's candidates (real cells of the same sample and labels).
 
@@ -13,7 +13,7 @@ other cell, each cell's 15 nearest others and itself, weights below 1e-4 dropped
 ``(K + K.T) / 2``, row-stochastic Markov matrix, ``t = 3`` diffusion steps of the data (the
 exact solver), squared back and scaled to each cell's library size. Checked once against
 magic-impute 3.0 on ``simulate(800, 200, structure='substates')`` (all cells): error against
-the truth (:func:`~scmaskgan.mcv.mcv_mse`) 0.0877 here and 0.0879 there, within-label signal
+the truth (:func:`~scmaskgan.method.mcv.mcv_mse`) 0.0877 here and 0.0879 there, within-label signal
 0.9135 and 0.9136.
 """
 
@@ -31,14 +31,20 @@ from scipy.stats import spearmanr
 from sklearn.decomposition import PCA
 from sklearn.metrics import roc_auc_score
 
-from scmaskgan.config import ImputeParams
-from scmaskgan.encode import Encoding, fit_encoding, to_unit
-from scmaskgan.false_signal import correlation_inflation, passes_null_check
-from scmaskgan.imputation import ImputeResult, denoise_prior, impute_matrix
-from scmaskgan.matrix import lognormalise_nonnegative
-from scmaskgan.mcv import mcv_mse, within_label_signal
-from scmaskgan.neighbours import EncodedRows, Neighbours, find_neighbours, fit_pca_space, select_neighbours
-from scmaskgan.simulate import Simulation, simulate, simulate_null
+from scmaskgan.analysis.false_signal import correlation_inflation, passes_null_check
+from scmaskgan.analysis.simulate import Simulation, simulate, simulate_null
+from scmaskgan.core.config import ImputeParams
+from scmaskgan.core.matrix import lognormalise_nonnegative
+from scmaskgan.method.encode import Encoding, fit_encoding, to_unit
+from scmaskgan.method.imputation import ImputeResult, denoise_prior, impute_matrix
+from scmaskgan.method.mcv import mcv_mse, within_label_signal
+from scmaskgan.method.neighbours import (
+    EncodedRows,
+    Neighbours,
+    find_neighbours,
+    fit_pca_space,
+    select_neighbours,
+)
 
 #: Optuna trials of every tuned run here (the default is 25; 12 keep a run near 3 s).
 TRIALS = 12
@@ -148,7 +154,7 @@ def coarse(mode: str) -> tuple[Halves, ImputeResult]:
 
 @functools.cache
 def null(mode: str) -> tuple[Halves, ImputeResult]:
-    """One cell type, independent genes (:func:`~scmaskgan.simulate.simulate_null`)."""
+    """One cell type, independent genes (:func:`~scmaskgan.analysis.simulate.simulate_null`)."""
     halves = _halves(simulate_null(800, 200, seed=0))
     return halves, halves.impute(mode=mode, n_trials=TRIALS)
 

@@ -7,12 +7,18 @@ import pytest
 import scipy.sparse as sp
 from conftest import simulate_counts
 
-from scmaskgan.config import ImputeParams
-from scmaskgan.encode import fit_encoding, to_unit
+from scmaskgan.core.config import ImputeParams
 from scmaskgan.errors import InputError, StepError
-from scmaskgan.imputation import estimate, impute_matrix
-from scmaskgan.mcv import mcv_mse, split_counts
-from scmaskgan.neighbours import EncodedRows, Neighbours, encode_rows, find_neighbours, select_neighbours
+from scmaskgan.method.encode import fit_encoding, to_unit
+from scmaskgan.method.imputation import estimate, impute_matrix
+from scmaskgan.method.mcv import mcv_mse, split_counts
+from scmaskgan.method.neighbours import (
+    EncodedRows,
+    Neighbours,
+    encode_rows,
+    find_neighbours,
+    select_neighbours,
+)
 
 
 def _stand_in(x: np.ndarray, labels: np.ndarray, enc):  # noqa: ANN001, ANN202
@@ -172,7 +178,7 @@ def test_neighbours_are_found_within_the_label_only() -> None:
 def test_neighbours_by_row_blocks_match_the_whole_encoded_matrix(monkeypatch: pytest.MonkeyPatch) -> None:
     """Encoding block by block (``EncodedRows``), with labels interleaved across blocks and
     candidates not sorted by label, gives the same neighbours and label statistics."""
-    import scmaskgan.neighbours as neighbours
+    import scmaskgan.method.neighbours as neighbours
 
     adata, _ = simulate_counts(n_cells=300, n_genes=50, seed=4)
     x = sp.csr_matrix(adata.X)
@@ -228,12 +234,12 @@ def test_impute_step_writes_the_contract_files(tmp_path) -> None:  # noqa: ANN00
     import anndata as ad
     import pandas as pd
 
-    from scmaskgan import steps
-    from scmaskgan.config import FilterParams
-    from scmaskgan.generate import write_candidates
-    from scmaskgan.h5ad import write_h5ad
-    from scmaskgan.images_h5 import ImageStore
-    from scmaskgan.io import LABEL_COLUMN
+    from scmaskgan.core.config import FilterParams
+    from scmaskgan.io.counts import LABEL_COLUMN
+    from scmaskgan.io.h5ad import write_h5ad
+    from scmaskgan.method.generate import write_candidates
+    from scmaskgan.method.images_h5 import ImageStore
+    from scmaskgan.pipeline import steps
 
     adata, _ = simulate_counts(n_cells=160, n_genes=40, seed=5)
     qc = ad.AnnData(X=adata.X, obs=pd.DataFrame(index=adata.obs_names), var=pd.DataFrame(index=adata.var_names))

@@ -12,10 +12,10 @@ import scipy.sparse as sp
 from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
 
-from scmaskgan import steps
-from scmaskgan.config import IntegrateParams
+from scmaskgan.analysis.integration_inputs import read_imputed, read_sample_metadata, sample_id_from_imputed
+from scmaskgan.core.config import IntegrateParams
 from scmaskgan.errors import InputError
-from scmaskgan.integration_inputs import read_imputed, read_sample_metadata, sample_id_from_imputed
+from scmaskgan.pipeline import steps
 
 #: Small, fast analysis settings (765 genes, ~230 cells per sample).
 FAST = {"n_hvg": 400, "n_pcs": 15, "n_neighbors": 15, "leiden_resolution": 0.8, "seed": 0}
@@ -112,8 +112,8 @@ def test_harmony_mixes_batches_and_keeps_cell_types(integrated):
 def test_alternative_corrections_mix_batches(integrated, method):
     if method != "combat":
         pytest.importorskip(method)
-    from scmaskgan.integrate import analyse, lognormalised_layer
-    from scmaskgan.integration_inputs import concat_samples
+    from scmaskgan.analysis.integrate import analyse, lognormalised_layer
+    from scmaskgan.analysis.integration_inputs import concat_samples
 
     combined = concat_samples(read_imputed(integrated[1]))
     labels = combined.obs["scmaskgan_label"].astype(str).to_numpy()
@@ -226,7 +226,7 @@ def test_not_an_imputed_file_is_an_error(tmp_path):
 
 
 def test_outer_join_records_missing_genes(tmp_path):
-    from scmaskgan.integration_inputs import concat_samples
+    from scmaskgan.analysis.integration_inputs import concat_samples
 
     a = _tiny(tmp_path / "A.imputed.h5ad", ["CD3E", "LYZ", "MS4A1"], ["c1", "c2"])
     b = _tiny(tmp_path / "B.imputed.h5ad", ["CD3E", "LYZ", "NKG7"], ["c1", "c2"])
@@ -244,7 +244,7 @@ def test_samplesheet_metadata_and_unknown_sample(tmp_path):
     sheet.write_text("sample,path,risk\nA,a.h5ad,high\nB,b.h5ad,low\n")
     meta = read_sample_metadata(sheet)
     assert meta.loc["A", "batch"] == "A" and meta.loc["B", "risk"] == "low"
-    from scmaskgan.integration_inputs import concat_samples
+    from scmaskgan.analysis.integration_inputs import concat_samples
 
     c = _tiny(tmp_path / "C.imputed.h5ad", ["CD3E"], ["c1"])
     with pytest.raises(InputError, match="sample 'C' is not in the samplesheet"):
@@ -253,7 +253,7 @@ def test_samplesheet_metadata_and_unknown_sample(tmp_path):
 
 
 def test_per_sample_cluster_labels_are_kept_apart(tmp_path):
-    from scmaskgan.integration_inputs import concat_samples
+    from scmaskgan.analysis.integration_inputs import concat_samples
 
     paths = []
     for sid, source in (("A", "leiden"), ("B", "obs:cell_type")):

@@ -13,8 +13,8 @@ import pytest
 import scipy.io
 import scipy.sparse as sp
 
-from scmaskgan import h5ad, io
 from scmaskgan.errors import InputError
+from scmaskgan.io import counts, h5ad
 
 
 @pytest.fixture
@@ -50,7 +50,7 @@ def _table(ref: ad.AnnData, genes_rows: bool) -> pd.DataFrame:
 def test_h5ad_keeps_obs_columns(small, tmp_path):
     path = tmp_path / "s.h5ad"
     small.write_h5ad(path)
-    read = io.read_counts(path)
+    read = counts.read_counts(path)
     _assert_same(read, small)
     assert list(read.obs["cell_type"]) == list(small.obs["cell_type"])
 
@@ -62,7 +62,7 @@ def test_gzipped_h5ad_and_dense_x(small, tmp_path):
     dense.write_h5ad(plain)
     gz = tmp_path / "d.h5ad.gz"
     gz.write_bytes(gzip.compress(plain.read_bytes()))
-    _assert_same(io.read_counts(gz), small)
+    _assert_same(counts.read_counts(gz), small)
 
 
 @pytest.mark.parametrize("genes_rows", [True, False])
@@ -70,7 +70,7 @@ def test_gzipped_h5ad_and_dense_x(small, tmp_path):
 def test_delimited_text_both_orientations_auto_detected(small, tmp_path, genes_rows, suffix, sep):
     path = tmp_path / f"counts{suffix}"
     _table(small, genes_rows).to_csv(path, sep=sep, index_label="gene" if genes_rows else "cell")
-    _assert_same(io.read_counts(path), small)
+    _assert_same(counts.read_counts(path), small)
 
 
 def test_r_write_table_layout_with_short_header_and_quotes(small, tmp_path):
@@ -80,22 +80,22 @@ def test_r_write_table_layout_with_short_header_and_quotes(small, tmp_path):
     lines = [" ".join(f'"{c}"' for c in table.columns)]
     lines += [f'"{g}" ' + " ".join(map(str, row)) for g, row in zip(table.index, table.to_numpy(), strict=True)]
     path.write_text("\n".join(lines) + "\n")
-    _assert_same(io.read_counts(path), small)
+    _assert_same(counts.read_counts(path), small)
 
 
 def test_text_read_in_many_chunks_is_identical(small, tmp_path, monkeypatch):
     path = tmp_path / "c.csv.gz"
     _table(small, genes_rows=True).to_csv(path)
-    monkeypatch.setattr(io, "_TEXT_VALUES_PER_CHUNK", 7 * small.n_obs)  # 16 rows a chunk
-    _assert_same(io.read_counts(path), small)
+    monkeypatch.setattr(counts, "_TEXT_VALUES_PER_CHUNK", 7 * small.n_obs)  # 16 rows a chunk
+    _assert_same(counts.read_counts(path), small)
 
 
 def test_explicit_orientation_overrides_the_guess(small, tmp_path):
     path = tmp_path / "c.csv"
     _table(small, genes_rows=True).to_csv(path)
-    flipped = io.read_counts(path, orientation="cells-rows")
+    flipped = counts.read_counts(path, orientation="cells-rows")
     assert flipped.shape == (small.n_vars, small.n_obs)
-    assert io.read_counts(path, orientation="genes-rows").shape == small.shape
+    assert counts.read_counts(path, orientation="genes-rows").shape == small.shape
 
 
 @pytest.mark.parametrize(
@@ -109,7 +109,7 @@ def test_explicit_orientation_overrides_the_guess(small, tmp_path):
     ],
 )
 def test_orientation_guess_rules(rows, cols, genes_rows):
-    guess, reason = io.guess_genes_in_rows(rows, cols)
+    guess, reason = counts.guess_genes_in_rows(rows, cols)
     assert guess is genes_rows and reason
 
 
@@ -128,7 +128,7 @@ def test_10x_folder_v3_gzipped_keeps_gene_expression_only(small, tmp_path):
     })
     features.to_csv(folder / "features.tsv.gz", sep="\t", header=False, index=False)
     pd.Series(small.obs_names).to_csv(folder / "barcodes.tsv.gz", header=False, index=False)
-    read = io.read_counts(folder)
+    read = counts.read_counts(folder)
     _assert_same(read, small)
     assert read.var["gene_ids"].iloc[0] == "ENSG00000000000"
 
@@ -141,7 +141,7 @@ def test_10x_folder_v2_plain_with_geo_prefix(small, tmp_path):
         folder / "GSM1_genes.tsv", sep="\t", header=False, index=False
     )
     pd.Series(small.obs_names).to_csv(folder / "GSM1_barcodes.tsv", header=False, index=False)
-    _assert_same(io.read_counts(folder), small)
+    _assert_same(counts.read_counts(folder), small)
 
 
 def _write_10x_h5_v3(ref: ad.AnnData, path) -> None:
@@ -163,7 +163,7 @@ def _write_10x_h5_v3(ref: ad.AnnData, path) -> None:
 def test_10x_h5_v3(small, tmp_path):
     path = tmp_path / "filtered_feature_bc_matrix.h5"
     _write_10x_h5_v3(small, path)
-    _assert_same(io.read_counts(path), small)
+    _assert_same(counts.read_counts(path), small)
 
 
 def test_duplicate_gene_names_made_unique_with_warning(small, tmp_path, caplog):
@@ -172,8 +172,8 @@ def test_duplicate_gene_names_made_unique_with_warning(small, tmp_path, caplog):
     small.var_names = names
     path = tmp_path / "dup.h5ad"
     small.write_h5ad(path)
-    with caplog.at_level(logging.WARNING, logger="scmaskgan.io"):
-        read = io.read_counts(path)
+    with caplog.at_level(logging.WARNING, logger="scmaskgan.io.counts"):
+        read = counts.read_counts(path)
     assert read.var_names.is_unique
     assert read.var_names[4] == names[4] and read.var_names[5] == f"{names[4]}-1"
     assert "duplicate gene names" in caplog.text
@@ -182,7 +182,7 @@ def test_duplicate_gene_names_made_unique_with_warning(small, tmp_path, caplog):
 def test_lognorm_scale_accepts_fractions(tmp_path):
     path = tmp_path / "ln.csv"
     path.write_text("gene,c1,c2\nG1,0.5,0\nG2,1.25,2.0\nG3,0,3\n")
-    read = io.read_counts(path, input_scale="lognorm", orientation="genes-rows")
+    read = counts.read_counts(path, input_scale="lognorm", orientation="genes-rows")
     np.testing.assert_allclose(read.X.toarray(), [[0.5, 1.25, 0], [0, 2.0, 3]])
 
 
@@ -208,25 +208,25 @@ def test_bad_text_inputs_name_the_file_and_position(tmp_path, body, match):
     path = tmp_path / "bad.csv"
     path.write_text(body)
     with pytest.raises(InputError, match=match):
-        io.read_counts(path, orientation="genes-rows")
+        counts.read_counts(path, orientation="genes-rows")
 
 
 def test_lognorm_still_rejects_negative_values(tmp_path):
     path = tmp_path / "ln.csv"
     path.write_text("gene,c1\nG1,-0.5\nG2,1\n")
     with pytest.raises(InputError, match="negative"):
-        io.read_counts(path, input_scale="lognorm")
+        counts.read_counts(path, input_scale="lognorm")
 
 
 def test_missing_file_unknown_extension_and_bad_options(tmp_path):
     with pytest.raises(InputError, match="no such file"):
-        io.read_counts(tmp_path / "nope.h5ad")
+        counts.read_counts(tmp_path / "nope.h5ad")
     xlsx = tmp_path / "counts.xlsx"
     xlsx.write_text("x")
     with pytest.raises(InputError, match="unknown file type"):
-        io.read_counts(xlsx)
+        counts.read_counts(xlsx)
     with pytest.raises(InputError, match="orientation"):
-        io.read_counts(xlsx, orientation="sideways")
+        counts.read_counts(xlsx, orientation="sideways")
 
 
 def test_incomplete_10x_folder_names_the_missing_file(small, tmp_path):
@@ -235,10 +235,10 @@ def test_incomplete_10x_folder_names_the_missing_file(small, tmp_path):
     scipy.io.mmwrite(str(folder / "matrix.mtx"), small.X.T.tocoo())
     pd.Series(small.var_names).to_csv(folder / "features.tsv", header=False, index=False)
     with pytest.raises(InputError, match="missing barcodes"):
-        io.read_counts(folder)
+        counts.read_counts(folder)
     pd.Series(small.obs_names[:-1]).to_csv(folder / "barcodes.tsv", header=False, index=False)
     with pytest.raises(InputError, match=f"{small.n_obs - 1} barcodes"):
-        io.read_counts(folder)
+        counts.read_counts(folder)
 
 
 def test_hdf5_that_is_not_10x_or_anndata(tmp_path):
@@ -246,20 +246,20 @@ def test_hdf5_that_is_not_10x_or_anndata(tmp_path):
     with h5py.File(path, "w") as f:
         f["something"] = np.arange(3)
     with pytest.raises(InputError, match="not a 10x Cell Ranger h5"):
-        io.read_counts(path)
+        counts.read_counts(path)
     broken = tmp_path / "broken.h5ad"
     broken.write_text("not hdf5")
     with pytest.raises(InputError, match="not a readable HDF5"):
-        io.read_counts(broken)
+        counts.read_counts(broken)
 
 
 # ----------------------------------------------------------------------------- labels
 
 
 def test_labels_from_obs_column(small):
-    assert io.attach_labels(small, "cell_type") == "obs:cell_type"
-    assert small.obs[io.LABEL_COLUMN].dtype == "category"
-    assert list(small.obs[io.LABEL_COLUMN]) == list(small.obs["cell_type"].astype(str))
+    assert counts.attach_labels(small, "cell_type") == "obs:cell_type"
+    assert small.obs[counts.LABEL_COLUMN].dtype == "category"
+    assert list(small.obs[counts.LABEL_COLUMN]) == list(small.obs["cell_type"].astype(str))
 
 
 @pytest.mark.parametrize("header", [True, False])
@@ -268,21 +268,21 @@ def test_labels_from_csv_with_or_without_header(small, tmp_path, header):
     rows = [f"{c},type_{i % 3}" for i, c in enumerate(small.obs_names[::-1])]  # order differs
     rows.append("OTHER-SAMPLE-CELL,type_9")  # cells of other samples are ignored
     path.write_text(("cell,label\n" if header else "") + "\n".join(rows) + "\n")
-    assert io.attach_labels(small, str(path)) == f"csv:{path}"
+    assert counts.attach_labels(small, str(path)) == f"csv:{path}"
     expected = {c: f"type_{i % 3}" for i, c in enumerate(small.obs_names[::-1])}
-    assert list(small.obs[io.LABEL_COLUMN]) == [expected[c] for c in small.obs_names]
+    assert list(small.obs[counts.LABEL_COLUMN]) == [expected[c] for c in small.obs_names]
 
 
 def test_labels_errors(small, tmp_path):
     with pytest.raises(InputError, match=r"'celltype' is neither an obs column \(available: 'cell_type'\)"):
-        io.attach_labels(small, "celltype", source="s.h5ad")
+        counts.attach_labels(small, "celltype", source="s.h5ad")
     partial = tmp_path / "partial.csv"
     partial.write_text("\n".join(f"{c},T" for c in small.obs_names[:50]) + "\n")
     with pytest.raises(InputError, match=rf"no label for 10 of 60 cells \(e.g. '{small.obs_names[50]}'\)"):
-        io.attach_labels(small, str(partial))
+        counts.attach_labels(small, str(partial))
     small.obs.loc[small.obs_names[3], "cell_type"] = np.nan
     with pytest.raises(InputError, match="empty label for 1 cells"):
-        io.attach_labels(small, "cell_type")
+        counts.attach_labels(small, "cell_type")
 
 
 # ----------------------------------------------------------------------------- writing and backed reading
@@ -318,12 +318,12 @@ def test_backed_chunks_rebuild_the_matrix(small, tmp_path):
 
 
 def test_value_check_finds_the_first_bad_entry_across_blocks(small, monkeypatch):
-    monkeypatch.setattr(io, "_VALIDATE_BLOCK", 5)
+    monkeypatch.setattr(counts, "_VALIDATE_BLOCK", 5)
     x = small.X.copy()
     x.data[x.nnz - 3] = -1  # in a late block, cell of that entry
     row = int(np.searchsorted(x.indptr, x.nnz - 3, side="right")) - 1
     gene = small.var_names[x.indices[x.nnz - 3]]
     with pytest.raises(InputError, match=f"cell '{small.obs_names[row]}', gene '{gene}'"):
-        io.check_values(x, "m.h5ad", "counts", small.obs_names, small.var_names)
+        counts.check_values(x, "m.h5ad", "counts", small.obs_names, small.var_names)
     x.data[x.nnz - 3] = 1
-    io.check_values(x, "m.h5ad", "counts", small.obs_names, small.var_names)
+    counts.check_values(x, "m.h5ad", "counts", small.obs_names, small.var_names)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from scmaskgan.labels import auto_labels, merge_small_labels, resolve_labels
+from scmaskgan.method.labels import auto_labels, merge_small_labels, resolve_labels
 
 LEIDEN = {"resolution": 0.8, "n_pcs": 30, "seed": 0}
 

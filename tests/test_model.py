@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from scmaskgan.errors import InputError
-from scmaskgan.model import (
+from scmaskgan.method.model import (
     Discriminator,
     Generator,
     ModelConfig,
@@ -117,9 +117,9 @@ def test_config_round_trip_and_bad_values():
 
 
 def test_batches_of_large_images_hold_the_pixels_of_a_64_side_batch():
-    from scmaskgan.config import TrainParams
-    from scmaskgan.model import pixel_scaled
-    from scmaskgan.train import batch_sizes
+    from scmaskgan.core.config import TrainParams
+    from scmaskgan.method.model import pixel_scaled
+    from scmaskgan.method.train import batch_sizes
 
     assert pixel_scaled(64, 45) == 64 and pixel_scaled(64, 64) == 64  # up to 64 x 64: as given
     assert pixel_scaled(64, 128) == 16 and pixel_scaled(64, 184) == 8  # (64/N)^2, floor 8

@@ -19,8 +19,9 @@ import pytest
 import yaml
 from nfharness import NF, REPO, config_settings, jar, process_settings
 
-from scmaskgan import cli, train
+from scmaskgan import cli
 from scmaskgan.errors import EXIT_OUT_OF_MEMORY
+from scmaskgan.method import train
 
 SCHEMA = json.loads((REPO / "nextflow_schema.json").read_text())
 DEFAULTS = {n: e.get("default") for g in SCHEMA["$defs"].values() for n, e in g["properties"].items()}

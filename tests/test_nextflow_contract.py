@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
-from scmaskgan.layout import INTEGRATE_OUTPUTS, REPORT_OUTPUTS, SAMPLE_OUTPUTS, SAMPLE_STEPS, STEP_INPUTS
+from scmaskgan.io.layout import INTEGRATE_OUTPUTS, REPORT_OUTPUTS, SAMPLE_OUTPUTS, SAMPLE_STEPS, STEP_INPUTS
 
 REPO = Path(__file__).resolve().parents[1]
 NF = REPO / "tests" / "nextflow"
@@ -33,14 +33,14 @@ TEST_DATA = REPO / "assets" / "test"
 MODULES = tuple(STEP_INPUTS)
 SAMPLE = "pbmc_b"  # GEO-style CSV counts, labels from a CSV file staged as a path input
 
-#: The files the user gives (inputs without an upstream step in scmaskgan.layout.STEP_INPUTS).
+#: The files the user gives (inputs without an upstream step in scmaskgan.io.layout.STEP_INPUTS).
 USER_FILES = {
     ("qc", "counts"): TEST_DATA / "pbmc_b.csv.gz",
     ("qc", "labels"): TEST_DATA / "pbmc_b_labels.csv",
     ("integrate", "samplesheet"): TEST_DATA / "samplesheet.csv",
 }
 #: Module input -> where it comes from: an upstream (module, emit) list, or a test file; the DAG
-#: of scmaskgan.layout, which workflows/scmaskgan.nf must wire the same way.
+#: of scmaskgan.io.layout, which workflows/scmaskgan.nf must wire the same way.
 WIRING: dict[str, dict[str, list[tuple[str, str]] | Path]] = {
     step: {i.module: list(i.sources) if i.sources else USER_FILES[step, i.module] for i in inputs}
     for step, inputs in STEP_INPUTS.items()
@@ -206,7 +206,7 @@ def test_module_command_runs_and_emits_its_outputs(chain: dict[str, Any], step: 
 
 @pytest.mark.parametrize("step", MODULES)
 def test_module_outputs_are_the_step_outputs(step: str) -> None:
-    """Emit names and file names are those of scmaskgan.steps, and meta.yml lists them."""
+    """Emit names and file names are those of scmaskgan.pipeline.steps, and meta.yml lists them."""
     if step in SAMPLE_STEPS:
         expected = {k: v.replace("{id}", "${meta.id}") for k, v in SAMPLE_OUTPUTS[step].items()}
     else:

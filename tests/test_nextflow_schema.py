@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from scmaskgan.config import STEP_PARAMS, all_flat_names, flat_name
+from scmaskgan.core.config import STEP_PARAMS, all_flat_names, flat_name
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = json.loads((REPO / "nextflow_schema.json").read_text())

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from scmaskgan import runner
-from scmaskgan.h5ad import write_h5ad
+from scmaskgan.io.h5ad import write_h5ad
+from scmaskgan.pipeline import runner
 
 TINY = {
     "min_genes": 150, "epochs": 3, "min_epochs": 1, "cells_per_epoch": 128, "impute_n_trials": 3,
@@ -43,7 +43,7 @@ def test_every_step_ran_and_published_its_outputs(finished_run):
     results = folder / "results"
     for sid in ("s1", "s2"):
         for step in runner.SAMPLE_STEPS:
-            from scmaskgan.steps import output_paths
+            from scmaskgan.pipeline.steps import output_paths
 
             for path in output_paths(step, results / step, sid).values():
                 assert path.exists(), path

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from scmaskgan import encode, steps
-from scmaskgan.config import PrepareParams, QCParams
+from scmaskgan.core.config import PrepareParams, QCParams
 from scmaskgan.errors import InputError
-from scmaskgan.images_h5 import ImageStore
+from scmaskgan.method import encode
+from scmaskgan.method.images_h5 import ImageStore
+from scmaskgan.pipeline import steps
 
 
 @pytest.fixture

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from scmaskgan import steps
-from scmaskgan.config import QCParams
+from scmaskgan.analysis.qc import detect_mito_prefix, run_qc
+from scmaskgan.core.config import QCParams
 from scmaskgan.errors import StepError
-from scmaskgan.qc import detect_mito_prefix, run_qc
+from scmaskgan.pipeline import steps
 
 # cells x genes; per cell: n_genes, total, % mito (MT-CO1)
 TINY = np.array([
@@ -66,7 +66,7 @@ def test_optional_filters_off_and_mito_prefix_detection(caplog):
     assert detect_mito_prefix(["MT-A", "MT-B", "mt-c"]) == "MT-"
     assert detect_mito_prefix(["A", "B"]) is None
     assert detect_mito_prefix(["A"], "MITO_") == "MITO_"
-    with caplog.at_level(logging.WARNING, logger="scmaskgan.qc"):
+    with caplog.at_level(logging.WARNING, logger="scmaskgan.analysis.qc"):
         _, summary = run_qc(_tiny(["G1", "G2", "G3", "G4", "G5"]), PARAMS)
     assert summary["mito_prefix"] is None and "max_mito_pct" not in summary["cells_failing"]
     assert "no mitochondrial genes" in caplog.text

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from scmaskgan import quality as q
 from scmaskgan.errors import InputError
+from scmaskgan.method import quality as q
 
 N_GENES, N_LABELS = 200, 2
 

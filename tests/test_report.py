@@ -19,11 +19,11 @@ import pytest
 import scipy.sparse as sp
 from matplotlib.figure import Figure
 
-from scmaskgan import steps
 from scmaskgan.cli import main
-from scmaskgan.encode import Encoding, image_side
-from scmaskgan.generate import write_candidates
-from scmaskgan.report import SECTIONS, build_report, write_report
+from scmaskgan.method.encode import Encoding, image_side
+from scmaskgan.method.generate import write_candidates
+from scmaskgan.pipeline import steps
+from scmaskgan.pipeline.report import SECTIONS, build_report, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION_IDS = [sid for sid, _ in SECTIONS]

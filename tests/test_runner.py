@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from scmaskgan import runner, steps
 from scmaskgan.errors import StepError
-from scmaskgan.layout import STEP_INPUTS
+from scmaskgan.io.layout import STEP_INPUTS
+from scmaskgan.pipeline import runner, steps
 
 
 @pytest.fixture
@@ -153,7 +153,7 @@ def test_parallel_samples_produce_the_same_outputs(tmp_path, fake_steps):
 
 
 def test_the_workflow_wires_the_dag_the_runner_runs() -> None:
-    """workflows/scmaskgan.nf feeds every process the upstream outputs of scmaskgan.layout.STEP_INPUTS."""
+    """workflows/scmaskgan.nf feeds every process the upstream outputs of scmaskgan.io.layout.STEP_INPUTS."""
     text = (Path(__file__).resolve().parents[1] / "workflows" / "scmaskgan.nf").read_text()
     channels = dict(re.findall(r"^\s*(ch_\w+) = (.+)$", text, re.M))
     for step, inputs in STEP_INPUTS.items():

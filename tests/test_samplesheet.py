@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from scmaskgan.errors import InputError
-from scmaskgan.io import attach_labels, read_counts
-from scmaskgan.samplesheet import LABEL_FILE_PATTERN, Sample, labels_file, read_samplesheet
+from scmaskgan.io.counts import attach_labels, read_counts
+from scmaskgan.io.samplesheet import LABEL_FILE_PATTERN, Sample, labels_file, read_samplesheet
 
 
 @pytest.fixture
@@ -83,7 +83,7 @@ def test_all_problems_reported_at_once(data):
 
 def test_demo_data_command_round_trip(pbmc_counts, tmp_path, capsys):
     from scmaskgan.cli import main
-    from scmaskgan.demo_data import write_demo
+    from scmaskgan.io.demo_data import write_demo
 
     assert main(["demo-data", str(tmp_path / "demo")]) == 0
     printed = dict(line.split("\t") for line in capsys.readouterr().out.splitlines())
@@ -118,7 +118,7 @@ def test_shipped_gse192906_samplesheet_has_the_papers_ten_samples_in_the_checked
 
     import jsonschema
 
-    from scmaskgan.samplesheet import PATH_PATTERN, SAMPLE_PATTERN
+    from scmaskgan.io.samplesheet import PATH_PATTERN, SAMPLE_PATTERN
 
     assets = Path(__file__).resolve().parents[1] / "assets"
     sheet = assets / "samplesheet_gse192906.csv"

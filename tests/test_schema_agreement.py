@@ -4,7 +4,7 @@ Nextflow side: ``main.nf``'s ``resolvedSamplesheet`` (run with Groovy, relative 
 absolute against the samplesheet's folder), then ``assets/schema_input.json`` with
 ``jsonschema`` plus the rules nf-schema adds to JSON Schema: empty cells are missing
 values, ``exists`` (the path must exist), the ``directory-path`` format (an existing path
-must be a folder) and ``uniqueEntries``. Python side: ``scmaskgan.samplesheet.read_samplesheet``.
+must be a folder) and ``uniqueEntries``. Python side: ``scmaskgan.io.samplesheet.read_samplesheet``.
 Both run from a launch folder that is not the samplesheet's folder.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from scmaskgan.errors import InputError
-from scmaskgan.samplesheet import read_samplesheet
+from scmaskgan.io.samplesheet import read_samplesheet
 
 pytest.importorskip("jsonschema")
 from nfharness import REPO, main_functions, nf_schema_errors  # noqa: E402  (needs jsonschema)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scmaskgan.simulate import simulate, simulate_null
+from scmaskgan.analysis.simulate import simulate, simulate_null
 
 
 @pytest.fixture(scope="module")

@@ -44,5 +44,34 @@ def test_mypy_is_clean_on_the_package():
 def test_the_module_map_in_docs_names_every_module():
     doc = (ROOT / "docs" / "architecture.md").read_text()
     table = doc.split("## Modules", 1)[1].split("\n## ", 1)[0]
-    modules = {p.stem for p in (ROOT / "src" / "scmaskgan").glob("*.py")} - {"__init__"}
-    assert modules <= set(re.findall(r"`(\w+)`", table)), modules - set(re.findall(r"`(\w+)`", table))
+    package = ROOT / "src" / "scmaskgan"
+    modules = {".".join(p.relative_to(package).with_suffix("").parts) for p in package.rglob("*.py")}
+    modules = {m for m in modules if not m.endswith("__init__")}
+    named = set(re.findall(r"`([\w.]+)`", table))
+    assert modules <= named, modules - named
+
+
+def test_no_private_name_crosses_a_module_boundary():
+    """``from scmaskgan.x import _name`` and ``module._name`` stay inside their module (src only)."""
+    import ast
+
+    package = ROOT / "src" / "scmaskgan"
+    crossings = []
+    for path in package.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        modules = set()  # names bound to scmaskgan modules in this file
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("scmaskgan"):
+                for alias in node.names:
+                    if alias.name.startswith("_"):
+                        crossings.append(f"{path.name}: from {node.module} import {alias.name}")
+                    modules.add(alias.asname or alias.name)
+            elif isinstance(node, ast.Import):
+                modules.update(a.asname or a.name for a in node.names if a.name.startswith("scmaskgan"))
+        crossings += [
+            f"{path.name}: {node.value.id}.{node.attr}"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+            and node.value.id in modules and node.attr.startswith("_") and not node.attr.startswith("__")
+        ]
+    assert not crossings, crossings

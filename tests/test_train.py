@@ -11,15 +11,14 @@ import pytest
 import torch
 from conftest import simulate_counts, write_images
 
-from scmaskgan import steps
-from scmaskgan.checkpoint import _fresh_state, check_compatible, load_model
-from scmaskgan.config import TrainParams
+from scmaskgan.core.config import TrainParams
 from scmaskgan.errors import InputError, StepError
-from scmaskgan.images_h5 import ImageStore
-from scmaskgan.losses import moment_loss, r1_penalty
-from scmaskgan.model import gene_mask
-from scmaskgan.train import _early_stopping
-from scmaskgan.train_data import (
+from scmaskgan.method.checkpoint import TrainState, check_compatible, load_model
+from scmaskgan.method.images_h5 import ImageStore
+from scmaskgan.method.losses import moment_loss, r1_penalty
+from scmaskgan.method.model import gene_mask
+from scmaskgan.method.train import _early_stopping
+from scmaskgan.method.train_data import (
     CellTensors,
     LabelStats,
     TrainingCells,
@@ -27,7 +26,8 @@ from scmaskgan.train_data import (
     read_cells,
     split_validation,
 )
-from scmaskgan.trainer import GanTrainer, model_config
+from scmaskgan.method.trainer import GanTrainer, model_config
+from scmaskgan.pipeline import steps
 
 TINY = {"base_channels": 8, "batch_size": 32, "device": "cpu", "threads": 1}
 
@@ -175,17 +175,17 @@ def test_resume_continues_from_the_checkpoint(images: Path, tmp_path: Path):
 def test_early_stopping_follows_the_smoothed_signal_with_patience(images: Path):
     trainer, _ = _trainer(images, "moments")
     signal = iter([1.0, 0.5, 0.4, 0.9, 0.9, 0.9, 0.9])
-    state = _fresh_state()
+    state = TrainState()
     params = TrainParams(patience=2, min_epochs=1)
     improved = []
     for epoch in range(1, 8):
-        if state["stopped"]:
+        if state.stopped:
             break
         improved.append(_early_stopping(trainer, lambda g, d, dev: {"val_score": next(signal)}, state, {}, epoch, params))
     # smoothed: 1, 0.85, 0.715, 0.7705, 0.809...: best at epoch 3, two worse epochs -> stop after epoch 5
     assert improved == [True, True, True, False, False]
-    assert state["stopped"] and state["best"]["epoch"] == 3
-    assert state["best"]["weights"]["generator"].keys() == trainer.generator.state_dict().keys()
+    assert state.stopped and state.best.epoch == 3
+    assert state.best.weights["generator"].keys() == trainer.generator.state_dict().keys()
 
 
 def test_model_file_loads_weights_only_and_checks_its_images(images: Path, tmp_path: Path):
@@ -226,7 +226,7 @@ def test_truncated_images_file_is_an_input_error(images: Path, tmp_path: Path):
 
 
 def test_device_choice_and_amp_off_the_gpu():
-    from scmaskgan.device import amp_enabled, autocast, grad_scaler, select_device, to_device
+    from scmaskgan.method.device import amp_enabled, autocast, grad_scaler, select_device, to_device
 
     cpu = torch.device("cpu")
     assert select_device("cpu") == cpu
@@ -246,7 +246,7 @@ def test_device_choice_and_amp_off_the_gpu():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_batches_arrive_through_pinned_memory():
-    from scmaskgan.device import to_device
+    from scmaskgan.method.device import to_device
 
     moved = to_device(torch.arange(6.0), torch.device("cuda"))
     assert moved.is_cuda and float(moved.sum()) == 15.0

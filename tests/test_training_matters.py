@@ -1,6 +1,6 @@
 """Training must matter: a trained generator reproduces variation inside a label that the initialised one lacks.
 
-The simulation's labels hide two sub-states each (``scmaskgan.simulate``). The
+The simulation's labels hide two sub-states each (``scmaskgan.analysis.simulate``). The
 initialised generator produces each label's mean profile with independent dropouts, so
 its candidates barely spread along the axis between the two sub-states; a generator
 that learned the data spreads them as far as real cells do. Skipping training, or making
@@ -18,12 +18,12 @@ import pytest
 import scipy.sparse as sp
 from conftest import write_images
 
-from scmaskgan import steps
-from scmaskgan.config import GenerateParams, TrainParams
-from scmaskgan.generate import read_candidates
-from scmaskgan.images_h5 import ImageStore
-from scmaskgan.simulate import simulate
-from scmaskgan.train_data import read_cells
+from scmaskgan.analysis.simulate import simulate
+from scmaskgan.core.config import GenerateParams, TrainParams
+from scmaskgan.method.generate import read_candidates
+from scmaskgan.method.images_h5 import ImageStore
+from scmaskgan.method.train_data import read_cells
+from scmaskgan.pipeline import steps
 
 SMALL = {"base_channels": 8, "batch_size": 32, "cells_per_epoch": 512, "device": "cpu", "threads": 1,
          "val_fraction": 0.0, "seed": 0}

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from scmaskgan.analysis.simulate import simulate
 from scmaskgan.errors import InputError
-from scmaskgan.mcv import split_counts, within_label_signal
-from scmaskgan.simulate import simulate
+from scmaskgan.method.mcv import split_counts, within_label_signal
 
 
 @pytest.fixture(scope="module")

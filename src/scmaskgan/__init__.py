@@ -10,7 +10,7 @@ Python API (scanpy style)::
 
 from __future__ import annotations
 
-from scmaskgan.versions import VERSION as __version__
+from scmaskgan.core.versions import VERSION as __version__
 
 __all__ = ["ScMaskGAN", "__version__", "impute"]
 

@@ -3,15 +3,15 @@
 ``ScMaskGAN.fit`` runs the pipeline's own steps on the data — PREPARE (encoding and
 labels: given, or Leiden), TRAIN, GENERATE and FILTER — in a temporary folder, and
 keeps what imputation needs (the retained candidates, the encoding, the labels) plus
-the training record. ``transform`` is the IMPUTE step (:func:`scmaskgan.imputation.impute_matrix`), written
-with :mod:`scmaskgan.imputed` like ``steps.impute``, so an AnnData imputed here has the
+the training record. ``transform`` is the IMPUTE step (:func:`scmaskgan.method.imputation.impute_matrix`), written
+with :mod:`scmaskgan.pipeline.imputed` like ``steps.impute``, so an AnnData imputed here has the
 layout of ``{id}.imputed.h5ad``.
 
 Parameters of every step are the pipeline's flat parameters (the names of a
 ``--params-file``, e.g. ``epochs``, ``impute_k``, ``generate_batch_size``), passed as
 keyword arguments. Each is an explicit parameter of the estimator (``get_params``,
 ``set_params`` and ``sklearn.base.clone`` see them), generated from
-:mod:`scmaskgan.config` so that the two never disagree.
+:mod:`scmaskgan.core.config` so that the two never disagree.
 """
 
 from __future__ import annotations
@@ -29,13 +29,13 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 
-from scmaskgan.config import IMPUTE_CHAIN, all_flat_names, flat_fields, step_params_from_flat
-from scmaskgan.encode import Encoding
+from scmaskgan.core.config import IMPUTE_CHAIN, all_flat_names, flat_fields, step_params_from_flat
 from scmaskgan.errors import InputError
-from scmaskgan.imputation import impute_matrix
-from scmaskgan.imputed import annotate, imputation_record
-from scmaskgan.memory import release_memory
-from scmaskgan.neighbours import encode_rows
+from scmaskgan.method.encode import Encoding
+from scmaskgan.method.imputation import impute_matrix
+from scmaskgan.method.neighbours import encode_rows
+from scmaskgan.pipeline.imputed import annotate, imputation_record
+from scmaskgan.pipeline.memory import release_memory
 
 #: Steps ``fit`` runs, in order (QC is the user's business: the API is QC-free); ``transform`` is IMPUTE.
 FIT_STEPS = IMPUTE_CHAIN[:-1]
@@ -58,7 +58,7 @@ class NotFittedError(SklearnNotFittedError, InputError):
 
 def _checked_matrix(adata: ad.AnnData, input_scale: str, layer: str | None) -> sp.csr_matrix:
     """The input values (``X`` or ``layers[layer]``) as float32 CSR, checked for the input scale."""
-    from scmaskgan.io import check_values
+    from scmaskgan.io.counts import check_values
 
     if adata.n_obs < 2 or adata.n_vars < 2:
         raise InputError(f"need at least 2 cells and 2 genes, got {adata.n_obs} x {adata.n_vars}")
@@ -107,7 +107,7 @@ class ScMaskGAN(BaseEstimator):
     cells_, labels_, label_names_, label_source_
         The fitted cells, their label indices, the label names and their source.
     encoding_
-        The :class:`~scmaskgan.encode.Encoding` of the fitted data.
+        The :class:`~scmaskgan.method.encode.Encoding` of the fitted data.
     candidates_, candidate_labels_
         The candidates FILTER kept (unit scale) and their label indices.
     train_record_
@@ -174,11 +174,11 @@ class ScMaskGAN(BaseEstimator):
         """
         import torch
 
-        from scmaskgan import steps
-        from scmaskgan.generate import read_candidates
-        from scmaskgan.h5ad import write_h5ad
-        from scmaskgan.images_h5 import ImageStore
-        from scmaskgan.io import LABEL_COLUMN, attach_labels
+        from scmaskgan.io.counts import LABEL_COLUMN, attach_labels
+        from scmaskgan.io.h5ad import write_h5ad
+        from scmaskgan.method.generate import read_candidates
+        from scmaskgan.method.images_h5 import ImageStore
+        from scmaskgan.pipeline import steps
 
         flat = self._flat()
         x = _checked_matrix(adata, self.input_scale, self.layer)
@@ -343,7 +343,7 @@ class ScMaskGAN(BaseEstimator):
         """
         import torch
 
-        from scmaskgan.atomic import atomic_path
+        from scmaskgan.io.atomic import atomic_path
 
         self._check_fitted()
         payload = {

@@ -1,6 +1,6 @@
 """The ``scmaskgan`` command line (typer).
 
-Step commands are built from the parameter dataclasses in :mod:`scmaskgan.config`,
+Step commands are built from the parameter dataclasses in :mod:`scmaskgan.core.config`,
 so every step parameter is a ``--option`` with the same name, default and help text
 everywhere (CLI, runner params file, Nextflow ``ext.args``). Errors the user can act
 on print one line ``scmaskgan: error: ...`` and exit non-zero; set
@@ -20,9 +20,9 @@ from typing import Annotated, Any
 
 import typer
 
-from scmaskgan import steps
-from scmaskgan.config import IMPUTE_CHAIN, STEP_PARAMS, flat_fields
+from scmaskgan.core.config import IMPUTE_CHAIN, STEP_PARAMS, flat_fields
 from scmaskgan.errors import EXIT_OUT_OF_MEMORY, InputError, ScMaskGANError
+from scmaskgan.pipeline import steps
 
 app = typer.Typer(
     name="scmaskgan",
@@ -162,9 +162,9 @@ def _flat_options(steps: tuple[str, ...]) -> list[inspect.Parameter]:
 def impute_command(**kwargs: Any) -> None:
     """Impute one counts file: PREPARE, TRAIN, GENERATE, FILTER and IMPUTE (no QC) into one .h5ad."""
     from scmaskgan.api import ScMaskGAN
-    from scmaskgan.h5ad import write_h5ad
-    from scmaskgan.io import read_counts
-    from scmaskgan.memory import return_large_blocks_to_the_system
+    from scmaskgan.io.counts import read_counts
+    from scmaskgan.io.h5ad import write_h5ad
+    from scmaskgan.pipeline.memory import return_large_blocks_to_the_system
 
     input_path, output = kwargs.pop("input_path"), kwargs.pop("output")
     read = {name: kwargs.pop(name) for name in IMPUTE_READ_FIELDS}
@@ -173,7 +173,7 @@ def impute_command(**kwargs: Any) -> None:
         kwargs.pop("seed"), label_key=read["label_key"], mode=kwargs.pop("impute_mode"),
         input_scale=read["input_scale"], **kwargs,
     ).fit(adata)
-    return_large_blocks_to_the_system()  # for IMPUTE only: training would pay page faults (scmaskgan.memory)
+    return_large_blocks_to_the_system()  # for IMPUTE only: training would pay page faults (scmaskgan.pipeline.memory)
     model.transform(adata, copy=False)  # in place: the file's AnnData is ours, a copy would double the memory
     typer.echo(f"h5ad\t{write_h5ad(adata, output)}")
 
@@ -216,7 +216,7 @@ def run_command(
     resume: Annotated[bool, typer.Option(help="Skip steps whose outputs are complete and up to date.")] = True,
 ) -> None:
     """Run the whole pipeline (all samples, integration, report) without Nextflow."""
-    from scmaskgan.runner import load_params_file, run_pipeline
+    from scmaskgan.pipeline.runner import load_params_file, run_pipeline
 
     records = run_pipeline(
         input, outdir, load_params_file(params_file), max_workers=max_workers, resume=resume,
@@ -230,7 +230,7 @@ def run_command(
 @app.command("versions")
 def versions_command() -> None:
     """Print the versions of scmaskgan and its main dependencies (YAML, as nf-core's versions.yml)."""
-    from scmaskgan.versions import package_versions
+    from scmaskgan.core.versions import package_versions
 
     for name, version in package_versions().items():
         typer.echo(f"{name}: {version}")
@@ -243,7 +243,7 @@ def demo_data_command(
     seed: Annotated[int, typer.Option(help="Seed of the stratified split.")] = 0,
 ) -> None:
     """Write a real multi-sample demo (scanpy's pbmc68k_reduced as counts) and its samplesheet."""
-    from scmaskgan.demo_data import write_demo
+    from scmaskgan.io.demo_data import write_demo
 
     for key, path in write_demo(outdir, n_samples=n_samples, seed=seed).items():
         typer.echo(f"{key}\t{path}")
@@ -253,7 +253,7 @@ def _load_mapping(path: Path | None) -> dict[str, Any]:
     """A JSON/YAML mapping file (as ``--params-file``), or ``{}`` without one."""
     if path is None:
         return {}
-    from scmaskgan.runner import load_params_file
+    from scmaskgan.pipeline.runner import load_params_file
 
     return load_params_file(path)
 
@@ -282,7 +282,8 @@ def evaluate_command(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """Metrics of an imputation (the paper's), or molecular cross-validation with --mcv."""
-    from scmaskgan import api, evaluate
+    from scmaskgan import api
+    from scmaskgan.analysis import evaluate
 
     name = sample_id or sample_id_from_path(imputed if imputed is not None else original)
     if mcv:

@@ -1,0 +1,265 @@
+"""GENERATE: candidate cells per label from a trained generator, and the candidates file.
+
+A candidate is a sampled cell in the encoded [0, 1] scale, padding stripped. With
+``dropouts='sample'`` (default) it has the dropouts of a real cell (level times a
+Bernoulli detection draw); with ``dropouts='expected'`` it is the expected value
+level x detection probability (no zeros). :func:`read_candidates` reads both the
+GENERATE and the FILTER files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from scmaskgan.core.config import GenerateParams
+from scmaskgan.core.versions import package_versions
+from scmaskgan.errors import InputError
+from scmaskgan.io.atomic import atomic_path
+from scmaskgan.method.checkpoint import check_compatible, load_model
+from scmaskgan.method.device import select_device
+from scmaskgan.method.encode import FORMAT_VERSION, Encoding
+from scmaskgan.method.images_h5 import ImageStore
+from scmaskgan.method.model import Generator, pixel_scaled
+from scmaskgan.method.train_data import read_cells
+
+_STR = h5py.string_dtype("utf-8")
+
+
+# ---------------------------------------------------------------- sampling
+def n_candidates_per_label(counts: np.ndarray, params: GenerateParams) -> np.ndarray:
+    """``clip(round(candidates_per_cell * n_cells), min_candidates, max_candidates)`` per label (0 for empty labels)."""
+    if params.min_candidates < 1 or params.max_candidates < params.min_candidates:
+        raise InputError(
+            f"need 1 <= min_candidates <= max_candidates (got {params.min_candidates}, {params.max_candidates})"
+        )
+    wanted = np.rint(params.candidates_per_cell * np.asarray(counts, dtype=np.float64)).astype(np.int64)
+    n = np.clip(wanted, params.min_candidates, params.max_candidates)
+    return np.where(np.asarray(counts) > 0, n, 0)
+
+
+@torch.no_grad()
+def sample_images(
+    generator: Generator,
+    labels: np.ndarray,
+    *,
+    batch_size: int,
+    seed: int,
+    device: torch.device,
+    dropouts: str = "sample",
+    pool: Any = None,
+    inpaint_fraction: float = 0.2,
+    n_genes: int | None = None,
+) -> np.ndarray:
+    """Generate one cell for every entry of ``labels``: its gene vector, padding stripped.
+
+    Parameters
+    ----------
+    generator
+        A trained generator (put in eval mode here).
+    labels
+        Integer label of each cell to generate.
+    batch_size
+        Cells per forward pass.
+    seed
+        Seeds the noise, the detection draws and the choice of conditioning cells.
+    device
+        Where to compute.
+    dropouts
+        ``'sample'`` (binary detection draw) or ``'expected'`` (level x probability).
+    pool
+        :class:`scmaskgan.method.train_data.CellTensors` to condition an inpainting generator on:
+        each candidate gets a random cell of its label with ``inpaint_fraction`` of the
+        observed pixels hidden. Ignored by other generators.
+    inpaint_fraction
+        Fraction of observed pixels hidden from the conditioning cell.
+    n_genes
+        Genes of the sample (the first ``n_genes`` pixels row-wise); all ``N * N`` when unset.
+
+    Returns
+    -------
+    float32 array ``(len(labels), n_genes)``, filled batch by batch (no image-sized copy).
+    """
+    generator.eval().to(device)
+    cfg = generator.cfg
+    gen = torch.Generator().manual_seed(seed)
+    labels_t = torch.as_tensor(np.asarray(labels, dtype=np.int64))
+    cond_rows = _conditioning_rows(pool, labels_t, gen) if cfg.inpaint else None
+    n_genes = cfg.side * cfg.side if n_genes is None else n_genes
+    out = np.empty((len(labels_t), n_genes), dtype=np.float32)
+    for start in range(0, len(labels_t), batch_size):
+        lab = labels_t[start:start + batch_size]
+        z = torch.randn(len(lab), cfg.latent_dim, generator=gen)
+        uniform = torch.rand(len(lab), cfg.side, cfg.side, generator=gen)
+        cond = None
+        if cond_rows is not None:
+            rows = cond_rows[start:start + batch_size]
+            hide = torch.rand(len(lab), cfg.side, cfg.side, generator=gen)
+            kept = pool.masks[rows] * (hide >= inpaint_fraction).float()
+            cond = ((pool.values[rows] * kept).to(device), kept.to(device))
+        onehot = F.one_hot(lab, cfg.n_labels).float().to(device)
+        level, logits = generator(z.to(device), onehot, cond)
+        prob = torch.sigmoid(logits)
+        detect = (uniform.to(device) < prob).float() if dropouts == "sample" else prob
+        out[start:start + len(lab)] = (level * detect).float().flatten(1)[:, :n_genes].cpu().numpy()
+    return out
+
+
+def _conditioning_rows(pool: Any, labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    if pool is None:
+        raise InputError("an inpainting model needs real cells to condition on (the images file)")
+    rows = torch.empty(len(labels), dtype=torch.long)
+    for label in torch.unique(labels).tolist():
+        where = torch.nonzero(labels == label).flatten()
+        members = torch.nonzero(pool.labels == label).flatten()
+        if len(members) == 0:
+            raise InputError(f"label {label} has no cells to condition the inpainting generator on")
+        rows[where] = members[torch.randint(len(members), (len(where),), generator=gen)]
+    return rows
+
+
+# ---------------------------------------------------------------- candidates file
+@dataclass
+class Candidates:
+    """Candidate cells as read from ``candidates.h5`` or ``candidates.filtered.h5``.
+
+    Attributes
+    ----------
+    values
+        ``(m, n_genes)`` float32, encoded [0, 1] scale.
+    labels
+        ``(m,)`` int32 label index into ``label_names``.
+    label_names, genes
+        Names.
+    encoding
+        The sample's :class:`~scmaskgan.method.encode.Encoding`.
+    params
+        Parameters of the step that wrote the file.
+    scores, tau
+        Anomaly scores ``(m,)`` and per-label thresholds (filtered files only, else ``None``).
+    """
+
+    values: np.ndarray
+    labels: np.ndarray
+    label_names: list[str]
+    genes: list[str]
+    encoding: Encoding
+    params: dict[str, Any]
+    scores: np.ndarray | None = None
+    tau: np.ndarray | None = None
+
+
+def _strings(ds: h5py.Dataset) -> list[str]:
+    return [s.decode() if isinstance(s, bytes) else str(s) for s in ds[:]]
+
+
+def write_candidates(
+    path: Path,
+    values: np.ndarray,
+    labels: np.ndarray,
+    label_names: list[str],
+    genes: list[str],
+    encoding: Encoding,
+    params: dict[str, Any],
+    extra: dict[str, np.ndarray] | None = None,
+) -> None:
+    """Write a candidates file atomically (layout in ``docs/architecture.md``); ``extra`` adds datasets."""
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        chunk = (max(1, min(1024, len(values))), values.shape[1]) if len(values) else None
+        f.create_dataset("candidates", data=np.asarray(values, dtype=np.float32), chunks=chunk,
+                         compression="gzip" if len(values) else None, compression_opts=1 if len(values) else None)
+        f.create_dataset("labels", data=np.asarray(labels, dtype=np.int32))
+        f.create_dataset("label_names", data=np.asarray(label_names, dtype=object), dtype=_STR)
+        f.create_dataset("genes", data=np.asarray(genes, dtype=object), dtype=_STR)
+        for name, data in (extra or {}).items():
+            f.create_dataset(name, data=data)
+        f.attrs["format_version"] = FORMAT_VERSION
+        f.attrs["params_json"] = json.dumps(params)
+        f.attrs["encoding_json"] = json.dumps(encoding.to_dict())
+
+
+def _read_rows(ds: h5py.Dataset, rows: np.ndarray, block: int = 4096) -> np.ndarray:
+    """The ``rows`` (bool mask) of a 2-D dataset, read block by block (no full-size temporary)."""
+    out = np.empty((int(rows.sum()), ds.shape[1]), dtype=np.float32)
+    filled = 0
+    for start in range(0, ds.shape[0], block):
+        keep = rows[start:start + block]
+        part = ds[start:start + len(keep)][keep]
+        out[filled:filled + len(part)] = part
+        filled += len(part)
+    return out
+
+
+def read_candidates(path: Path, kept_only: bool = True) -> Candidates:
+    """Read a candidates file (GENERATE's or FILTER's).
+
+    Parameters
+    ----------
+    path
+        ``{id}.candidates.h5`` or ``{id}.candidates.filtered.h5``.
+    kept_only
+        For filtered files, return only the candidates FILTER kept.
+
+    Raises
+    ------
+    InputError
+        The file is missing, truncated or not a candidates file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: candidates file not found")
+    try:
+        with h5py.File(path, "r") as f:
+            if int(f.attrs.get("format_version", -1)) != FORMAT_VERSION or "candidates" not in f:
+                raise InputError(f"{path}: not a scmaskgan candidates file")
+            labels = f["labels"][:].astype(np.int32)
+            scores = f["scores"][:] if "scores" in f else None
+            tau = f["tau"][:] if "tau" in f else None
+            kept = f["kept"][:].astype(bool) if kept_only and "kept" in f else np.ones(len(labels), dtype=bool)
+            values = _read_rows(f["candidates"], kept)
+            labels, scores = labels[kept], scores[kept] if scores is not None else None
+            return Candidates(
+                values=values, labels=labels, label_names=_strings(f["label_names"]), genes=_strings(f["genes"]),
+                encoding=Encoding(**json.loads(f.attrs["encoding_json"])),
+                params=json.loads(f.attrs["params_json"]), scores=scores, tau=tau,
+            )
+    except InputError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise InputError(f"{path}: cannot read candidates file ({exc})") from exc
+
+
+# ---------------------------------------------------------------- the step
+def generate_candidates(model_pt: Path, images_h5: Path, out_path: Path, params: GenerateParams) -> dict[str, Any]:
+    """Sample ``n_can`` candidates for every label and write ``{id}.candidates.h5``.
+
+    Returns
+    -------
+    A summary: candidates per label and the seconds taken.
+    """
+    device = select_device(params.device)
+    model = load_model(model_pt, device)
+    with ImageStore(images_h5) as store:
+        check_compatible(model, Path(model_pt), store)
+        counts = np.bincount(store.labels, minlength=len(store.label_names))
+        pool = read_cells(store) if model.config.inpaint else None
+        genes, label_names = list(store.genes), list(store.label_names)
+    per_label = n_candidates_per_label(counts, params)
+    labels = np.repeat(np.arange(len(per_label)), per_label)
+    inpaint_fraction = float(model.train.get("params", {}).get("inpaint_fraction", 0.2))
+    values = sample_images(
+        model.generator, labels, batch_size=pixel_scaled(params.batch_size, model.config.side), seed=params.seed,
+        device=device, dropouts=params.dropouts, pool=pool, inpaint_fraction=inpaint_fraction,
+        n_genes=model.encoding.n_genes,
+    )
+    record = {"params": dataclasses.asdict(params), "model": str(model_pt), "versions": package_versions()}
+    write_candidates(out_path, values, labels, label_names, genes, model.encoding, record)
+    return {"per_label": dict(zip(label_names, per_label.tolist(), strict=True))}

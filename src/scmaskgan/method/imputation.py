@@ -1,0 +1,454 @@
+"""IMPUTE: fill dropouts from the nearest retained GAN candidates (arrays in, arrays out; no IO).
+
+For every real cell, the candidates of its label are ranked by Euclidean distance in
+the encoded (log-normalised, unit) space; candidates farther than the label's
+``theta = mu + theta_sigma * sigma`` are dropped and the ``k`` nearest of the rest are
+kept (at least the nearest one). From these neighbours:
+
+* a zero entry gets the **posterior mean given the zero**: the neighbours' unit values
+  weighted by the Poisson probability that each of them would have produced a zero at
+  this cell's sequencing depth, ``P(0 | lambda) = exp(-lambda)`` with ``lambda`` the
+  neighbour's expression in molecules at the cell's library size. A gene the
+  neighbours express highly contributes little (its zero is evidence against it);
+  a gene they express lowly is filled at that low level.
+* an observed entry is kept exactly (``mode='zeros'``, the paper) or replaced by the
+  neighbours' plain mean (``mode='denoise'``).
+
+``k`` and ``theta_sigma`` are tuned with Optuna on a real validation: a binomial
+molecule split of a subsample of cells (train part imputed, held-out part scored
+with the log-normalised MSE of :mod:`scmaskgan.method.mcv`), or, for log-normalised input,
+a fraction of observed entries hidden before imputation. The reasoning and the
+measured alternatives are in ``docs/method.md`` ("Imputation"). The neighbour search is
+in :mod:`scmaskgan.method.neighbours`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from scmaskgan.core.config import ImputeParams
+from scmaskgan.core.matrix import dense, library_sizes
+from scmaskgan.errors import InputError
+from scmaskgan.method.encode import Encoding, decode, to_unit
+from scmaskgan.method.mcv import mcv_mse, mcv_poisson, split_counts, within_label_signal
+from scmaskgan.method.neighbours import (
+    BLOCK_ELEMENTS,
+    EncodedRows,
+    Neighbours,
+    PCASpace,
+    encode_rows,
+    find_neighbours,
+    fit_pca_space,
+    row_blocks,
+    select_neighbours,
+)
+
+#: Cells x genes imputed by every tuning trial (at most; 1,000 cells at 2,000 genes and
+#: 119 at 33,514, where 1,000 cells took 20 s per trial), and the fewest cells tuned on.
+_TUNE_ENTRIES, _TUNE_MIN_CELLS = 4_000_000, 100
+#: Objective penalty per unit of within-label signal lost against the seen counts.
+_SIGNAL_PENALTY = 10.0
+
+
+@dataclass
+class ImputeResult:
+    """What :func:`impute_matrix` computed.
+
+    Attributes
+    ----------
+    values
+        (n, n_genes) float32 imputed values on the input scale.
+    lognorm
+        (n, n_genes) float32 imputed values log-normalised with the input's library sizes.
+    k, theta_sigma
+        The neighbourhood used (tuned or given).
+    shrinkage
+        The denoise prior's ``alpha`` (tuned or given; ``nan`` in zeros mode).
+    tuning
+        One dict per Optuna trial (``k``, ``theta_sigma``, ``shrinkage``, ``mse``, ``signal``,
+        ``objective``); empty when not tuned.
+    raw_signal
+        Within-label signal of the seen counts in the tuning fold (the level a trial must keep).
+    validation
+        How the tuning score was obtained (``'molecules'``, ``'entries'`` or ``'none'``).
+    fraction_zeros_filled
+        Fraction of the input's zero entries that received a positive value.
+    n_observed_changed
+        Observed (non-zero) input entries whose value changed (0 in ``zeros`` mode).
+    """
+
+    values: np.ndarray
+    lognorm: np.ndarray
+    k: int
+    theta_sigma: float
+    shrinkage: float = math.nan
+    tuning: list[dict[str, float]] = field(default_factory=list)
+    raw_signal: float = math.nan
+    validation: str = "none"
+    fraction_zeros_filled: float = 0.0
+    n_observed_changed: int = 0
+
+
+
+def estimate(
+    cells: np.ndarray,
+    observed: np.ndarray,
+    depth: np.ndarray,
+    candidates: np.ndarray,
+    neigh: Neighbours,
+    weights: np.ndarray,
+    scale: float,
+    mode: str,
+    shrinkage: float = 1.0,
+    background: np.ndarray | None = None,
+) -> np.ndarray:
+    """Neighbour estimates of every entry in the unit scale.
+
+    Parameters
+    ----------
+    cells, observed
+        (n, n_genes) encoded cells and their observed (non-zero) mask.
+    depth
+        (n,) library size divided by the encoding's ``target_sum``: a unit value ``u``
+        means ``expm1(u * scale) * depth`` expected molecules in that cell.
+    candidates
+        (m, n_genes) encoded candidates.
+    neigh, weights
+        From :func:`find_neighbours` and :func:`select_neighbours`.
+    scale
+        The encoding's ``scale``.
+    mode
+        ``'zeros'``: observed entries keep the cell's value and zero entries get the
+        posterior mean given the zero (a mixture over the neighbours, each weighted by
+        the chance that it gives a zero at this depth). ``'denoise'``: every entry gets
+        the posterior mean of a Gamma-Poisson model whose prior is centred on the
+        neighbours: for the cell's count ``x`` and the neighbours' mean ``m`` (their mean
+        in the encoded, log scale, with the sample's mean candidate as one more
+        neighbour, see :func:`denoise_prior`; as molecules at the cell's depth),
+        ``(x + alpha) * m / (m + alpha)``. The cell's own counts
+        weigh more where they carry more molecules (deep cells, high genes), so the
+        estimate shrinks toward the neighbours without replacing the cell.
+    shrinkage
+        ``alpha`` of the denoise prior (larger: nearer the neighbours).
+    background
+        (n_genes,) the mean of all ``candidates`` (denoise), computed here when not given;
+        callers that estimate block by block compute it once.
+
+    Returns
+    -------
+    (n, n_genes) float32 unit-scale estimates.
+    """
+    if mode not in ("zeros", "denoise"):
+        raise InputError(f"impute mode {mode!r} is not one of zeros, denoise")
+    n, g = cells.shape
+    k = weights.shape[1]
+    out = np.empty((n, g), dtype=np.float32)
+    idx_all = np.where(neigh.index[:, :k] >= 0, neigh.index[:, :k], 0)
+    cand = torch.from_numpy(np.ascontiguousarray(candidates, dtype=np.float32))
+    prior_background = None
+    if mode == "denoise":
+        prior_background = cand.mean(0) if background is None else torch.from_numpy(background)
+    step = max(1, BLOCK_ELEMENTS // max(1, k * g))
+    for start in range(0, n, step):
+        sl = slice(start, start + step)
+        c = cand[torch.from_numpy(idx_all[sl])]  # (b, k, g)
+        w = torch.from_numpy(weights[sl])
+        log_w = torch.log(w)[:, :, None]  # -inf for dropped neighbours
+        d = torch.from_numpy(depth[sl].astype(np.float32))[:, None]
+        lam = torch.expm1(c * scale) * d[:, :, None]
+        own = torch.from_numpy(np.ascontiguousarray(cells[sl], dtype=np.float32))
+        if mode == "denoise":
+            m = torch.expm1(denoise_prior(w, c, prior_background) * scale) * d
+            post = (torch.expm1(own * scale) * d + shrinkage) * m / (m + shrinkage)
+            out[sl] = (torch.log1p(post / d.clamp_min(1e-12)) / scale).numpy()
+        else:
+            post0 = (torch.softmax(log_w - lam, dim=1) * c).sum(1)
+            out[sl] = torch.where(torch.from_numpy(observed[sl]), own, post0).numpy()
+    return out
+
+
+def denoise_prior(weights: torch.Tensor, values: torch.Tensor, background: torch.Tensor | None) -> torch.Tensor:
+    """Centre of the denoise prior in the unit scale: the kept neighbours' mean with the sample's mean
+    candidate as one more neighbour.
+
+    Parameters
+    ----------
+    weights
+        (b, k) neighbour weights (0 for dropped neighbours, rows summing to 1).
+    values
+        (b, k, g) the neighbours' unit-scale values.
+    background
+        (g,) mean of every candidate of the sample.
+
+    The pseudo-neighbour keeps the prior above 0 for a gene that none of a cell's
+    neighbours expresses, so that the cell's own count of it is shrunk, never erased
+    (a Gamma prior with mean 0 would set it to 0 at any ``alpha``).
+    """
+    mean = torch.einsum("bk,bkg->bg", weights, values)
+    if background is None:
+        return mean
+    kept = (weights > 0).sum(1, keepdim=True).to(mean.dtype)
+    return (kept * mean + background) / (kept + 1)
+
+
+def cell_depth(x: np.ndarray | sp.spmatrix, enc: Encoding) -> np.ndarray:
+    """Library size / ``target_sum`` of every cell (the factor from normalised to molecules).
+
+    For log-normalised input the counts are unknown; the depth is the one implied by the
+    cell's smallest non-zero value being one molecule, ``1 / expm1(min)`` (the median
+    over cells for a cell without any non-zero value).
+    """
+    if enc.input_scale == "counts":
+        return library_sizes(x, "counts") / enc.target_sum
+    smallest = np.concatenate([
+        np.where(block > 0, block, np.inf).min(axis=1)
+        for block in (dense(x[sl], np.float32) for sl in row_blocks(x.shape))
+    ])
+    depth = np.where(np.isfinite(smallest), 1.0 / np.expm1(np.minimum(smallest, 50.0)), np.nan)
+    fallback = np.nanmedian(depth) if np.any(np.isfinite(depth)) else 1.0
+    return np.where(np.isfinite(depth), depth, fallback)
+
+
+def _assemble(
+    x: np.ndarray, unit_est: np.ndarray, lib: np.ndarray, enc: Encoding, mode: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Input-scale values and log-normalised values of the estimates (observed copied in zeros mode)."""
+    values = decode(unit_est, lib, enc).astype(np.float32)
+    lognorm = (unit_est.astype(np.float64) * enc.scale).astype(np.float32)
+    if mode == "zeros":
+        observed = x > 0
+        values[observed] = x[observed]
+    np.clip(values, 0.0, None, out=values)
+    return values, lognorm
+
+
+class _Fold:
+    """One validation problem: cells to impute (seen part) and how to score them."""
+
+    def __init__(
+        self, x: np.ndarray | sp.spmatrix, labels: np.ndarray, enc: Encoding, fraction: float, seed: int
+    ) -> None:
+        if enc.input_scale == "counts":
+            seen, self.held_out = split_counts(x, 1.0 - fraction, seed)
+            held = self.held_out.data
+            # the Poisson loss of predicting the held-out counts themselves: its excess over
+            # this is a deviance (never negative), so scores can be compared as ratios
+            self.poisson_floor = float(np.sum(held - held * np.log(held + 1e-6)) / np.prod(self.held_out.shape))
+            self.seen = seen.toarray().astype(np.float32)
+            self.kind = "molecules"
+        else:
+            values = dense(x, np.float32)
+            rng = np.random.default_rng(seed)
+            self.hidden = (values > 0) & (rng.random(values.shape) < fraction)
+            self.truth = values[self.hidden]
+            self.seen = np.where(self.hidden, 0.0, values).astype(np.float32)
+            self.kind = "entries"
+        self.labels = labels
+        self.unit, self.lib = encode_rows(self.seen, enc)
+        self.observed = self.seen > 0
+        self.depth = cell_depth(self.seen, enc)
+
+    def scores(self, values: np.ndarray, lognorm: np.ndarray) -> dict[str, float]:
+        """``mse`` on the held-out part, and for molecules also the ``poisson`` loss above its floor."""
+        if self.kind == "molecules":
+            poisson = mcv_poisson(self.seen, self.held_out, values) - self.poisson_floor
+            return {"mse": mcv_mse(self.held_out, values), "poisson": poisson}
+        return {"mse": float(np.mean((lognorm[self.hidden] - self.truth) ** 2))}
+
+    def signal(self, values: np.ndarray) -> float:
+        """Within-label signal of an output against the held-out molecules (``nan`` for entries)."""
+        if self.kind != "molecules":
+            return math.nan
+        return within_label_signal(self.held_out, values, self.labels)
+
+
+def tune(
+    x: np.ndarray | sp.spmatrix,
+    labels: np.ndarray,
+    candidates: np.ndarray,
+    candidate_labels: np.ndarray,
+    enc: Encoding,
+    params: ImputeParams,
+    space: PCASpace | None = None,
+) -> tuple[dict[str, float | None], list[dict[str, float]], str]:
+    """Choose ``k``, ``theta_sigma`` and (denoise) ``shrinkage`` with Optuna on a held-out validation.
+
+    A seeded random subsample of at most ``params.tune_cells`` cells (and of at most
+    4 M cells x genes, but at least 100 cells: every trial imputes it whole) is split:
+    for counts, every count binomially (``holdout_fraction`` of the molecules held
+    out); for log-normalised input, ``holdout_fraction`` of the observed
+    entries are hidden. The seen part is imputed with each trial's values (those not
+    fixed in ``params``) and scored against the held-out part: molecules by the sum of
+    the log-normalised MSE and the Poisson loss, each relative to the seen counts' own
+    score (the MSE alone favours outputs that keep zeros, the Poisson loss alone smooth
+    ones; on simulated data the true expression is the best on the Poisson loss and
+    worse than raw counts on the MSE); hidden entries by their MSE.
+
+    A trial that keeps less within-label signal (:func:`~scmaskgan.method.mcv.within_label_signal`)
+    than the seen counts themselves is penalised by the shortfall: an imputation must
+    not win the MSE by pulling cells onto their label's profile.
+
+    Returns
+    -------
+    ``(chosen, trials, validation kind)``: ``chosen`` holds ``k``, ``theta_sigma`` and
+    ``shrinkage``; every trial's values, ``mse``, ``signal`` and ``objective``.
+    """
+    import optuna
+
+    rng = np.random.default_rng(params.seed)
+    n = x.shape[0]
+    n_tune = min(n, params.tune_cells, max(_TUNE_MIN_CELLS, _TUNE_ENTRIES // max(x.shape[1], 1)))
+    pick = np.sort(rng.choice(n, size=n_tune, replace=False))
+    fold = _Fold(x[pick], labels[pick], enc, params.holdout_fraction, params.seed)
+    k_hi = max(1, min(params.k_max, int(np.bincount(candidate_labels).max())))
+    neigh = find_neighbours(fold.unit, fold.labels, candidates, candidate_labels, k_hi, space=space)
+    raw_signal = fold.signal(fold.seen)
+    raw_scores = fold.scores(fold.seen, fold.unit * np.float32(enc.scale))
+    denoise = params.mode == "denoise"
+    background = candidates.mean(0, dtype=np.float32) if denoise else None
+
+    def objective(trial: optuna.Trial) -> float:
+        k = params.k if params.k is not None else trial.suggest_int("k", 1, k_hi, log=True)
+        t = params.theta_sigma if params.theta_sigma is not None else trial.suggest_float("theta_sigma", -3.0, 3.0)
+        alpha = params.shrinkage if params.shrinkage is not None or not denoise else trial.suggest_float(
+            "shrinkage", 0.05, 50.0, log=True
+        )
+        w = select_neighbours(neigh, min(k, k_hi), t)
+        est = estimate(
+            fold.unit, fold.observed, fold.depth, candidates, neigh, w, enc.scale, params.mode, alpha or 1.0,
+            background,
+        )
+        values, lognorm = _assemble(fold.seen, est, fold.lib, enc, params.mode)
+        scores, signal = fold.scores(values, lognorm), fold.signal(values)
+        for name, value in {**scores, "signal": signal}.items():
+            trial.set_user_attr(name, value)
+        relative = sum(scores[name] / raw_scores[name] for name in scores)
+        shortfall = raw_signal - signal if math.isfinite(signal) else 0.0
+        return relative + max(shortfall, 0.0) * _SIGNAL_PENALTY
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = optuna.samplers.TPESampler(seed=params.seed)
+    study = optuna.create_study(direction="minimize", sampler=sampler)
+    study.optimize(objective, n_trials=params.n_trials)
+    fixed: dict[str, float | None] = {"k": params.k, "theta_sigma": params.theta_sigma, "shrinkage": params.shrinkage}
+
+    def values(trial: optuna.trial.FrozenTrial) -> dict[str, float]:
+        """The trial's parameters, tuned or fixed (unset ones that were not tuned left out)."""
+        merged = {**{name: value for name, value in fixed.items() if value is not None}, **trial.params}
+        return {name: float(value) for name, value in merged.items()}
+
+    trials = [
+        {**values(tr), **{name: float(v) for name, v in tr.user_attrs.items()}, "objective": float(tr.value)}
+        for tr in study.trials
+        if tr.value is not None
+    ]
+    chosen: dict[str, float | None] = {**fixed, **values(study.best_trial), "raw_signal": raw_signal}
+    chosen["k"] = min(int(chosen["k"] or 1), k_hi)
+    return chosen, trials, fold.kind
+
+
+def _check_params(params: ImputeParams) -> None:
+    if params.k is not None and params.k < 1:
+        raise InputError(f"impute k must be at least 1, got {params.k}")
+    if params.k_max < 1 or params.n_trials < 1 or params.tune_cells < 2:
+        raise InputError(
+            f"impute needs k_max >= 1, n_trials >= 1 and tune_cells >= 2 "
+            f"(got {params.k_max}, {params.n_trials}, {params.tune_cells})"
+        )
+    if not 0.0 < params.holdout_fraction < 1.0:
+        raise InputError(f"impute holdout_fraction must lie in (0, 1), got {params.holdout_fraction}")
+
+
+def impute_matrix(
+    x: np.ndarray | sp.spmatrix,
+    labels: np.ndarray,
+    candidates: np.ndarray,
+    candidate_labels: np.ndarray,
+    enc: Encoding,
+    params: ImputeParams | None = None,
+) -> ImputeResult:
+    """Impute one sample.
+
+    Parameters
+    ----------
+    x
+        (n, n_genes) input values (counts, or log-normalised when
+        ``enc.input_scale == 'lognorm'``), dense or sparse, non-negative.
+    labels
+        (n,) integer label of every cell (indices into the candidates' label names).
+    candidates, candidate_labels
+        The retained candidates (unit scale) and their labels.
+    enc
+        The sample's encoding (from ``images.h5``).
+    params
+        Imputation parameters; ``k`` / ``theta_sigma`` left unset are tuned.
+
+    Returns
+    -------
+    An :class:`ImputeResult`. Observed entries are copied from ``x`` in ``zeros`` mode.
+    """
+    params = params or ImputeParams()
+    x = sp.csr_matrix(x, dtype=np.float32) if sp.issparse(x) else np.asarray(x, dtype=np.float32)
+    labels = np.asarray(labels, dtype=np.int64)
+    candidate_labels = np.asarray(candidate_labels, dtype=np.int64)
+    if x.shape[1] != enc.n_genes or candidates.shape[1] != enc.n_genes:
+        raise InputError(
+            f"gene counts differ: input {x.shape[1]}, candidates {candidates.shape[1]}, encoding {enc.n_genes}"
+        )
+    if labels.shape != (x.shape[0],) or candidate_labels.shape != (candidates.shape[0],):
+        raise InputError("labels must give one integer per cell and per candidate")
+    stored = x.data if sp.issparse(x) else x
+    if not np.all(np.isfinite(stored)) or np.any(stored < 0):  # type: ignore[operator]  # scipy stubs
+        raise InputError("input values must be finite and non-negative")
+    if not np.all(np.isfinite(candidates)):
+        raise InputError("candidates contain NaN or inf")
+    _check_params(params)
+
+    cells = EncodedRows(x, enc)
+    space = fit_pca_space(cells, params.n_pcs, params.seed) if params.neighbour_space == "pca" else None
+    trials: list[dict[str, float]] = []
+    kind = "none"
+    chosen: dict[str, float | None] = {"k": params.k, "theta_sigma": params.theta_sigma, "shrinkage": params.shrinkage}
+    denoise = params.mode == "denoise"
+    if None in (params.k, params.theta_sigma) or (denoise and params.shrinkage is None):
+        chosen, trials, kind = tune(x, labels, candidates, candidate_labels, enc, params, space)
+    k, theta_sigma = int(chosen["k"] or 1), float(chosen["theta_sigma"] or 0.0)
+    shrinkage = float(chosen["shrinkage"]) if denoise and chosen["shrinkage"] is not None else math.nan
+
+    depth = cell_depth(x, enc)
+    neigh = find_neighbours(cells, labels, candidates, candidate_labels, k, space=space)
+    w = select_neighbours(neigh, k, theta_sigma)
+    background = candidates.mean(0, dtype=np.float32) if denoise else None
+    values = np.empty(x.shape, dtype=np.float32)
+    lognorm = np.empty(x.shape, dtype=np.float32)
+    n_zeros = n_filled = n_changed = 0
+    for sl in row_blocks(x.shape):
+        rows = x[sl]
+        block = dense(rows, np.float32)
+        unit, lib = to_unit(rows, enc)
+        observed = block > 0
+        est = estimate(
+            unit, observed, depth[sl], candidates, neigh.rows(sl), w[sl], enc.scale, params.mode,
+            shrinkage if denoise else 1.0, background,
+        )
+        values[sl], lognorm[sl] = _assemble(block, est, lib, enc, params.mode)
+        n_zeros += int((~observed).sum())
+        n_filled += int((values[sl][~observed] > 0).sum())
+        n_changed += int(np.count_nonzero(values[sl][observed] != block[observed]))
+    return ImputeResult(
+        values=values,
+        lognorm=lognorm,
+        k=int(k),
+        theta_sigma=float(theta_sigma),
+        shrinkage=shrinkage,
+        tuning=trials,
+        raw_signal=float(chosen.get("raw_signal", math.nan) or math.nan),
+        validation=kind,
+        fraction_zeros_filled=n_filled / n_zeros if n_zeros else 0.0,
+        n_observed_changed=n_changed,
+    )

@@ -1,0 +1,228 @@
+"""TRAIN's data: the cells as tensors (:class:`CellTensors`), held in memory as one contiguous
+tensor when they fit, otherwise streamed in blocks from the HDF5 file (:class:`TrainingCells`);
+the stratified validation split and the per-label statistics (:class:`LabelStats`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from scmaskgan.errors import InputError
+from scmaskgan.method.device import to_device
+from scmaskgan.method.images_h5 import ImageStore
+from scmaskgan.method.model import gene_mask
+
+#: Training data larger than this is streamed from the HDF5 file instead of held in memory.
+IN_MEMORY_BYTES = 4 * 2**30
+
+
+@dataclass
+class CellTensors:
+    """Cells as tensors: ``values`` and ``masks`` ``(n, N, N)`` float32, ``labels`` ``(n,)`` int64.
+
+    ``values`` is zero wherever ``masks`` is (dropouts and padding).
+    """
+
+    values: torch.Tensor
+    masks: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def subset(self, index: torch.Tensor) -> CellTensors:
+        """The cells at ``index``."""
+        return CellTensors(self.values[index], self.masks[index], self.labels[index])
+
+    def to(self, device: torch.device) -> CellTensors:
+        """The cells on ``device`` (through pinned memory on CUDA, see :func:`~scmaskgan.method.device.to_device`)."""
+        return CellTensors(*(to_device(t, device) for t in (self.values, self.masks, self.labels)))
+
+    def as_float(self) -> CellTensors:
+        """float32 values and masks (of compact cells, see :func:`read_cells`; no copy when already float32)."""
+        return CellTensors(self.values.float(), self.masks.float(), self.labels)
+
+
+def clean_cells(images: np.ndarray, masks: np.ndarray, labels: np.ndarray, n_genes: int) -> CellTensors:
+    """Tensors from an images file's arrays, with dropouts and padding set to zero in both."""
+    side = images.shape[-1]
+    genes = gene_mask(side, n_genes)
+    m = torch.from_numpy(np.ascontiguousarray(masks, dtype=np.float32)) * genes
+    x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)) * m
+    return CellTensors(x, m, torch.from_numpy(np.asarray(labels, dtype=np.int64)))
+
+
+def read_cells(
+    store: ImageStore, index: np.ndarray | None = None, block: int = 1024, compact: bool = False
+) -> CellTensors:
+    """Read cells (all, or the sorted ``index``) into one contiguous set of tensors, block by block.
+
+    ``compact=True`` stores 3 bytes per pixel instead of 8: float16 values (unit scale,
+    about 3 significant digits) and bool masks; :meth:`CellTensors.as_float` converts a batch back.
+    """
+    index = np.arange(store.n_cells) if index is None else np.asarray(index)
+    side, n_genes = store.encoding.side, store.encoding.n_genes
+    shape = (len(index), side, side)
+    out = CellTensors(
+        torch.empty(shape, dtype=torch.float16 if compact else torch.float32),
+        torch.empty(shape, dtype=torch.bool if compact else torch.float32),
+        torch.empty(len(index), dtype=torch.long),
+    )
+    for start in range(0, len(index), block):
+        part = index[start:start + block]
+        sl = slice(int(part[0]), int(part[-1]) + 1)
+        if np.array_equal(part, np.arange(sl.start, sl.stop)):
+            images, masks, labels = store.read(sl)
+        else:
+            images, masks, labels = store.read(part)
+        cells = clean_cells(images, masks, labels, n_genes)
+        out.values[start:start + len(part)] = cells.values
+        out.masks[start:start + len(part)] = cells.masks
+        out.labels[start:start + len(part)] = cells.labels
+    return out
+
+
+def split_validation(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of validation cells, stratified by label.
+
+    Each label with at least two cells gives ``round(fraction * n)`` cells (at least
+    one, never all of them); labels with a single cell stay in training.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise InputError(f"val_fraction={fraction} must be in [0, 1)")
+    rng = np.random.default_rng(seed)
+    val = np.zeros(len(labels), dtype=bool)
+    if fraction == 0:
+        return val
+    for label in np.unique(labels):
+        idx = np.flatnonzero(labels == label)
+        if len(idx) < 2:
+            continue
+        k = min(max(int(round(fraction * len(idx))), 1), len(idx) - 1)
+        val[rng.choice(idx, size=k, replace=False)] = True
+    return val
+
+
+class TrainingCells:
+    """The training cells, yielding shuffled batches each epoch.
+
+    Held in memory as one contiguous compact tensor (float16 values, bool masks; batches
+    come out as float32) when they fit in :data:`IN_MEMORY_BYTES`;
+    otherwise every epoch reads contiguous blocks of the file in random order and
+    shuffles within each block (memory grows with the block, not the sample).
+    """
+
+    def __init__(self, store: ImageStore, train_index: np.ndarray, block_cells: int = 8192) -> None:
+        self.store = store
+        self.index = np.sort(train_index)
+        side = store.encoding.side
+        self.in_memory = len(self.index) * side * side * 3 <= IN_MEMORY_BYTES
+        self.block_cells = block_cells
+        self.cells = read_cells(store, self.index, compact=True) if self.in_memory else None
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def blocks(self, gen: torch.Generator | None = None) -> Iterator[CellTensors]:
+        """All training cells in blocks (one block when in memory); random block order with ``gen``."""
+        if self.cells is not None:
+            yield self.cells
+            return
+        starts = torch.arange(0, len(self.index), self.block_cells)
+        if gen is not None:
+            starts = starts[torch.randperm(len(starts), generator=gen)]
+        for start in starts.tolist():
+            yield read_cells(self.store, self.index[start:start + self.block_cells])
+
+    def batches(self, batch_size: int, gen: torch.Generator, limit: int | None = None) -> Iterator[CellTensors]:
+        """Shuffled mini-batches of ``limit`` cells (every training cell once when unset).
+
+        With fewer training cells than ``limit``, shuffled passes over all of them are
+        repeated until ``limit`` cells were drawn, so that an epoch holds the same number
+        of adversarial steps whatever the sample's size (a GAN learns by steps, and 300
+        cells would otherwise give 5 steps an epoch). A last batch of a single cell is
+        dropped (batch normalisation needs two).
+        """
+        remaining = len(self) if limit is None else limit
+        while remaining > 0:
+            for block in self.blocks(gen):
+                order = torch.randperm(len(block), generator=gen)[:remaining]
+                remaining -= len(order)
+                for start in range(0, len(order), batch_size):
+                    idx = order[start:start + batch_size]
+                    if len(idx) > 1:
+                        yield block.subset(idx).as_float()
+                if remaining <= 0:
+                    return
+
+
+@dataclass
+class LabelStats:
+    """Per-label statistics of the training cells (the generator's starting point and the
+    targets of ``rec_loss='moments'``).
+
+    Attributes
+    ----------
+    detection
+        ``(L, N, N)`` fraction of the label's cells in which each gene is observed.
+    level
+        ``(L, N, N)`` mean encoded value over the cells that observe the gene (0 if none).
+    counts
+        ``(L,)`` training cells per label.
+    second
+        ``(L, N, N)`` mean squared encoded value (zeros included).
+    """
+
+    detection: torch.Tensor
+    level: torch.Tensor
+    counts: torch.Tensor
+    second: torch.Tensor
+
+    def to(self, device: torch.device) -> LabelStats:
+        """A copy on ``device``."""
+        return LabelStats(*(t.to(device) for t in (self.detection, self.level, self.counts, self.second)))
+
+    def gene_moments(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mean, sd)`` ``(N, N)`` of every pixel's encoded value over all training cells (zeros included)."""
+        n = self.counts[:, None, None]
+        total = n.sum()
+        mean = (self.detection * self.level * n).sum(0) / total
+        var = (self.second * n).sum(0) / total - mean**2
+        return mean, var.clamp_min(0).sqrt()
+
+    def initial_profiles(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(level, detection)`` strictly inside (0, 1), for :meth:`Generator.init_label_bias`.
+
+        Detection rates are smoothed as ``(k + 0.5) / (n + 1)``; a gene never observed in
+        a label starts at its level in the other labels (or the lowest observed level).
+        """
+        n = self.counts[:, None, None]
+        detection = (self.detection * n + 0.5) / (n + 1)
+        seen = self.detection * n
+        pooled = (self.level * seen).sum(0) / seen.sum(0).clamp_min(1e-8)
+        floor = self.level[self.level > 0].min() if bool((self.level > 0).any()) else torch.tensor(0.1)
+        pooled = torch.where(seen.sum(0) > 0, pooled, floor)
+        level = torch.where(seen > 0, self.level, pooled.expand_as(self.level))
+        return level.clamp(0.01, 0.99), detection
+
+
+def label_stats(cells: TrainingCells, n_labels: int, side: int) -> LabelStats:
+    """Detection rates and observed mean levels per label, accumulated block by block."""
+    count = torch.zeros(n_labels)
+    observed = torch.zeros(n_labels, side, side, dtype=torch.float64)
+    total = torch.zeros(n_labels, side, side, dtype=torch.float64)
+    squares = torch.zeros(n_labels, side, side, dtype=torch.float64)
+    for block in cells.blocks():
+        count += torch.bincount(block.labels, minlength=n_labels).float()
+        observed.index_add_(0, block.labels, block.masks.double())
+        values = block.values.double()
+        total.index_add_(0, block.labels, values)
+        squares.index_add_(0, block.labels, values * values)
+    per_cell = count.clamp_min(1).double()[:, None, None]
+    detection = observed / per_cell
+    level = torch.where(observed > 0, total / observed.clamp_min(1), torch.zeros_like(total))
+    return LabelStats(detection.float(), level.float(), count, (squares / per_cell).float())

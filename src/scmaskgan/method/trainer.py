@@ -1,0 +1,184 @@
+"""One adversarial step of TRAIN: generator, discriminator, optimisers and the masked losses
+(:class:`GanTrainer`).
+
+Losses never see padding pixels: real cells are multiplied by their observed mask and
+the gene mask, generated cells by the gene mask, and the discriminator's patch logits
+are averaged only over patches that contain genes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from scmaskgan.core.config import TrainParams
+from scmaskgan.errors import StepError
+from scmaskgan.method.device import amp_enabled, autocast, grad_scaler
+from scmaskgan.method.encode import Encoding
+from scmaskgan.method.losses import bce, inpaint_loss, inpaint_split, moment_loss, r1_penalty, sample_cells
+from scmaskgan.method.model import Discriminator, Generator, ModelConfig, gene_mask
+from scmaskgan.method.train_data import CellTensors, LabelStats
+
+
+def model_config(params: TrainParams, encoding: Encoding, n_labels: int) -> ModelConfig:
+    """The network shapes for a sample and the training parameters."""
+    return ModelConfig(
+        side=encoding.side,
+        n_labels=n_labels,
+        latent_dim=params.latent_dim or encoding.side,
+        base_channels=params.base_channels,
+        inpaint=params.rec_loss == "inpaint",
+    )
+
+
+@dataclass
+class BatchLosses:
+    """One batch's discriminator and reconstruction losses, and the generated cells for the adversarial term."""
+
+    loss_d: torch.Tensor
+    rec: torch.Tensor
+    fake: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+class GanTrainer:
+    """Generator, discriminator, optimisers and the masked losses of one training step.
+
+    Parameters
+    ----------
+    cfg
+        Network shapes.
+    params
+        Training parameters (learning rates, betas, lambda, reconstruction choice, clipping).
+    n_genes
+        Genes of the sample (pixels beyond are padding).
+    stats
+        Per-label statistics of the training cells: the generator's initial per-label
+        bias and the targets of ``rec_loss='moments'``.
+    device
+        Where to compute.
+    """
+
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        params: TrainParams,
+        n_genes: int,
+        stats: LabelStats,
+        device: torch.device,
+    ) -> None:
+        self.cfg, self.params, self.device = cfg, params, device
+        self.generator = Generator(cfg)
+        self.generator.init_label_bias(*stats.initial_profiles())
+        self.generator.to(device)
+        self.discriminator = Discriminator(cfg).to(device)
+        self.discriminator.set_genes(n_genes, *stats.gene_moments())
+        betas = (params.beta1, params.beta2)
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=params.lr_g, betas=betas)
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=params.lr_d, betas=betas)
+        self.amp = amp_enabled(device, params.amp)
+        self.scaler_g, self.scaler_d = grad_scaler(device, self.amp), grad_scaler(device, self.amp)
+        self.genes = gene_mask(cfg.side, n_genes, device)
+        self.stats = stats.to(device)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Networks, optimisers and loss scalers (plain types and tensors)."""
+        return {
+            "generator": self.generator.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "scaler_g": self.scaler_g.state_dict(),
+            "scaler_d": self.scaler_d.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        self.generator.load_state_dict(state["generator"])
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        if state["scaler_g"]:
+            self.scaler_g.load_state_dict(state["scaler_g"])
+            self.scaler_d.load_state_dict(state["scaler_d"])
+
+    def _noise(self, cells: CellTensors, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        b, side = len(cells), self.cfg.side
+        draws = {
+            "z": torch.randn(b, self.cfg.latent_dim, generator=gen),
+            "detect": torch.rand(b, side, side, generator=gen),
+        }
+        if self.cfg.inpaint:
+            draws["hide"] = torch.rand(b, side, side, generator=gen)
+        return {k: v.to(self.device) for k, v in draws.items()}
+
+    def losses(self, cells: CellTensors, gen: torch.Generator) -> BatchLosses:
+        """Discriminator loss and the generator's adversarial and reconstruction losses of one batch.
+
+        ``cells`` is on the training device; padding and dropout pixels of its values
+        are ignored. Random draws come from ``gen`` (CPU), so a seed fixes the result.
+        """
+        real = CellTensors(cells.values * cells.masks * self.genes, cells.masks * self.genes, cells.labels)
+        onehot = F.one_hot(real.labels, self.cfg.n_labels).float()
+        noise = self._noise(real, gen)
+        cond, kept, held = None, None, None
+        if self.cfg.inpaint:
+            kept, held = inpaint_split(real.masks, self.params.inpaint_fraction, noise["hide"])
+            cond = (real.values * kept, kept)
+        with autocast(self.device, self.amp):
+            level, logits = self.generator(noise["z"], onehot, cond)
+            level, logits = level.float(), logits.float()
+            fake_values, fake_mask = sample_cells(level, logits, noise["detect"])
+            fake_values, fake_mask = fake_values * self.genes, fake_mask * self.genes
+            real_values = real.values.detach().requires_grad_(self.params.r1_gamma > 0)
+            d_real = self.discriminator(real_values, real.masks, onehot).float()
+            d_fake = self.discriminator(fake_values.detach(), fake_mask.detach(), onehot).float()
+            loss_d = bce(d_real, 1.0) + bce(d_fake, 0.0)
+        if self.params.r1_gamma > 0:
+            loss_d = loss_d + self.params.r1_gamma * r1_penalty(d_real, real_values, real.masks)
+        return BatchLosses(loss_d, self._rec(level, logits, real, kept, held), (fake_values, fake_mask, onehot))
+
+    def _rec(
+        self,
+        level: torch.Tensor,
+        logits: torch.Tensor,
+        real: CellTensors,
+        kept: torch.Tensor | None,
+        held: torch.Tensor | None,
+    ) -> torch.Tensor:
+        if self.params.rec_loss == "moments":
+            return moment_loss(level, logits, real.labels, self.stats, self.genes)
+        if self.params.rec_loss == "inpaint":
+            assert kept is not None and held is not None
+            return inpaint_loss(level, logits, real, kept, held, self.genes)
+        return level.new_zeros(())
+
+    def generator_adversarial(self, fake: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Non-saturating generator loss: generated cells should be judged real."""
+        with autocast(self.device, self.amp):
+            return bce(self.discriminator(*fake).float(), 1.0)
+
+    def step(self, cells: CellTensors, gen: torch.Generator) -> dict[str, float]:
+        """One discriminator update then one generator update; returns the losses."""
+        self.generator.train()
+        self.discriminator.train()
+        out = self.losses(cells, gen)
+        self._update(out.loss_d, self.opt_d, self.scaler_d, self.discriminator)
+        adv = self.generator_adversarial(out.fake)
+        loss_g = adv + self.params.lambda_rec * out.rec
+        self._update(loss_g, self.opt_g, self.scaler_g, self.generator)
+        return {"loss_d": float(out.loss_d.detach()), "loss_g_adv": float(adv.detach()), "loss_rec": float(out.rec.detach())}
+
+    def _update(self, loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: Any, net: nn.Module) -> None:
+        if not torch.isfinite(loss):
+            raise StepError(f"training diverged (loss {float(loss)}); try a smaller --lr-g/--lr-d")
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if self.params.grad_clip > 0:
+            scaler.unscale_(opt)
+            nn.utils.clip_grad_norm_(net.parameters(), self.params.grad_clip)
+        scaler.step(opt)
+        scaler.update()

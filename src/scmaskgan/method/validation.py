@@ -1,0 +1,113 @@
+"""TRAIN's validation signal: candidate quality on held-out cells (:class:`Validator`) and
+the early-stopping score (:func:`validation_score`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from scmaskgan.core.config import TrainParams
+from scmaskgan.method.generate import sample_images
+from scmaskgan.method.model import Discriminator, Generator, pixel_scaled
+from scmaskgan.method.train_data import CellTensors
+
+#: Candidates generated per validation (spread over the labels).
+VALIDATION_CANDIDATES = 2000
+#: Training cells (a seeded random subset) given to the quality reference as the real level.
+REFERENCE_CELLS = 4000
+
+
+class Validator:
+    """Candidate quality on held-out cells: the validation signal for early stopping.
+
+    Generates a fixed set of candidates per label (fixed noise; ``per_label``, fewer when
+    there are many labels so that an epoch's validation generates at most
+    :data:`VALIDATION_CANDIDATES`, scaled by :func:`~scmaskgan.method.model.pixel_scaled` for
+    large images, but never fewer than 10) as GENERATE would, and scores them against
+    the held-out real cells with :class:`~scmaskgan.method.quality.QualityReference` (energy
+    distance, precision/recall/density/coverage, classifier two-sample AUC, ...), each
+    beside the level that real training cells reach.
+
+    The early-stopping score (lower is better) is :func:`validation_score`: it punishes
+    candidates a classifier tells apart from real cells *and* candidates that cover too
+    little of the real cells' variety, so label prototypes cannot win it.
+    """
+
+    def __init__(
+        self,
+        val: CellTensors,
+        reference: CellTensors,
+        pool: CellTensors | None,
+        n_genes: int,
+        params: TrainParams,
+        per_label: int = 100,
+    ) -> None:
+        from scmaskgan.method.quality import QualityReference
+
+        self.labels = val.labels.numpy()
+        self.real_values = val.values.reshape(len(val), -1)[:, :n_genes].float()
+        if len(reference) > REFERENCE_CELLS:  # the reference uses at most 2 x 2,000: no float copy of all cells
+            pick = torch.randperm(len(reference), generator=torch.Generator().manual_seed(params.seed))
+            reference = reference.subset(pick[:REFERENCE_CELLS].sort().values)
+        ref_values = reference.values.reshape(len(reference), -1)[:, :n_genes].float()
+        self.quality = QualityReference(
+            self.real_values.numpy(), self.labels, ref_values.numpy(), reference.labels.numpy(), seed=params.seed
+        )
+        self.pool, self.n_genes, self.params = pool, n_genes, params
+        present = np.unique(self.labels)
+        side = val.values.shape[-1]
+        budget = pixel_scaled(VALIDATION_CANDIDATES, side, floor=10 * len(present))
+        per_label = max(10, min(per_label, budget // len(present)))
+        self.cand_labels = np.repeat(present, per_label)
+        self.batch_size = pixel_scaled(256, side)
+
+    def candidates(self, generator: Generator, device: torch.device) -> np.ndarray:
+        """The fixed-noise validation candidates of the generator as it is now."""
+        return sample_images(
+            generator, self.cand_labels, batch_size=self.batch_size, seed=self.params.seed + 1, device=device,
+            pool=self.pool, inpaint_fraction=self.params.inpaint_fraction, n_genes=self.n_genes,
+        )
+
+    def __call__(self, generator: Generator, discriminator: Discriminator, device: torch.device) -> dict[str, Any]:
+        """Quality scores of this epoch's candidates, ``val_score`` and ``d_accuracy``: the
+        discriminator's accuracy at telling held-out real cells from the candidates (0.5 = chance)."""
+        vectors = self.candidates(generator, device)
+        scores = self.quality.score(vectors, self.cand_labels)
+        real_ok = self._judged(discriminator, self.real_values, self.labels, device) > 0
+        fake_ok = self._judged(discriminator, torch.from_numpy(vectors), self.cand_labels, device) < 0
+        scores["d_accuracy"] = 0.5 * (float(real_ok.float().mean()) + float(fake_ok.float().mean()))
+        scores["val_score"] = validation_score(scores)
+        return scores
+
+    @torch.no_grad()
+    def _judged(
+        self, discriminator: Discriminator, vectors: torch.Tensor, labels: np.ndarray, device: torch.device
+    ) -> torch.Tensor:
+        """Discriminator logits of gene vectors (observed = positive), in batches, in eval mode."""
+        discriminator.eval()
+        side, n_labels = discriminator.cfg.side, discriminator.cfg.n_labels
+        out = []
+        for start in range(0, len(vectors), self.batch_size):
+            part = vectors[start:start + self.batch_size]
+            images = F.pad(part, (0, side * side - part.shape[1])).view(-1, side, side).to(device)
+            onehot = F.one_hot(torch.as_tensor(labels[start:start + self.batch_size]), n_labels).float().to(device)
+            out.append(discriminator(images, (images > 0).float(), onehot).float().cpu())
+        discriminator.train()
+        return torch.cat(out)
+
+
+def validation_score(scores: dict[str, Any]) -> float:
+    """Early-stopping score of candidate quality, 0 when candidates are as good as real cells.
+
+    ``2 * (c2st_auc - c2st_auc_real)`` (how much better than for real cells a classifier
+    tells candidates from held-out cells: location and spread) plus
+    ``1 - coverage / coverage_real`` (the share of the real cells' variety that real
+    cells cover and the candidates miss: high for prototypes), each floored at 0.
+    """
+    auc = max(scores["c2st_auc"] - scores["c2st_auc_real"], 0.0)
+    coverage = 1.0 - scores["coverage"] / max(scores["coverage_real"], 1e-6)
+    return 2.0 * auc + max(coverage, 0.0)
