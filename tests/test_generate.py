@@ -13,7 +13,7 @@ from conftest import simulate_counts, write_images
 from scmaskgan import cli
 from scmaskgan.core.config import GenerateParams, TrainParams
 from scmaskgan.errors import InputError
-from scmaskgan.method.generate import n_candidates_per_label, read_candidates
+from scmaskgan.method.generate import n_candidates_per_label, read_candidates, recentre
 from scmaskgan.method.images_h5 import ImageStore
 from scmaskgan.pipeline import steps
 
@@ -92,3 +92,38 @@ def test_candidates_are_label_specific_on_real_pbmc(pbmc_counts: ad.AnnData, tmp
     # 0.6 held for the old prototype generator; candidates that vary like real cells sit
     # farther from their label's mean (measured ratios 0.39-0.67 after 3 epochs)
     assert np.all(own < 0.75 * nearest_other), (own.round(2), nearest_other.round(2))
+
+
+def test_recentre_matches_each_labels_real_mean_and_keeps_zeros():
+    rng = np.random.default_rng(0)
+    real_means = np.array([[0.30, 0.20, 0.0005], [0.10, 0.40, 0.25]], dtype=np.float32)
+    labels = np.repeat([0, 1], 400)
+    # candidates 20 % low, with spread and dropouts
+    values = (0.8 * real_means[labels] * rng.uniform(0.5, 1.5, (800, 3))).astype(np.float32)
+    values[rng.random(values.shape) < 0.3] = 0.0
+    values /= 0.7  # the dropouts' share put back into the mean: still 20 % low on average
+    zeros = values == 0
+    before = np.abs(values[labels == 0, :2].mean(0) / real_means[0, :2] - 1)
+    out = recentre(values.copy(), labels, real_means)
+    for label in (0, 1):
+        means = out[labels == label].mean(0)
+        big = real_means[label] > 0.05
+        np.testing.assert_allclose(means[big], real_means[label][big], rtol=0.05)
+    assert before.min() > 0.1  # the test can fail: the means were off before
+    assert np.array_equal(out == 0, zeros) and out.max() <= 1.0
+    assert abs(out[labels == 0, 2].mean() - values[labels == 0, 2].mean()) < 1e-3  # a barely expressed gene: ~unchanged
+
+
+def test_generate_recentres_candidates_on_the_images_label_means(trained: tuple[Path, Path], tmp_path: Path):
+    model, images = trained
+    params = GenerateParams(candidates_per_cell=4.0, min_candidates=200, dropouts="expected", device="cpu")
+    on = read_candidates(steps.generate(model, images, tmp_path / "on", "sim", params)["candidates"])
+    off = read_candidates(steps.generate(model, images, tmp_path / "off", "sim",
+                                         GenerateParams(**{**params.__dict__, "recentre": False}))["candidates"])
+    with ImageStore(images) as store:
+        real = store.label_means()
+        values, _ = store.vectors()
+        assert np.allclose(real[1], values[store.labels == 1].mean(0), atol=1e-6)
+    err_on = np.abs(np.stack([on.values[on.labels == k].mean(0) for k in range(3)]) - real).mean()
+    err_off = np.abs(np.stack([off.values[off.labels == k].mean(0) for k in range(3)]) - real).mean()
+    assert err_on < 0.5 * err_off

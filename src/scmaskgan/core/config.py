@@ -209,6 +209,11 @@ class GenerateParams(_Validated):
         "'expected': level x detection probability (no zeros).",
         ("sample", "expected"),
     )
+    recentre: bool = _p(
+        True,
+        "Scale each label's candidates gene by gene so that their mean matches the label's real cells "
+        "(the adversarial training shifts the generator's mean level; see docs/method.md).",
+    )
     device: str = _p("auto", "Device, as for TRAIN.")
     seed: int = _p(0, "Random seed.", ge=0)
 

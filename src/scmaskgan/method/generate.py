@@ -113,6 +113,41 @@ def sample_images(
     return out
 
 
+#: Pseudo-level added to both means of :func:`recentre` (unit scale): genes a label barely
+#: expresses keep a ratio near 1 instead of a noisy one.
+RECENTRE_FLOOR = 0.01
+
+
+def recentre(values: np.ndarray, labels: np.ndarray, real_means: np.ndarray) -> np.ndarray:
+    """Scale each label's candidates gene by gene so that their mean matches the label's real cells.
+
+    ``values *= (real_mean + f) / (candidate_mean + f)`` per label and gene (``f`` =
+    :data:`RECENTRE_FLOOR`), clipped to the unit scale's [0, 1]; zeros stay zeros, and
+    each candidate's deviation from its label's mean keeps its relative size. The
+    adversarial term moves the trained generator's mean level by 5-25 % (measured in
+    ``docs/method.md``); the neighbours' estimates would carry that bias into every
+    imputed value.
+
+    Parameters
+    ----------
+    values
+        ``(m, n_genes)`` unit-scale candidates, changed in place.
+    labels
+        ``(m,)`` label index of each candidate.
+    real_means
+        ``(n_labels, n_genes)`` mean unit-scale value of each label's real cells.
+
+    Returns
+    -------
+    ``values``.
+    """
+    for label in np.unique(labels):
+        rows = labels == label
+        ratio = (real_means[label] + RECENTRE_FLOOR) / (values[rows].mean(0) + RECENTRE_FLOOR)
+        values[rows] = np.clip(values[rows] * ratio.astype(np.float32), 0.0, 1.0)
+    return values
+
+
 def _conditioning_rows(pool: Any, labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     if pool is None:
         raise InputError("an inpainting model needs real cells to condition on (the images file)")
@@ -252,6 +287,7 @@ def generate_candidates(model_pt: Path, images_h5: Path, out_path: Path, params:
         counts = np.bincount(store.labels, minlength=len(store.label_names))
         pool = read_cells(store) if model.config.inpaint else None
         genes, label_names = list(store.genes), list(store.label_names)
+        real_means = store.label_means() if params.recentre else None
     per_label = n_candidates_per_label(counts, params)
     labels = np.repeat(np.arange(len(per_label)), per_label)
     inpaint_fraction = float(model.train.get("params", {}).get("inpaint_fraction", 0.2))
@@ -260,6 +296,8 @@ def generate_candidates(model_pt: Path, images_h5: Path, out_path: Path, params:
         device=device, dropouts=params.dropouts, pool=pool, inpaint_fraction=inpaint_fraction,
         n_genes=model.encoding.n_genes,
     )
+    if real_means is not None:
+        recentre(values, labels, real_means)
     record = {"params": dataclasses.asdict(params), "model": str(model_pt), "versions": package_versions()}
     write_candidates(out_path, values, labels, label_names, genes, model.encoding, record)
     return {"per_label": dict(zip(label_names, per_label.tolist(), strict=True))}

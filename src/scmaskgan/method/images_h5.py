@@ -160,6 +160,16 @@ class ImageStore:
         g = self.encoding.n_genes
         return from_images(images, g), from_images(masks, g).astype(bool)
 
+    def label_means(self, block: int = 4096) -> np.ndarray:
+        """``(n_labels, n_genes)`` float32 mean encoded value of each label's cells (dropouts as 0),
+        read block by block."""
+        sums = np.zeros((len(self.label_names), self.encoding.n_genes))
+        for start in range(0, self.n_cells, block):
+            values, _ = self.vectors(slice(start, start + block))
+            np.add.at(sums, self.labels[start:start + block], values)
+        counts = np.bincount(self.labels, minlength=len(self.label_names))
+        return (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
+
     def close(self) -> None:
         """Close the file."""
         if getattr(self, "_file", None) is not None:
