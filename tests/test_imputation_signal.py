@@ -331,6 +331,8 @@ def test_the_tuning_record_holds_every_trials_values_and_scores(mode: str) -> No
     assert _chosen(result)["objective"] == min(t["objective"] for t in result.tuning)
     assert (mode == "denoise") == math.isfinite(result.shrinkage)
     assert math.isfinite(result.raw_signal) and result.raw_signal > 0
+    per_label = result.neighbours_per_label  # every label has cells: a finite mean, between 1 and k
+    assert per_label.shape == (2,) and np.all((per_label >= 1) & (per_label <= result.k))
 
 
 @pytest.mark.parametrize("case", list(TUNED))

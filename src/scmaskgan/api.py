@@ -291,6 +291,7 @@ class ScMaskGAN(BaseEstimator):
         fit_params = {s: dataclasses.asdict(step_params_from_flat(s, self.flat_params_)) for s in FIT_STEPS}
         record = imputation_record(
             result, params, encoding=self.encoding_, label_source=self.label_source_,
+            label_names=list(self.label_names_),
             extra={
                 "fit_params": fit_params,
                 "input_scale": self.input_scale,

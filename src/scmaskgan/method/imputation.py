@@ -80,6 +80,9 @@ class ImputeResult:
         Fraction of the input's zero entries that received a positive value.
     n_observed_changed
         Observed (non-zero) input entries whose value changed (0 in ``zeros`` mode).
+    neighbours_per_label
+        ``(n_labels,)`` mean number of candidates a cell of each label was estimated from
+        (``k`` or fewer: the threshold ``theta`` drops far ones); ``nan`` for a label without cells.
     """
 
     values: np.ndarray
@@ -92,6 +95,7 @@ class ImputeResult:
     validation: str = "none"
     fraction_zeros_filled: float = 0.0
     n_observed_changed: int = 0
+    neighbours_per_label: np.ndarray = field(default_factory=lambda: np.empty(0))
 
 
 
@@ -423,6 +427,9 @@ def impute_matrix(
     depth = cell_depth(x, enc)
     neigh = find_neighbours(cells, labels, candidates, candidate_labels, k, space=space)
     w = select_neighbours(neigh, k, theta_sigma)
+    n_labels = int(max(labels.max(initial=-1), candidate_labels.max(initial=-1))) + 1
+    cells_per_label = np.bincount(labels, minlength=n_labels)
+    used = np.bincount(labels, weights=(w > 0).sum(1), minlength=n_labels)
     background = candidates.mean(0, dtype=np.float32) if denoise else None
     values = np.empty(x.shape, dtype=np.float32)
     lognorm = np.empty(x.shape, dtype=np.float32)
@@ -451,4 +458,5 @@ def impute_matrix(
         validation=kind,
         fraction_zeros_filled=n_filled / n_zeros if n_zeros else 0.0,
         n_observed_changed=n_changed,
+        neighbours_per_label=np.where(cells_per_label > 0, used / np.maximum(cells_per_label, 1), np.nan),
     )

@@ -26,6 +26,7 @@ def imputation_record(
     *,
     encoding: Encoding,
     label_source: str,
+    label_names: list[str] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The summary stored in ``uns['scmaskgan']`` and ``{id}.impute.json``.
@@ -40,6 +41,8 @@ def imputation_record(
         The sample's encoding.
     label_source
         Where the labels came from (``obs:<column>``, ``csv:<file>``, ``leiden``).
+    label_names
+        Names of the label codes (keys of ``neighbours_per_label``; the codes when unset).
     extra
         More entries (e.g. the other steps' parameters).
     """
@@ -50,6 +53,10 @@ def imputation_record(
         "validation": result.validation,
         "shrinkage": float(result.shrinkage),
         "raw_signal": float(result.raw_signal),
+        "neighbours_per_label": {
+            (label_names[code] if label_names else str(code)): round(float(n), 2)
+            for code, n in enumerate(result.neighbours_per_label) if np.isfinite(n)
+        },
         "tuning": {key: [float(t[key]) for t in result.tuning] for key in (result.tuning[0] if result.tuning else {})},
         "fraction_zeros_filled": float(result.fraction_zeros_filled),
         "n_observed_changed": int(result.n_observed_changed),

@@ -267,9 +267,11 @@ def _tuning(ctx: ReportContext) -> str:
     for sid, s in ctx.impute.items():
         trials = pd.DataFrame(s.get("tuning") or [])
         score = "mse" if "mse" in trials else None
+        per_label = s.get("neighbours_per_label") or {}
         rows.append({"sample": sid, "k": s.get("k"), "theta_sigma": s.get("theta_sigma"),
                      "validation": s.get("validation"), "trials": len(trials),
-                     "best validation mse": float(trials[score].min()) if score else None})
+                     "best validation mse": float(trials[score].min()) if score else None,
+                     "neighbours used per label (mean)": ", ".join(f"{name} {n:g}" for name, n in per_label.items())})
         if not trials.empty and "k" in trials:
             figures.append(guarded(partial(
                 _tuning_png, sid, trials, s.get("k"), s.get("theta_sigma")), f"{sid} tuning trials"))
@@ -286,7 +288,8 @@ def _imputation(ctx: ReportContext) -> str:
         row = {"sample": sid, "mode": s.get("mode"), "cells": s.get("n_cells"), "genes": s.get("n_genes"),
                "fraction of zeros filled": s.get("fraction_zeros_filled"),
                "observed values changed": s.get("n_observed_changed")}
-        row.update({k: v for k, v in flatten(s, skip=("params", "versions", "tuning", "k", "theta_sigma", "encoding")).items()
+        row.update({k: v for k, v in flatten(s, skip=("params", "versions", "tuning", "k", "theta_sigma", "encoding",
+                                                                  "neighbours_per_label")).items()
                     if k not in {"mode", "n_cells", "n_genes", "fraction_zeros_filled", "n_observed_changed"}})
         rows.append(row)
     parts = [table(rows)]

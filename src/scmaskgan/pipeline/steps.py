@@ -203,7 +203,7 @@ def impute(
     return_large_blocks_to_the_system()  # a step process's own setting (see scmaskgan.pipeline.memory); never the API's
     result = impute_matrix(adata.X, labels, kept.values, kept.labels, enc, params)
     record = imputation_record(
-        result, params, encoding=enc, label_source=label_source,
+        result, params, encoding=enc, label_source=label_source, label_names=label_names,
         extra={"sample": sample_id, "n_candidates": int(len(kept.values)),
                "n_cells": int(adata.n_obs), "n_genes": int(adata.n_vars)},
     )
