@@ -83,7 +83,7 @@ def make_results(root: Path, pbmc: ad.AnnData) -> dict[str, float]:
     summary = {"mode": "zeros", "k": numbers["k"], "theta_sigma": numbers["theta_sigma"], "tuning": trials,
                "validation": "molecules", "fraction_zeros_filled": numbers["filled"], "n_observed_changed": 0,
                "label_source": "obs:cell_type", "seed": 0, "params": {"mode": "zeros", "k": None, "n_trials": 7},
-               "n_cells": 200, "n_genes": 765}
+               "n_cells": 200, "n_genes": 765, "neighbours_per_label": {"B": 6.5, "T": 7.0, "NK": 3.25}}
     (root / "impute").mkdir()
     (root / "impute" / "s1.impute.json").write_text(json.dumps(summary))
     evaluation = {"sample": "s1", "n_cells": 200, "n_genes": 765, "label_key": "scmaskgan_label",
@@ -146,6 +146,7 @@ def test_report_shows_every_section_and_key_numbers(pbmc_counts, tmp_path):
     assert f"{numbers['tau']:.4g}" in filtering and "NK" in filtering and "<td class=\"num\">100</td>" in filtering
     tuning = _section(html, "tuning")
     assert "<td class=\"num\">7</td>" in tuning and "1.25" in tuning and "molecules" in tuning
+    assert "B 6.5, T 7, NK 3.25" in tuning  # neighbours used per label
     imputation = _section(html, "imputation")
     assert "0.4321" in imputation and '<td class="num">200</td>' in imputation  # cells, from the json
     evaluation = _section(html, "evaluation")
