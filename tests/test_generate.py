@@ -117,9 +117,10 @@ def test_recentre_matches_each_labels_real_mean_and_keeps_zeros():
 def test_generate_recentres_candidates_on_the_images_label_means(trained: tuple[Path, Path], tmp_path: Path):
     model, images = trained
     params = GenerateParams(candidates_per_cell=4.0, min_candidates=200, dropouts="expected", device="cpu")
-    on = read_candidates(steps.generate(model, images, tmp_path / "on", "sim", params)["candidates"])
-    off = read_candidates(steps.generate(model, images, tmp_path / "off", "sim",
-                                         GenerateParams(**{**params.__dict__, "recentre": False}))["candidates"])
+    assert not params.recentre  # off by default
+    off = read_candidates(steps.generate(model, images, tmp_path / "off", "sim", params)["candidates"])
+    on = read_candidates(steps.generate(model, images, tmp_path / "on", "sim",
+                                        GenerateParams(**{**params.__dict__, "recentre": True}))["candidates"])
     with ImageStore(images) as store:
         real = store.label_means()
         values, _ = store.vectors()
