@@ -111,9 +111,9 @@ def test_impute_in_place_is_reproducible_with_the_same_seed(sample, imputed) -> 
     assert np.array_equal(data.X, imputed.X)
     assert np.array_equal(data.layers["counts"].toarray(), sample.X.toarray())
     assert data.uns["scmaskgan"]["k"] == imputed.uns["scmaskgan"]["k"]
-    per_label = data.uns["scmaskgan"]["neighbours_per_label"]  # keyed by label name
-    assert set(per_label) == set(sample.obs["cell_type"]) and all(1 <= n <= data.uns["scmaskgan"]["k"]
-                                                                  for n in per_label.values())
+    per_label = data.uns["scmaskgan"]["neighbours_per_label"]  # by label name
+    assert set(per_label["label"]) == set(sample.obs["cell_type"])
+    assert all(1 <= n <= data.uns["scmaskgan"]["k"] for n in per_label["mean_neighbours"])
 
 
 def test_bad_arguments_are_refused_before_any_training(sample) -> None:  # noqa: ANN001

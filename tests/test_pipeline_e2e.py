@@ -68,6 +68,8 @@ def test_imputed_sample_keeps_observed_counts_and_matches_qc(finished_run, sid):
     assert (x[~observed] > 0).mean() > 0.05, "no dropout was filled"
     info = imputed.uns["scmaskgan"]
     assert info["params"]["seed"] == 0 and "versions" in info
+    # label names such as 'CD4+/CD25 T Reg' survive the h5ad round trip (a '/' in a key would nest groups)
+    assert set(info["neighbours_per_label"]["label"]) == set(imputed.obs["scmaskgan_label"].astype(str))
 
 
 def test_report_has_every_section(finished_run):

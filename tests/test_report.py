@@ -83,7 +83,7 @@ def make_results(root: Path, pbmc: ad.AnnData) -> dict[str, float]:
     summary = {"mode": "zeros", "k": numbers["k"], "theta_sigma": numbers["theta_sigma"], "tuning": trials,
                "validation": "molecules", "fraction_zeros_filled": numbers["filled"], "n_observed_changed": 0,
                "label_source": "obs:cell_type", "seed": 0, "params": {"mode": "zeros", "k": None, "n_trials": 7},
-               "n_cells": 200, "n_genes": 765, "neighbours_per_label": {"B": 6.5, "T": 7.0, "NK": 3.25}}
+               "n_cells": 200, "n_genes": 765, "neighbours_per_label": {"label": ["B", "T", "NK"], "mean_neighbours": [6.5, 7.0, 3.25]}}
     (root / "impute").mkdir()
     (root / "impute" / "s1.impute.json").write_text(json.dumps(summary))
     evaluation = {"sample": "s1", "n_cells": 200, "n_genes": 765, "label_key": "scmaskgan_label",

@@ -42,10 +42,11 @@ def imputation_record(
     label_source
         Where the labels came from (``obs:<column>``, ``csv:<file>``, ``leiden``).
     label_names
-        Names of the label codes (keys of ``neighbours_per_label``; the codes when unset).
+        Names of the label codes (in ``neighbours_per_label``; the codes when unset).
     extra
         More entries (e.g. the other steps' parameters).
     """
+    present = np.flatnonzero(np.isfinite(result.neighbours_per_label))
     return {
         "mode": params.mode,
         "k": int(result.k),
@@ -53,9 +54,10 @@ def imputation_record(
         "validation": result.validation,
         "shrinkage": float(result.shrinkage),
         "raw_signal": float(result.raw_signal),
+        # two lists, not a dict: h5ad turns a '/' in a key (label 'CD4+/CD25 T Reg') into nested groups
         "neighbours_per_label": {
-            (label_names[code] if label_names else str(code)): round(float(n), 2)
-            for code, n in enumerate(result.neighbours_per_label) if np.isfinite(n)
+            "label": [label_names[code] if label_names else str(code) for code in present],
+            "mean_neighbours": [round(float(result.neighbours_per_label[code]), 2) for code in present],
         },
         "tuning": {key: [float(t[key]) for t in result.tuning] for key in (result.tuning[0] if result.tuning else {})},
         "fraction_zeros_filled": float(result.fraction_zeros_filled),
