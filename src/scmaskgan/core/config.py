@@ -180,7 +180,7 @@ class TrainParams(_Validated):
     val_fraction: float = _p(0.1, "Fraction of cells held out for the validation signal.", ge=0, lt=1)
     grad_clip: float = _p(1.0, "Gradient norm clipping (0 disables).", ge=0)
     r1_gamma: float = _p(
-        1.0,
+        0.1,
         "Weight of the discriminator's R1 penalty (gamma/2 x squared gradient norm on real cells; 0 disables), "
         "which keeps it from memorising small samples.", ge=0,
     )
