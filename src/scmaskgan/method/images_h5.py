@@ -166,7 +166,7 @@ class ImageStore:
         sums = np.zeros((len(self.label_names), self.encoding.n_genes))
         for start in range(0, self.n_cells, block):
             values, _ = self.vectors(slice(start, start + block))
-            np.add.at(sums, self.labels[start:start + block], values)
+            sums += np.eye(len(self.label_names))[self.labels[start:start + block]].T @ values
         counts = np.bincount(self.labels, minlength=len(self.label_names))
         return (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
 

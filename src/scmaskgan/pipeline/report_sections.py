@@ -267,7 +267,8 @@ def _tuning(ctx: ReportContext) -> str:
     for sid, s in ctx.impute.items():
         trials = pd.DataFrame(s.get("tuning") or [])
         score = "mse" if "mse" in trials else None
-        per_label = dict(zip(*(s.get("neighbours_per_label") or {}).values(), strict=True))
+        used = s.get("neighbours_per_label") or {}
+        per_label = dict(zip(used.get("label", []), used.get("mean_neighbours", []), strict=True))
         rows.append({"sample": sid, "k": s.get("k"), "theta_sigma": s.get("theta_sigma"),
                      "validation": s.get("validation"), "trials": len(trials),
                      "best validation mse": float(trials[score].min()) if score else None,
