@@ -23,7 +23,6 @@ from scmaskgan.method.losses import bce, inpaint_loss, inpaint_split, moment_los
 from scmaskgan.method.model import Discriminator, Generator, ModelConfig, gene_mask
 from scmaskgan.method.train_data import CellTensors, LabelStats
 
-
 #: The discriminator's R1 penalty is applied on every this many of its steps, weighted by as
 #: much ("lazy regularisation", Karras et al. 2020, StyleGAN2): the same penalty on average
 #: at a quarter of its cost (its double backward pass).
