@@ -41,8 +41,8 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_images(tmp_path_factory.mktemp("img") / "sim.images.h5", adata)
 
 
-def _trainer(images: Path, rec_loss: str, seed: int = 0) -> tuple[GanTrainer, CellTensors]:
-    params = TrainParams(rec_loss=rec_loss, **TINY)
+def _trainer(images: Path, rec_loss: str, seed: int = 0, **kw: object) -> tuple[GanTrainer, CellTensors]:
+    params = TrainParams(rec_loss=rec_loss, **TINY, **kw)  # type: ignore[arg-type]
     with ImageStore(images) as store:
         cells = TrainingCells(store, np.arange(store.n_cells))
         cfg = model_config(params, store.encoding, len(store.label_names))
@@ -127,7 +127,7 @@ def test_moment_loss_halves_alternate_within_each_label_in_batch_order():
 
 
 def test_lazy_r1_every_fourth_discriminator_step_and_generator_step_leaves_d_gradients_alone(images: Path):
-    trainer, cells = _trainer(images, "moments")
+    trainer, cells = _trainer(images, "moments", r1_interval=4)
     batch = cells.subset(torch.arange(16))
     calls = []
     real_penalty = trainer_module.r1_penalty

@@ -23,11 +23,6 @@ from scmaskgan.method.losses import bce, inpaint_loss, inpaint_split, moment_los
 from scmaskgan.method.model import Discriminator, Generator, ModelConfig, gene_mask
 from scmaskgan.method.train_data import CellTensors, LabelStats
 
-#: The discriminator's R1 penalty is applied on every this many of its steps, weighted by as
-#: much ("lazy regularisation", Karras et al. 2020, StyleGAN2): the same penalty on average
-#: at a quarter of its cost (its double backward pass).
-R1_INTERVAL = 4
-
 
 def model_config(params: TrainParams, encoding: Encoding, n_labels: int) -> ModelConfig:
     """The network shapes for a sample and the training parameters."""
@@ -129,7 +124,7 @@ class GanTrainer:
         ``cells`` is on the training device; padding and dropout pixels of its values
         are ignored. Random draws come from ``gen`` (CPU), so a seed fixes the result.
         With ``r1`` (and ``r1_gamma > 0``) the discriminator loss includes the R1 penalty,
-        weighted by ``r1_gamma`` x :data:`R1_INTERVAL` (the lazy penalty of :meth:`step`);
+        weighted by ``r1_gamma`` x ``r1_interval`` (the lazy penalty of :meth:`step`);
         without it, real and generated cells go through the discriminator in one batch
         (it judges every cell on its own, so the logits are the same).
         """
@@ -158,7 +153,7 @@ class GanTrainer:
                 d_real, d_fake = both.split(len(real))
             loss_d = bce(d_real, 1.0) + bce(d_fake, 0.0)
         if r1:
-            gamma = self.params.r1_gamma * R1_INTERVAL
+            gamma = self.params.r1_gamma * self.params.r1_interval
             loss_d = loss_d + gamma * r1_penalty(d_real, real_values, real.masks)
         return BatchLosses(loss_d, self._rec(level, logits, real, kept, held), (fake_values, fake_mask, onehot))
 
@@ -185,13 +180,15 @@ class GanTrainer:
     def step(self, cells: CellTensors, gen: torch.Generator) -> dict[str, float]:
         """One discriminator update then one generator update; returns the losses.
 
-        The R1 penalty comes on every :data:`R1_INTERVAL`-th discriminator step. The
+        The R1 penalty comes on every ``r1_interval``-th discriminator step (lazy
+        regularisation, Karras et al. 2020: the same penalty on average, its double backward
+        pass on a fraction of the steps). The
         discriminator's weights are frozen during the generator's update: their gradients
         would be thrown away (the next discriminator update starts from zero gradients).
         """
         self.generator.train()
         self.discriminator.train()
-        out = self.losses(cells, gen, r1=self.d_steps % R1_INTERVAL == 0)
+        out = self.losses(cells, gen, r1=self.d_steps % self.params.r1_interval == 0)
         self.d_steps += 1
         self._update(out.loss_d, self.opt_d, self.scaler_d, self.discriminator)
         self.discriminator.requires_grad_(False)
