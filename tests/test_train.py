@@ -13,6 +13,7 @@ from conftest import simulate_counts, write_images
 
 from scmaskgan.core.config import TrainParams
 from scmaskgan.errors import InputError, StepError
+from scmaskgan.method import trainer as trainer_module
 from scmaskgan.method.checkpoint import TrainState, check_compatible, load_model
 from scmaskgan.method.images_h5 import ImageStore
 from scmaskgan.method.losses import moment_loss, r1_penalty
@@ -27,6 +28,7 @@ from scmaskgan.method.train_data import (
     split_validation,
 )
 from scmaskgan.method.trainer import GanTrainer, model_config
+from scmaskgan.method.validation import stratified_subset
 from scmaskgan.pipeline import steps
 
 TINY = {"base_channels": 8, "batch_size": 32, "device": "cpu", "threads": 1}
@@ -39,8 +41,8 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_images(tmp_path_factory.mktemp("img") / "sim.images.h5", adata)
 
 
-def _trainer(images: Path, rec_loss: str, seed: int = 0) -> tuple[GanTrainer, CellTensors]:
-    params = TrainParams(rec_loss=rec_loss, **TINY)
+def _trainer(images: Path, rec_loss: str, seed: int = 0, **kw: object) -> tuple[GanTrainer, CellTensors]:
+    params = TrainParams(rec_loss=rec_loss, **TINY, **kw)  # type: ignore[arg-type]
     with ImageStore(images) as store:
         cells = TrainingCells(store, np.arange(store.n_cells))
         cfg = model_config(params, store.encoding, len(store.label_names))
@@ -106,6 +108,50 @@ def test_r1_penalty_is_half_the_squared_gradient_on_observed_values():
     assert float(penalty) == pytest.approx(0.5 * (1 + 4 + 16))
     penalty.backward()  # differentiable in the discriminator's weights (create_graph): its update sees it
     assert torch.equal(weight.grad, torch.tensor([[1.0, 2.0], [0.0, 4.0]]))
+
+
+def test_moment_loss_halves_alternate_within_each_label_in_batch_order():
+    # label 0: cells 0, 2, 3, 5 -> halves (0, 3) and (2, 5); label 1: cells 1, 4; label 2: a single cell (ignored)
+    labels = torch.tensor([0, 1, 0, 0, 1, 0, 2])
+    stats = LabelStats(detection=torch.full((3, 1, 2), 0.5), level=torch.full((3, 1, 2), 0.4), counts=torch.ones(3),
+                       second=torch.full((3, 1, 2), 0.1))
+    genes = torch.ones(1, 2)
+    level = torch.rand(7, 1, 2, generator=torch.Generator().manual_seed(0))
+    logits = torch.zeros(7, 1, 2)
+    single = moment_loss(level[[0, 2, 3, 5]], logits[:4], torch.zeros(4, dtype=torch.long), stats, genes)
+    pair = moment_loss(level[[1, 4]], logits[:2], torch.ones(2, dtype=torch.long), stats, genes)
+    assert float(moment_loss(level, logits, labels, stats, genes)) == pytest.approx(float(4 * single + 2 * pair) / 6)
+    swapped = level.clone()
+    swapped[[2, 3]] = level[[3, 2]]  # other halves: the cross term changes
+    assert float(moment_loss(swapped, logits, labels, stats, genes)) != pytest.approx(float(moment_loss(level, logits, labels, stats, genes)))
+
+
+def test_lazy_r1_every_fourth_discriminator_step_and_generator_step_leaves_d_gradients_alone(images: Path):
+    trainer, cells = _trainer(images, "moments", r1_interval=4)
+    batch = cells.subset(torch.arange(16))
+    calls = []
+    real_penalty = trainer_module.r1_penalty
+    trainer_module.r1_penalty = lambda *a: calls.append(trainer.d_steps) or real_penalty(*a)
+    try:
+        for _ in range(6):
+            trainer.step(batch, torch.Generator().manual_seed(1))
+            # frozen only during the generator's update
+            assert all(p.requires_grad for p in trainer.discriminator.parameters())
+    finally:
+        trainer_module.r1_penalty = real_penalty
+    assert calls == [0, 4] and trainer.d_steps == 6
+    assert trainer.state_dict()["d_steps"] == 6
+    with_r1 = trainer.losses(batch, torch.Generator().manual_seed(2), r1=True).loss_d
+    without = trainer.losses(batch, torch.Generator().manual_seed(2), r1=False).loss_d
+    assert float(with_r1.detach()) > float(without.detach())
+
+
+def test_validation_subset_is_stratified_seeded_and_keeps_every_label():
+    labels = np.array([0] * 900 + [1] * 95 + [2] * 5)
+    pick = stratified_subset(labels, 100, seed=0)
+    assert np.bincount(labels[pick]).tolist() == [90, 10, 1] and np.all(np.diff(pick) > 0)
+    assert np.array_equal(pick, stratified_subset(labels, 100, seed=0))
+    assert np.array_equal(stratified_subset(labels[:50], 100, seed=0), np.arange(50))
 
 
 def test_validation_split_is_stratified_and_keeps_single_cells_in_training():

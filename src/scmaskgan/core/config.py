@@ -184,6 +184,12 @@ class TrainParams(_Validated):
         "Weight of the discriminator's R1 penalty (gamma/2 x squared gradient norm on real cells; 0 disables), "
         "which keeps it from memorising small samples.", ge=0,
     )
+    r1_interval: int = _p(
+        1,
+        "Apply the R1 penalty on every this many discriminator steps, weighted by as much (lazy "
+        "regularisation as in StyleGAN2): 4 makes a step about 20% cheaper, but on 300 PBMCs it left the "
+        "discriminator weaker (loss_d 0.37 instead of 0.27), so it is off by default.", ge=1,
+    )
     checkpoint_every: int = _p(10, "Write a checkpoint every this many epochs.", ge=1)
     resume: bool = _p(False, "Resume from the last checkpoint in the output folder.")
     device: str = _p("auto", "'auto' (CUDA, then MPS, then CPU), 'cpu', 'cuda', 'cuda:N' or 'mps'.")

@@ -55,7 +55,7 @@ def r1_penalty(d_real: torch.Tensor, real_values: torch.Tensor, masks: torch.Ten
 
 def _cross_term(a: torch.Tensor, b: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Unbiased estimate of ``sum(weight * ((E[a] - target) / (target + f))^2) / sum(weight)`` from two
-    independent halves (``f`` = :data:`_RELATIVE_FLOOR`).
+    independent halves (``f`` = :data:`_RELATIVE_FLOOR`), over the last axis (one value per row).
 
     Relative errors weigh a 20 % drift of a lowly expressed gene like that of a high one; an
     absolute error on the [0, 1] scale let the adversarial term lower the generator's mean
@@ -68,7 +68,8 @@ def _cross_term(a: torch.Tensor, b: torch.Tensor, target: torch.Tensor, weight: 
     scale = target + _RELATIVE_FLOOR
     ea, eb = (a - target) / scale, (b - target) / scale
     cross = 0.5 * (ea.detach() * eb + eb.detach() * ea)
-    return (weight * cross).sum() / weight.sum().clamp_min(1e-8)
+    weight = weight.expand_as(cross)
+    return (weight * cross).sum(-1) / weight.sum(-1).clamp_min(1e-8)
 
 
 def moment_loss(
@@ -77,7 +78,8 @@ def moment_loss(
     """``rec_loss='moments'``: match each label's detection rates, observed mean levels and second moments.
 
     For every label with at least two generated cells in the batch, the cells are split
-    into two halves; the detection term compares the mean detection probability with
+    into two halves (alternately, in batch order); the detection term compares the mean
+    detection probability with
     the label's detection rate on gene pixels, the level term compares the
     detection-weighted mean level with the label's mean over observed pixels, weighted
     by the detection rate (genes never observed in the label do not count), and the
@@ -85,25 +87,34 @@ def moment_loss(
     label's, so that a gene's spread across the generated cells is held to the real
     cells' by this term too, not by the adversarial term alone. Every error is relative
     to its target (see :func:`_cross_term`). Labels are averaged weighted by their number of cells.
+
+    All labels are computed at once: the sums over each half of each label are one
+    matrix product of a ``(2 x labels, cells)`` membership matrix with the maps.
     """
-    prob = torch.sigmoid(logits)
-    total = level.new_zeros(())
-    n_used = 0
-    for label in torch.unique(labels).tolist():
-        idx = torch.nonzero(labels == label).flatten()
-        if len(idx) < 2:
-            continue
-        halves = (idx[0::2], idx[1::2])
-        p = [prob[h].mean(0) for h in halves]
-        lev = [(level[h] * prob[h]).sum(0) / prob[h].sum(0).clamp_min(1e-6) for h in halves]
-        sq = [(level[h] ** 2 * prob[h]).mean(0) for h in halves]
-        det_rate = stats.detection[label]
-        det = _cross_term(p[0], p[1], det_rate, genes)
-        lvl = _cross_term(lev[0], lev[1], stats.level[label], det_rate * genes)
-        spread = _cross_term(sq[0], sq[1], stats.second[label], genes)
-        total = total + len(idx) * (det + lvl + spread)
-        n_used += len(idx)
-    return total / max(n_used, 1)
+    n_labels = stats.detection.shape[0]
+    onehot = F.one_hot(labels, n_labels).to(level.dtype)
+    rank = (onehot.cumsum(0) * onehot).sum(1) - 1  # order of each cell among its label's cells in the batch
+    half = (rank % 2).long()
+    member = F.one_hot(2 * labels + half, 2 * n_labels).to(level.dtype).T  # (2L, B): row 2l + h = half h of label l
+    counts = member.sum(1).view(n_labels, 2)
+    used = torch.nonzero(counts.sum(1) >= 2).flatten()
+    if len(used) == 0:
+        return level.new_zeros(())
+    prob = torch.sigmoid(logits).flatten(1)
+    flat = level.flatten(1)
+    sums = member @ torch.cat([prob, flat * prob, flat**2 * prob], dim=1)  # (2L, 3P)
+    sums = sums.view(n_labels, 2, 3, -1)[used]  # (U, 2, 3, P)
+    n = counts[used][:, :, None]
+    p, weighted, squares = sums.unbind(2)
+    lev = weighted / p.clamp_min(1e-6)
+    p, squares = p / n, squares / n
+    g = genes.flatten()[None]
+    det_rate = stats.detection.flatten(1)[used]
+    det = _cross_term(p[:, 0], p[:, 1], det_rate, g)
+    lvl = _cross_term(lev[:, 0], lev[:, 1], stats.level.flatten(1)[used], det_rate * g)
+    spread = _cross_term(squares[:, 0], squares[:, 1], stats.second.flatten(1)[used], g)
+    size = counts[used].sum(1)
+    return (size * (det + lvl + spread)).sum() / size.sum()
 
 
 def inpaint_split(masks: torch.Tensor, fraction: float, uniform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -179,22 +179,40 @@ class LabelMap(nn.Module):
         self.shape = (channels, coarse_side, coarse_side)
         self.out_side = out_side
 
-    def forward(self, onehot: torch.Tensor) -> torch.Tensor:
-        """Label maps ``(B, channels, out_side, out_side)`` of one-hot labels ``(B, n_labels)``.
+    def forward(self, onehot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Label maps of one-hot labels ``(B, n_labels)`` and the one-hot rows that pick each cell's map.
 
-        With more cells than labels, the map of every label is computed once and each
-        cell selects its own (``onehot @ maps``, exact for one-hot rows): the
-        convolution then runs on ``n_labels`` maps instead of ``B``.
+        With more cells than labels, the map of every label is computed once
+        (``(n_labels, channels, out_side, out_side)``, each cell's is ``onehot @ maps``, exact
+        for one-hot rows) so that the convolutions run on ``n_labels`` maps instead of ``B``;
+        otherwise the maps are the cells' own ``(B, ...)`` and the selector is None.
         """
         n_labels = onehot.shape[1]
         if onehot.shape[0] <= n_labels:
-            return self._maps(onehot)
-        maps = self._maps(torch.eye(n_labels, dtype=onehot.dtype, device=onehot.device))
-        return (onehot @ maps.flatten(1)).view(onehot.shape[0], *maps.shape[1:])
+            return self._maps(onehot), None
+        return self._maps(torch.eye(n_labels, dtype=onehot.dtype, device=onehot.device)), onehot
 
     def _maps(self, onehot: torch.Tensor) -> torch.Tensor:
         coarse = self.embed(onehot).view(-1, *self.shape)
         return F.relu(self.conv(F.interpolate(coarse, size=self.out_side, mode="nearest")))
+
+
+def conv_with_labels(
+    conv: nn.Conv2d, h: torch.Tensor, label_maps: tuple[torch.Tensor, torch.Tensor | None]
+) -> torch.Tensor:
+    """``conv(cat([h, each cell's label map]))`` with the label channels convolved once per label.
+
+    A convolution is linear in its input channels, so it is the convolution of ``h`` by the
+    first input channels' filters plus that of the label maps by the others; the latter is
+    the same for all cells of a label and is computed on the :class:`LabelMap` maps as given.
+    """
+    maps, select = label_maps
+    weight, c = conv.weight, h.shape[1]
+    own = F.conv2d(h, weight[:, :c], conv.bias, padding=conv.padding)
+    labels = F.conv2d(maps, weight[:, c:], padding=conv.padding)
+    if select is not None:
+        labels = (select @ labels.flatten(1)).view(-1, *labels.shape[1:])
+    return own + labels
 
 
 class UpBlock(nn.Module):
@@ -311,7 +329,9 @@ class Generator(nn.Module):
         h = self.project(inputs).view(z.shape[0], -1, s0, s0)
         h = self.attention(self.up(self.conv0(h)))
         bias = (onehot @ self.label_bias.flatten(1)).view(-1, *self.label_bias.shape[1:])
-        out = (self.head(torch.cat([h, self.label_map(onehot)], dim=1)) + bias)[:, :, :n, :n]
+        first, rest = self.head[0], self.head[1:]
+        assert isinstance(first, nn.Conv2d)
+        out = (rest(conv_with_labels(first, h, self.label_map(onehot))) + bias)[:, :, :n, :n]
         out = out + self.whole(inputs).view(-1, 2, n, n)
         return torch.sigmoid(out[:, 0]), out[:, 1]
 
@@ -414,7 +434,9 @@ class Discriminator(nn.Module):
         """
         x = _pad_to(torch.stack([values, mask], dim=1), self.cfg.work_side)
         h = self.attention(self.stem(x))
-        h = self.conv_head(torch.cat([h, self.label_map(onehot)], dim=1))
+        conv, act = self.conv_head
+        assert isinstance(conv, nn.Conv2d)
+        h = act(conv_with_labels(conv, h, self.label_map(onehot)))
         pooled = (h * self.patches).sum((2, 3)) / self.patches.sum()
         whole = self.whole((values.flatten(1) - self.centre) / self.spread)
         features = torch.cat([pooled, whole], dim=1)

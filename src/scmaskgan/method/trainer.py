@@ -83,6 +83,7 @@ class GanTrainer:
         self.scaler_g, self.scaler_d = grad_scaler(device, self.amp), grad_scaler(device, self.amp)
         self.genes = gene_mask(cfg.side, n_genes, device)
         self.stats = stats.to(device)
+        self.d_steps = 0
 
     def state_dict(self) -> dict[str, Any]:
         """Networks, optimisers and loss scalers (plain types and tensors)."""
@@ -93,6 +94,7 @@ class GanTrainer:
             "opt_d": self.opt_d.state_dict(),
             "scaler_g": self.scaler_g.state_dict(),
             "scaler_d": self.scaler_d.state_dict(),
+            "d_steps": self.d_steps,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -104,6 +106,7 @@ class GanTrainer:
         if state["scaler_g"]:
             self.scaler_g.load_state_dict(state["scaler_g"])
             self.scaler_d.load_state_dict(state["scaler_d"])
+        self.d_steps = int(state.get("d_steps", 0))
 
     def _noise(self, cells: CellTensors, gen: torch.Generator) -> dict[str, torch.Tensor]:
         b, side = len(cells), self.cfg.side
@@ -115,11 +118,15 @@ class GanTrainer:
             draws["hide"] = torch.rand(b, side, side, generator=gen)
         return {k: v.to(self.device) for k, v in draws.items()}
 
-    def losses(self, cells: CellTensors, gen: torch.Generator) -> BatchLosses:
+    def losses(self, cells: CellTensors, gen: torch.Generator, r1: bool = True) -> BatchLosses:
         """Discriminator loss and the generator's adversarial and reconstruction losses of one batch.
 
         ``cells`` is on the training device; padding and dropout pixels of its values
         are ignored. Random draws come from ``gen`` (CPU), so a seed fixes the result.
+        With ``r1`` (and ``r1_gamma > 0``) the discriminator loss includes the R1 penalty,
+        weighted by ``r1_gamma`` x ``r1_interval`` (the lazy penalty of :meth:`step`);
+        without it, real and generated cells go through the discriminator in one batch
+        (it judges every cell on its own, so the logits are the same).
         """
         real = CellTensors(cells.values * cells.masks * self.genes, cells.masks * self.genes, cells.labels)
         onehot = F.one_hot(real.labels, self.cfg.n_labels).float()
@@ -128,17 +135,26 @@ class GanTrainer:
         if self.cfg.inpaint:
             kept, held = inpaint_split(real.masks, self.params.inpaint_fraction, noise["hide"])
             cond = (real.values * kept, kept)
+        r1 = r1 and self.params.r1_gamma > 0
         with autocast(self.device, self.amp):
             level, logits = self.generator(noise["z"], onehot, cond)
             level, logits = level.float(), logits.float()
             fake_values, fake_mask = sample_cells(level, logits, noise["detect"])
             fake_values, fake_mask = fake_values * self.genes, fake_mask * self.genes
-            real_values = real.values.detach().requires_grad_(self.params.r1_gamma > 0)
-            d_real = self.discriminator(real_values, real.masks, onehot).float()
-            d_fake = self.discriminator(fake_values.detach(), fake_mask.detach(), onehot).float()
+            real_values = real.values.detach().requires_grad_(r1)
+            if r1:
+                d_real = self.discriminator(real_values, real.masks, onehot).float()
+                d_fake = self.discriminator(fake_values.detach(), fake_mask.detach(), onehot).float()
+            else:
+                both = self.discriminator(
+                    torch.cat([real_values, fake_values.detach()]), torch.cat([real.masks, fake_mask.detach()]),
+                    torch.cat([onehot, onehot]),
+                ).float()
+                d_real, d_fake = both.split(len(real))
             loss_d = bce(d_real, 1.0) + bce(d_fake, 0.0)
-        if self.params.r1_gamma > 0:
-            loss_d = loss_d + self.params.r1_gamma * r1_penalty(d_real, real_values, real.masks)
+        if r1:
+            gamma = self.params.r1_gamma * self.params.r1_interval
+            loss_d = loss_d + gamma * r1_penalty(d_real, real_values, real.masks)
         return BatchLosses(loss_d, self._rec(level, logits, real, kept, held), (fake_values, fake_mask, onehot))
 
     def _rec(
@@ -162,14 +178,26 @@ class GanTrainer:
             return bce(self.discriminator(*fake).float(), 1.0)
 
     def step(self, cells: CellTensors, gen: torch.Generator) -> dict[str, float]:
-        """One discriminator update then one generator update; returns the losses."""
+        """One discriminator update then one generator update; returns the losses.
+
+        The R1 penalty comes on every ``r1_interval``-th discriminator step (lazy
+        regularisation, Karras et al. 2020: the same penalty on average, its double backward
+        pass on a fraction of the steps). The
+        discriminator's weights are frozen during the generator's update: their gradients
+        would be thrown away (the next discriminator update starts from zero gradients).
+        """
         self.generator.train()
         self.discriminator.train()
-        out = self.losses(cells, gen)
+        out = self.losses(cells, gen, r1=self.d_steps % self.params.r1_interval == 0)
+        self.d_steps += 1
         self._update(out.loss_d, self.opt_d, self.scaler_d, self.discriminator)
-        adv = self.generator_adversarial(out.fake)
-        loss_g = adv + self.params.lambda_rec * out.rec
-        self._update(loss_g, self.opt_g, self.scaler_g, self.generator)
+        self.discriminator.requires_grad_(False)
+        try:
+            adv = self.generator_adversarial(out.fake)
+            loss_g = adv + self.params.lambda_rec * out.rec
+            self._update(loss_g, self.opt_g, self.scaler_g, self.generator)
+        finally:
+            self.discriminator.requires_grad_(True)
         return {"loss_d": float(out.loss_d.detach()), "loss_g_adv": float(adv.detach()), "loss_rec": float(out.rec.detach())}
 
     def _update(self, loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: Any, net: nn.Module) -> None:

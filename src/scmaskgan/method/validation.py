@@ -19,11 +19,28 @@ from scmaskgan.method.train_data import CellTensors
 VALIDATION_CANDIDATES = 2000
 #: Training cells (a seeded random subset) given to the quality reference as the real level.
 REFERENCE_CELLS = 4000
+#: Held-out cells scored (a seeded subset, stratified by label, when there are more): the cost of
+#: an epoch's validation grows with them, while its scores' noise is set mostly by the candidates.
+VALIDATION_CELLS = 500
+
+
+def stratified_subset(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    """Sorted indices of about ``limit`` cells (all when there are no more), every label keeping
+    its share and at least one cell; seeded."""
+    if len(labels) <= limit:
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    keep = [
+        rng.choice(idx, size=max(1, round(limit * len(idx) / len(labels))), replace=False)
+        for idx in (np.flatnonzero(labels == label) for label in np.unique(labels))
+    ]
+    return np.sort(np.concatenate(keep))
 
 
 class Validator:
     """Candidate quality on held-out cells: the validation signal for early stopping.
 
+    Scores at most about :data:`VALIDATION_CELLS` of the held-out cells (:func:`stratified_subset`).
     Generates a fixed set of candidates per label (fixed noise; ``per_label``, fewer when
     there are many labels so that an epoch's validation generates at most
     :data:`VALIDATION_CANDIDATES`, scaled by :func:`~scmaskgan.method.model.pixel_scaled` for
@@ -48,6 +65,7 @@ class Validator:
     ) -> None:
         from scmaskgan.method.quality import QualityReference
 
+        val = val.subset(torch.from_numpy(stratified_subset(val.labels.numpy(), VALIDATION_CELLS, params.seed)))
         self.labels = val.labels.numpy()
         self.real_values = val.values.reshape(len(val), -1)[:, :n_genes].float()
         if len(reference) > REFERENCE_CELLS:  # the reference uses at most 2 x 2,000: no float copy of all cells
