@@ -172,7 +172,8 @@ class Bench:
 
 @dataclass(frozen=True)
 class Candidates:
-    """Unit-scale candidates, their labels in the order of ``label_names``, the encoding, the fit time."""
+    """Unit-scale candidates, their labels in the order of ``label_names``, the encoding, the fit time,
+    and the generator's expected values of the same candidates (``None`` for real cells)."""
 
     values: np.ndarray
     labels: np.ndarray
@@ -180,6 +181,7 @@ class Candidates:
     encoding: Encoding
     fit_s: float
     note: str = ""
+    expected: np.ndarray | None = None
 
 
 def _real(bench: Bench, mean_only: bool, k_max: int) -> Candidates:
@@ -217,7 +219,7 @@ def _gan(bench: Bench, epochs: int | None, fit: dict[str, object], seed: int) ->
     note = (f"{meta.get('epochs_run')} epochs (best {meta.get('best_epoch')}), "
             f"{len(model.candidates_)} candidates kept")
     return Candidates(model.candidates_, model.candidate_labels_, list(model.label_names_), model.encoding_,
-                      fit_s, note)
+                      fit_s, note, model.expected_candidates_)
 
 
 def ablation_rows(bench: Bench, sources: dict[str, Callable[[], Candidates]], modes: list[str],
@@ -230,7 +232,8 @@ def ablation_rows(bench: Bench, sources: dict[str, Callable[[], Candidates]], mo
         for mode in modes:
             params = dataclasses.replace(impute, mode=mode)
             start = time.perf_counter()
-            result = impute_matrix(bench.train[a], labels, cand.values, cand.labels, cand.encoding, params)
+            result = impute_matrix(bench.train[a], labels, cand.values, cand.labels, cand.encoding, params,
+                                   cand.expected)
             impute_s = time.perf_counter() - start
             bench.add(source, mode, result.values, k=result.k, theta_sigma=result.theta_sigma, fit_s=cand.fit_s,
                       impute_s=impute_s, seconds=cand.fit_s + impute_s, note=cand.note)

@@ -11,7 +11,7 @@ import pytest
 from conftest import simulate_counts, write_images
 
 from scmaskgan import cli
-from scmaskgan.core.config import GenerateParams, TrainParams
+from scmaskgan.core.config import FilterParams, GenerateParams, TrainParams
 from scmaskgan.errors import InputError
 from scmaskgan.method.generate import n_candidates_per_label, read_candidates, recentre
 from scmaskgan.method.images_h5 import ImageStore
@@ -58,6 +58,16 @@ def test_generate_writes_counts_per_label_reproducibly(trained: tuple[Path, Path
     expected_mode = GenerateParams(**{**params.__dict__, "dropouts": "expected"})
     dense = read_candidates(steps.generate(model, images, tmp_path / "c", "sim", expected_mode)["candidates"])
     assert np.mean(dense.values == 0) < 0.01
+    # every sampled candidate is stored with its expected value, from the same noise draw
+    assert dense.expected is None and cand.expected is not None
+    assert np.array_equal(cand.expected, dense.values)
+    detected = cand.values > 0
+    assert np.all(cand.expected[detected] <= cand.values[detected] + 1e-6)  # level x probability <= level
+    filtered = read_candidates(steps.filter_candidates(out["candidates"], tmp_path / "a", "sim", FilterParams())["filtered"])
+    kept = filtered.expected
+    assert kept is not None and kept.shape == filtered.values.shape
+    rows = [int(np.flatnonzero((cand.values == v).all(1))[0]) for v in filtered.values[:5]]
+    assert np.array_equal(kept[:5], cand.expected[rows])  # FILTER keeps the pairs aligned
 
 
 def test_model_from_another_sample_is_a_one_line_cli_error(trained: tuple[Path, Path], tmp_path: Path, capsys):

@@ -211,6 +211,39 @@ def test_lognorm_input_is_tuned_on_hidden_entries_and_returned_on_its_scale() ->
     assert result.values[~observed].max() > 0
 
 
+def test_denoise_estimates_from_expected_values_on_neighbours_found_among_the_samples(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import scmaskgan.method.imputation as imputation
+
+    adata, _ = simulate_counts(n_cells=200, n_genes=60, seed=3)
+    x = adata.X.toarray()
+    labels = adata.obs["cell_type"].cat.codes.to_numpy()
+    enc = fit_encoding(x)
+    cells, cand, cand_labels = _stand_in(x, labels, enc)
+    # a stand-in for the generator's expected values: no sampled zeros, every level raised
+    expected = np.clip(cand + 0.05, 0.0, 1.0).astype(np.float32)
+    searched, estimated = [], []
+    find, est = imputation.find_neighbours, imputation.estimate
+    monkeypatch.setattr(imputation, "find_neighbours", lambda *a, **k: searched.append(a[2]) or find(*a, **k))
+    monkeypatch.setattr(imputation, "estimate", lambda *a, **k: estimated.append(a[3]) or est(*a, **k))
+    fixed = {"k": 5, "theta_sigma": 3.0, "shrinkage": 1.0, "seed": 0}
+    out = {
+        (mode, given): impute_matrix(
+            x[cells], labels[cells], cand, cand_labels, enc, ImputeParams(mode=mode, **fixed),
+            expected if given else None,
+        ).values
+        for mode in ("zeros", "denoise") for given in (False, True)
+    }
+    assert all(found is cand for found in searched)  # neighbours: always among the sampled candidates
+    assert any(used is expected for used in estimated)
+    assert np.array_equal(out["zeros", True], out["zeros", False])  # zeros mode fills from the samples
+    assert out["denoise", True].mean() > 1.02 * out["denoise", False].mean()
+    with pytest.raises(InputError, match="expected values"):
+        impute_matrix(x[cells], labels[cells], cand, cand_labels, enc, ImputeParams(mode="denoise", **fixed),
+                      expected[:, :10])
+
+
 def test_bad_input_is_refused_with_a_clear_message() -> None:
     x = np.array([[1.0, 0.0], [0.0, 2.0]], dtype=np.float32)
     enc = fit_encoding(x)

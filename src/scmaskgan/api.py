@@ -110,6 +110,9 @@ class ScMaskGAN(BaseEstimator):
         The :class:`~scmaskgan.method.encode.Encoding` of the fitted data.
     candidates_, candidate_labels_
         The candidates FILTER kept (unit scale) and their label indices.
+    expected_candidates_
+        The same candidates' expected values (``denoise`` estimates use them; ``None`` when
+        GENERATE ran with ``dropouts='expected'``).
     train_record_
         TRAIN's record (epochs run, losses, seconds, device; plain types).
     flat_params_
@@ -229,6 +232,7 @@ class ScMaskGAN(BaseEstimator):
         self.labels_[used_cells] = labels
         self.candidates_ = np.asarray(kept.values, dtype=np.float32)
         self.candidate_labels_ = np.asarray(kept.labels, dtype=np.int64)
+        self.expected_candidates_ = None if kept.expected is None else np.asarray(kept.expected, dtype=np.float32)
         self.flat_params_ = flat
         return self
 
@@ -282,7 +286,10 @@ class ScMaskGAN(BaseEstimator):
         params = step_params_from_flat("impute", self.flat_params_)
         if rows.size < x.shape[0] or cols.size < x.shape[1]:  # copies only when some cells/genes are left out
             x = x[rows][:, cols]
-        result = impute_matrix(x, labels[rows], self.candidates_, self.candidate_labels_, self.encoding_, params)
+        result = impute_matrix(
+            x, labels[rows], self.candidates_, self.candidate_labels_, self.encoding_, params,
+            self.expected_candidates_,
+        )
         values, lognorm = result.values, result.lognorm
         if values.shape != adata.shape:  # all-zero cells or genes unseen at fit: put the result in place
             values, lognorm = np.zeros(adata.shape, dtype=np.float32), np.zeros(adata.shape, dtype=np.float32)
@@ -361,6 +368,7 @@ class ScMaskGAN(BaseEstimator):
             "encoding": self.encoding_.to_dict(),
             "candidates": torch.from_numpy(self.candidates_),
             "candidate_labels": torch.from_numpy(self.candidate_labels_),
+            **({} if self.expected_candidates_ is None else {"expected_candidates": torch.from_numpy(self.expected_candidates_)}),
             "train_record": self.train_record_,
         }
         with atomic_path(path) as tmp:
@@ -396,6 +404,8 @@ class ScMaskGAN(BaseEstimator):
         model.encoding_ = Encoding(**payload["encoding"])
         model.candidates_ = payload["candidates"].numpy().astype(np.float32)
         model.candidate_labels_ = payload["candidate_labels"].numpy().astype(np.int64)
+        expected = payload.get("expected_candidates")
+        model.expected_candidates_ = None if expected is None else expected.numpy().astype(np.float32)
         record = payload["train_record"] if "train_record" in payload else payload["model"]["train"]
         model.train_record_ = dict(record)
         return model

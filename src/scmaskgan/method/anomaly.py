@@ -103,7 +103,7 @@ def filter_candidates(candidates_h5: Path, out_path: Path, params: FilterParams)
     }
     write_candidates(
         out_path, cand.values, cand.labels, cand.label_names, cand.genes, cand.encoding, record,
-        extra={"scores": result.scores, "kept": result.kept, "tau": result.tau},
+        extra={"scores": result.scores, "kept": result.kept, "tau": result.tau}, expected=cand.expected,
     )
     total = np.bincount(cand.labels, minlength=n_labels)
     kept = np.bincount(cand.labels[result.kept], minlength=n_labels)

@@ -3,7 +3,10 @@
 A candidate is a sampled cell in the encoded [0, 1] scale, padding stripped. With
 ``dropouts='sample'`` (default) it has the dropouts of a real cell (level times a
 Bernoulli detection draw); with ``dropouts='expected'`` it is the expected value
-level x detection probability (no zeros). :func:`read_candidates` reads both the
+level x detection probability (no zeros). Every candidate is stored with its expected
+value too (same noise draw): IMPUTE finds a cell's neighbours among the sampled
+candidates, which look like real cells, and in ``denoise`` mode estimates from their
+expected values, which carry no sampled dropouts. :func:`read_candidates` reads both the
 GENERATE and the FILTER files.
 """
 
@@ -46,7 +49,6 @@ def n_candidates_per_label(counts: np.ndarray, params: GenerateParams) -> np.nda
     return np.where(np.asarray(counts) > 0, n, 0)
 
 
-@torch.no_grad()
 def sample_images(
     generator: Generator,
     labels: np.ndarray,
@@ -88,6 +90,37 @@ def sample_images(
     -------
     float32 array ``(len(labels), n_genes)``, filled batch by batch (no image-sized copy).
     """
+    values, _ = sample_views(
+        generator, labels, batch_size=batch_size, seed=seed, device=device, dropouts=dropouts, pool=pool,
+        inpaint_fraction=inpaint_fraction, n_genes=n_genes, with_expected=False,
+    )
+    return values
+
+
+@torch.no_grad()
+def sample_views(
+    generator: Generator,
+    labels: np.ndarray,
+    *,
+    batch_size: int,
+    seed: int,
+    device: torch.device,
+    dropouts: str = "sample",
+    pool: Any = None,
+    inpaint_fraction: float = 0.2,
+    n_genes: int | None = None,
+    with_expected: bool = True,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`sample_images` and, from the same noise, every cell's expected value.
+
+    Parameters are those of :func:`sample_images`; ``with_expected=False`` skips the second view.
+
+    Returns
+    -------
+    ``(values, expected)``: float32 arrays ``(len(labels), n_genes)``; ``values`` as
+    :func:`sample_images` returns them, ``expected`` the level x detection probability of the
+    same generated cells (``None`` when not asked for).
+    """
     generator.eval().to(device)
     cfg = generator.cfg
     gen = torch.Generator().manual_seed(seed)
@@ -95,6 +128,7 @@ def sample_images(
     cond_rows = _conditioning_rows(pool, labels_t, gen) if cfg.inpaint else None
     n_genes = cfg.side * cfg.side if n_genes is None else n_genes
     out = np.empty((len(labels_t), n_genes), dtype=np.float32)
+    expected = np.empty_like(out) if with_expected else None
     for start in range(0, len(labels_t), batch_size):
         lab = labels_t[start:start + batch_size]
         z = torch.randn(len(lab), cfg.latent_dim, generator=gen)
@@ -110,7 +144,9 @@ def sample_images(
         prob = torch.sigmoid(logits)
         detect = (uniform.to(device) < prob).float() if dropouts == "sample" else prob
         out[start:start + len(lab)] = (level * detect).float().flatten(1)[:, :n_genes].cpu().numpy()
-    return out
+        if expected is not None:
+            expected[start:start + len(lab)] = (level * prob).float().flatten(1)[:, :n_genes].cpu().numpy()
+    return out, expected
 
 
 #: Pseudo-level added to both means of :func:`recentre` (unit scale): genes a label barely
@@ -118,7 +154,9 @@ def sample_images(
 RECENTRE_FLOOR = 0.01
 
 
-def recentre(values: np.ndarray, labels: np.ndarray, real_means: np.ndarray) -> np.ndarray:
+def recentre(
+    values: np.ndarray, labels: np.ndarray, real_means: np.ndarray, expected: np.ndarray | None = None
+) -> np.ndarray:
     """Scale each label's candidates gene by gene so that their mean matches the label's real cells.
 
     ``values *= (real_mean + f) / (candidate_mean + f)`` per label and gene (``f`` =
@@ -136,6 +174,9 @@ def recentre(values: np.ndarray, labels: np.ndarray, real_means: np.ndarray) -> 
         ``(m,)`` label index of each candidate.
     real_means
         ``(n_labels, n_genes)`` mean unit-scale value of each label's real cells.
+    expected
+        The same candidates' expected values (see :func:`sample_views`), scaled in place by
+        the same factors.
 
     Returns
     -------
@@ -145,6 +186,8 @@ def recentre(values: np.ndarray, labels: np.ndarray, real_means: np.ndarray) -> 
         rows = labels == label
         ratio = (real_means[label] + RECENTRE_FLOOR) / (values[rows].mean(0) + RECENTRE_FLOOR)
         values[rows] = np.clip(values[rows] * ratio.astype(np.float32), 0.0, 1.0)
+        if expected is not None:
+            expected[rows] = np.clip(expected[rows] * ratio.astype(np.float32), 0.0, 1.0)
     return values
 
 
@@ -180,6 +223,9 @@ class Candidates:
         Parameters of the step that wrote the file.
     scores, tau
         Anomaly scores ``(m,)`` and per-label thresholds (filtered files only, else ``None``).
+    expected
+        ``(m, n_genes)`` float32 expected values of the same candidates (level x detection
+        probability; ``None`` in files written before they were stored).
     """
 
     values: np.ndarray
@@ -190,6 +236,7 @@ class Candidates:
     params: dict[str, Any]
     scores: np.ndarray | None = None
     tau: np.ndarray | None = None
+    expected: np.ndarray | None = None
 
 
 def _strings(ds: h5py.Dataset) -> list[str]:
@@ -205,12 +252,16 @@ def write_candidates(
     encoding: Encoding,
     params: dict[str, Any],
     extra: dict[str, np.ndarray] | None = None,
+    expected: np.ndarray | None = None,
 ) -> None:
-    """Write a candidates file atomically (layout in ``docs/architecture.md``); ``extra`` adds datasets."""
+    """Write a candidates file atomically (layout in ``docs/architecture.md``); ``extra`` adds datasets,
+    ``expected`` the candidates' expected values (dataset ``expected``, shaped like ``candidates``)."""
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         chunk = (max(1, min(1024, len(values))), values.shape[1]) if len(values) else None
-        f.create_dataset("candidates", data=np.asarray(values, dtype=np.float32), chunks=chunk,
-                         compression="gzip" if len(values) else None, compression_opts=1 if len(values) else None)
+        matrices = {"candidates": values} if expected is None else {"candidates": values, "expected": expected}
+        for name, matrix in matrices.items():
+            f.create_dataset(name, data=np.asarray(matrix, dtype=np.float32), chunks=chunk,
+                             compression="gzip" if len(values) else None, compression_opts=1 if len(values) else None)
         f.create_dataset("labels", data=np.asarray(labels, dtype=np.int32))
         f.create_dataset("label_names", data=np.asarray(label_names, dtype=object), dtype=_STR)
         f.create_dataset("genes", data=np.asarray(genes, dtype=object), dtype=_STR)
@@ -260,11 +311,12 @@ def read_candidates(path: Path, kept_only: bool = True) -> Candidates:
             tau = f["tau"][:] if "tau" in f else None
             kept = f["kept"][:].astype(bool) if kept_only and "kept" in f else np.ones(len(labels), dtype=bool)
             values = _read_rows(f["candidates"], kept)
+            expected = _read_rows(f["expected"], kept) if "expected" in f else None
             labels, scores = labels[kept], scores[kept] if scores is not None else None
             return Candidates(
                 values=values, labels=labels, label_names=_strings(f["label_names"]), genes=_strings(f["genes"]),
                 encoding=Encoding(**json.loads(f.attrs["encoding_json"])),
-                params=json.loads(f.attrs["params_json"]), scores=scores, tau=tau,
+                params=json.loads(f.attrs["params_json"]), scores=scores, tau=tau, expected=expected,
             )
     except InputError:
         raise
@@ -291,13 +343,13 @@ def generate_candidates(model_pt: Path, images_h5: Path, out_path: Path, params:
     per_label = n_candidates_per_label(counts, params)
     labels = np.repeat(np.arange(len(per_label)), per_label)
     inpaint_fraction = float(model.train.get("params", {}).get("inpaint_fraction", 0.2))
-    values = sample_images(
+    values, expected = sample_views(
         model.generator, labels, batch_size=pixel_scaled(params.batch_size, model.config.side), seed=params.seed,
         device=device, dropouts=params.dropouts, pool=pool, inpaint_fraction=inpaint_fraction,
-        n_genes=model.encoding.n_genes,
+        n_genes=model.encoding.n_genes, with_expected=params.dropouts == "sample",
     )
     if real_means is not None:
-        recentre(values, labels, real_means)
+        recentre(values, labels, real_means, expected)
     record = {"params": dataclasses.asdict(params), "model": str(model_pt), "versions": package_versions()}
-    write_candidates(out_path, values, labels, label_names, genes, model.encoding, record)
+    write_candidates(out_path, values, labels, label_names, genes, model.encoding, record, expected=expected)
     return {"per_label": dict(zip(label_names, per_label.tolist(), strict=True))}

@@ -11,8 +11,14 @@ kept (at least the nearest one). From these neighbours:
   neighbour's expression in molecules at the cell's library size. A gene the
   neighbours express highly contributes little (its zero is evidence against it);
   a gene they express lowly is filled at that low level.
-* an observed entry is kept exactly (``mode='zeros'``, the paper) or replaced by the
-  neighbours' plain mean (``mode='denoise'``).
+* an observed entry is kept exactly (``mode='zeros'``, the paper) or, in
+  ``mode='denoise'``, every entry gets a Gamma-Poisson posterior mean centred on the
+  neighbours (see :func:`estimate`).
+
+Neighbours are always found among the sampled candidates, which have dropouts like the
+real cells; when the candidates' expected values are given (GENERATE stores them), the
+denoise estimates are computed from those instead, so that a neighbour's sampled zeros
+do not count as evidence of low expression (measured in ``docs/method.md``).
 
 ``k`` and ``theta_sigma`` are tuned with Optuna on a real validation: a binomial
 molecule split of a subsample of cells (train part imputed, held-out part scored
@@ -279,6 +285,7 @@ def tune(
     enc: Encoding,
     params: ImputeParams,
     space: PCASpace | None = None,
+    expected: np.ndarray | None = None,
 ) -> tuple[dict[str, float | None], list[dict[str, float]], str]:
     """Choose ``k``, ``theta_sigma`` and (denoise) ``shrinkage`` with Optuna on a held-out validation.
 
@@ -314,7 +321,8 @@ def tune(
     raw_signal = fold.signal(fold.seen)
     raw_scores = fold.scores(fold.seen, fold.unit * np.float32(enc.scale))
     denoise = params.mode == "denoise"
-    background = candidates.mean(0, dtype=np.float32) if denoise else None
+    source = estimation_values(candidates, expected, params.mode)
+    background = source.mean(0, dtype=np.float32) if denoise else None
 
     def objective(trial: optuna.Trial) -> float:
         k = params.k if params.k is not None else trial.suggest_int("k", 1, k_hi, log=True)
@@ -324,7 +332,7 @@ def tune(
         )
         w = select_neighbours(neigh, min(k, k_hi), t)
         est = estimate(
-            fold.unit, fold.observed, fold.depth, candidates, neigh, w, enc.scale, params.mode, alpha or 1.0,
+            fold.unit, fold.observed, fold.depth, source, neigh, w, enc.scale, params.mode, alpha or 1.0,
             background,
         )
         values, lognorm = _assemble(fold.seen, est, fold.lib, enc, params.mode)
@@ -356,6 +364,16 @@ def tune(
     return chosen, trials, fold.kind
 
 
+def estimation_values(candidates: np.ndarray, expected: np.ndarray | None, mode: str) -> np.ndarray:
+    """The candidate values the estimates are computed from: the expected values in ``denoise``
+    mode when given, else the (sampled) candidates themselves."""
+    if mode == "denoise" and expected is not None:
+        if expected.shape != candidates.shape:
+            raise InputError(f"expected values {expected.shape} do not match the candidates {candidates.shape}")
+        return expected
+    return candidates
+
+
 def _check_params(params: ImputeParams) -> None:
     if params.k is not None and params.k < 1:
         raise InputError(f"impute k must be at least 1, got {params.k}")
@@ -375,6 +393,7 @@ def impute_matrix(
     candidate_labels: np.ndarray,
     enc: Encoding,
     params: ImputeParams | None = None,
+    expected: np.ndarray | None = None,
 ) -> ImputeResult:
     """Impute one sample.
 
@@ -391,6 +410,9 @@ def impute_matrix(
         The sample's encoding (from ``images.h5``).
     params
         Imputation parameters; ``k`` / ``theta_sigma`` left unset are tuned.
+    expected
+        The candidates' expected values (same shape; ``Candidates.expected``): ``denoise``
+        estimates are computed from them, neighbours are still found on ``candidates``.
 
     Returns
     -------
@@ -409,7 +431,7 @@ def impute_matrix(
     stored = x.data if sp.issparse(x) else x
     if not np.all(np.isfinite(stored)) or np.any(stored < 0):  # type: ignore[operator]  # scipy stubs
         raise InputError("input values must be finite and non-negative")
-    if not np.all(np.isfinite(candidates)):
+    if not np.all(np.isfinite(candidates)) or (expected is not None and not np.all(np.isfinite(expected))):
         raise InputError("candidates contain NaN or inf")
     _check_params(params)
 
@@ -420,7 +442,7 @@ def impute_matrix(
     chosen: dict[str, float | None] = {"k": params.k, "theta_sigma": params.theta_sigma, "shrinkage": params.shrinkage}
     denoise = params.mode == "denoise"
     if None in (params.k, params.theta_sigma) or (denoise and params.shrinkage is None):
-        chosen, trials, kind = tune(x, labels, candidates, candidate_labels, enc, params, space)
+        chosen, trials, kind = tune(x, labels, candidates, candidate_labels, enc, params, space, expected)
     k, theta_sigma = int(chosen["k"] or 1), float(chosen["theta_sigma"] or 0.0)
     shrinkage = float(chosen["shrinkage"]) if denoise and chosen["shrinkage"] is not None else math.nan
 
@@ -430,7 +452,8 @@ def impute_matrix(
     n_labels = int(max(labels.max(initial=-1), candidate_labels.max(initial=-1))) + 1
     cells_per_label = np.bincount(labels, minlength=n_labels)
     used = np.bincount(labels, weights=(w > 0).sum(1), minlength=n_labels)
-    background = candidates.mean(0, dtype=np.float32) if denoise else None
+    source = estimation_values(candidates, expected, params.mode)
+    background = source.mean(0, dtype=np.float32) if denoise else None
     values = np.empty(x.shape, dtype=np.float32)
     lognorm = np.empty(x.shape, dtype=np.float32)
     n_zeros = n_filled = n_changed = 0
@@ -440,7 +463,7 @@ def impute_matrix(
         unit, lib = to_unit(rows, enc)
         observed = block > 0
         est = estimate(
-            unit, observed, depth[sl], candidates, neigh.rows(sl), w[sl], enc.scale, params.mode,
+            unit, observed, depth[sl], source, neigh.rows(sl), w[sl], enc.scale, params.mode,
             shrinkage if denoise else 1.0, background,
         )
         values[sl], lognorm[sl] = _assemble(block, est, lib, enc, params.mode)

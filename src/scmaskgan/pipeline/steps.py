@@ -201,7 +201,7 @@ def impute(
     if list(kept.genes) != genes or list(kept.label_names) != label_names:
         raise InputError(f"{filtered_h5} was not made from {images_h5} (genes or labels differ)")
     return_large_blocks_to_the_system()  # a step process's own setting (see scmaskgan.pipeline.memory); never the API's
-    result = impute_matrix(adata.X, labels, kept.values, kept.labels, enc, params)
+    result = impute_matrix(adata.X, labels, kept.values, kept.labels, enc, params, kept.expected)
     record = imputation_record(
         result, params, encoding=enc, label_source=label_source, label_names=label_names,
         extra={"sample": sample_id, "n_candidates": int(len(kept.values)),
