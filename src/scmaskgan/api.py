@@ -191,6 +191,7 @@ class ScMaskGAN(BaseEstimator):
             obs=pd.DataFrame(index=adata.obs_names[used_cells].astype(str)),
             var=pd.DataFrame(index=adata.var_names[used_genes].astype(str)),
         )
+        del x  # the steps read the file written below; the checked copy would stay through training
         label_source = "leiden"
         if self.label_key is not None:
             labelled = ad.AnnData(obs=adata.obs.copy())
@@ -230,6 +231,7 @@ class ScMaskGAN(BaseEstimator):
         self.candidates_ = np.asarray(kept.values, dtype=np.float32)
         self.candidate_labels_ = np.asarray(kept.labels, dtype=np.int64)
         self.flat_params_ = flat
+        release_memory()  # the last steps' garbage, before the caller imputes in this process
         return self
 
     # -- transform
