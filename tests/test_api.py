@@ -8,10 +8,12 @@ arrays in ``test_impute.py`` and on real data in ``benchmarks/bench_mcv.py``.
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
@@ -90,6 +92,19 @@ def test_save_and_load_give_the_same_imputation(fitted, sample, imputed, tmp_pat
         scmaskgan.ScMaskGAN.load(tmp_path / "truncated.pt")
     with pytest.raises(InputError, match="not fitted"):
         scmaskgan.ScMaskGAN().transform(sample)
+
+
+def test_denoise_keeps_the_candidates_expected_values_through_save_and_load(fitted, sample, tmp_path: Path) -> None:  # noqa: ANN001
+    assert fitted.expected_candidates_ is None  # zeros mode never reads them
+    denoiser = scmaskgan.ScMaskGAN(0, label_key="cell_type", mode="denoise", **TINY).fit(sample)
+    expected = denoiser.expected_candidates_
+    assert expected is not None and expected.shape == denoiser.candidates_.shape
+    detected = denoiser.candidates_ > 0
+    assert np.all(expected[detected] <= denoiser.candidates_[detected] + 1e-6)  # level x probability <= level
+    assert np.mean(expected == 0) < 0.01  # no sampled zeros
+    again = scmaskgan.ScMaskGAN.load(denoiser.save(tmp_path / "denoise.pt"))
+    assert again.expected_candidates_ is not None and np.array_equal(again.expected_candidates_, expected)
+    assert np.array_equal(again.transform(sample).X, denoiser.transform(sample).X)
 
 
 def test_new_cells_are_labelled_by_the_nearest_candidates_and_genes_must_match(fitted, sample) -> None:  # noqa: ANN001
@@ -181,6 +196,40 @@ def test_a_layer_is_read_instead_of_x_and_sparse_input_stays_sparse(fitted, samp
     assert out.uns["scmaskgan"]["layer"] == "counts"
     with pytest.raises(InputError, match="layer='raw' is not in adata.layers"):
         from_layer.set_params(layer="raw").transform(sample)
+
+
+def _same_anndata(written: ad.AnnData, expected: ad.AnnData) -> None:
+    """Every element the two AnnData hold is equal, values, dtypes and sparsity."""
+    assert sorted(written.layers) == sorted(expected.layers)
+    for name, got, want in [("X", written.X, expected.X), *((k, written.layers[k], expected.layers[k])
+                                                            for k in expected.layers)]:
+        assert sp.issparse(got) == sp.issparse(want) and got.dtype == want.dtype, name
+        np.testing.assert_array_equal(got.toarray() if sp.issparse(got) else got,
+                                      want.toarray() if sp.issparse(want) else want, err_msg=name)
+    pd.testing.assert_frame_equal(written.obs, expected.obs)
+    pd.testing.assert_frame_equal(written.var, expected.var)
+    assert json.dumps(written.uns["scmaskgan"], sort_keys=True, default=str) == json.dumps(
+        expected.uns["scmaskgan"], sort_keys=True, default=str)
+
+
+@pytest.mark.parametrize("layer", [None, "counts"])
+def test_the_file_written_block_by_block_is_the_transformed_anndata(
+    fitted, sample, tmp_path: Path, monkeypatch, layer  # noqa: ANN001
+) -> None:
+    """``write_transformed`` (what ``scmaskgan impute`` writes, block by block) == ``transform`` then ``write_h5ad``,
+    with an all-zero cell and gene in the sample, in blocks of 16 of its 91 cells."""
+    from scmaskgan.method import neighbours
+
+    data = sample.copy()
+    if layer is not None:
+        data.layers[layer] = data.X.copy()
+        data.X = sp.csr_matrix(np.log1p(data.X.toarray()))
+    model = copy.deepcopy(fitted).set_params(layer=layer)
+    monkeypatch.setattr(neighbours, "_ROW_BLOCK", 16)
+    written = ad.read_h5ad(model.write_transformed(data, tmp_path / "blocks.h5ad"))
+    model.transform(data).write_h5ad(tmp_path / "whole.h5ad")
+    _same_anndata(written, ad.read_h5ad(tmp_path / "whole.h5ad"))
+    assert "scmaskgan_label" not in data.obs and "scmaskgan" not in data.uns  # the input is left alone
 
 
 def test_the_api_leaves_the_callers_process_alone(fitted, sample, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001

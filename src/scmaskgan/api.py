@@ -3,7 +3,7 @@
 ``ScMaskGAN.fit`` runs the pipeline's own steps on the data — PREPARE (encoding and
 labels: given, or Leiden), TRAIN, GENERATE and FILTER — in a temporary folder, and
 keeps what imputation needs (the retained candidates, the encoding, the labels) plus
-the training record. ``transform`` is the IMPUTE step (:func:`scmaskgan.method.imputation.impute_matrix`), written
+the training record. ``transform`` is the IMPUTE step (:class:`scmaskgan.method.imputation.Imputation`), written
 with :mod:`scmaskgan.pipeline.imputed` like ``steps.impute``, so an AnnData imputed here has the
 layout of ``{id}.imputed.h5ad``.
 
@@ -32,9 +32,9 @@ from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 from scmaskgan.core.config import IMPUTE_CHAIN, all_flat_names, flat_fields, step_params_from_flat
 from scmaskgan.errors import InputError
 from scmaskgan.method.encode import Encoding
-from scmaskgan.method.imputation import impute_matrix
+from scmaskgan.method.imputation import Imputation, ImputeSummary
 from scmaskgan.method.neighbours import encode_rows
-from scmaskgan.pipeline.imputed import annotate, imputation_record
+from scmaskgan.pipeline.imputed import annotate, imputation_record, write_imputed
 from scmaskgan.pipeline.memory import release_memory
 
 #: Steps ``fit`` runs, in order (QC is the user's business: the API is QC-free); ``transform`` is IMPUTE.
@@ -111,8 +111,8 @@ class ScMaskGAN(BaseEstimator):
     candidates_, candidate_labels_
         The candidates FILTER kept (unit scale) and their label indices.
     expected_candidates_
-        The same candidates' expected values (``denoise`` estimates use them; ``None`` when
-        GENERATE ran with ``dropouts='expected'``).
+        The same candidates' expected values (``denoise`` estimates use them; ``None`` in
+        ``zeros`` mode and when GENERATE ran with ``dropouts='expected'``).
     train_record_
         TRAIN's record (epochs run, losses, seconds, device; plain types).
     flat_params_
@@ -194,6 +194,7 @@ class ScMaskGAN(BaseEstimator):
             obs=pd.DataFrame(index=adata.obs_names[used_cells].astype(str)),
             var=pd.DataFrame(index=adata.var_names[used_genes].astype(str)),
         )
+        del x  # the steps read the file written below; the checked copy would stay through training
         label_source = "leiden"
         if self.label_key is not None:
             labelled = ad.AnnData(obs=adata.obs.copy())
@@ -223,7 +224,7 @@ class ScMaskGAN(BaseEstimator):
                 self.label_names_ = list(store.label_names)
                 self.encoding_ = store.encoding
                 self.label_source_ = str(store.attrs.get("label_source", label_source))
-            kept = read_candidates(filtered)
+            kept = read_candidates(filtered, expected=step_params_from_flat("impute", flat).mode == "denoise")
             self.train_record_ = dict(torch.load(model, map_location="cpu", weights_only=True)["train"])
         self.genes_ = [str(g) for g in adata.var_names]
         self.used_genes_ = used_genes
@@ -234,6 +235,7 @@ class ScMaskGAN(BaseEstimator):
         self.candidate_labels_ = np.asarray(kept.labels, dtype=np.int64)
         self.expected_candidates_ = None if kept.expected is None else np.asarray(kept.expected, dtype=np.float32)
         self.flat_params_ = flat
+        release_memory()  # the last steps' garbage, before the caller imputes in this process
         return self
 
     # -- transform
@@ -267,8 +269,9 @@ class ScMaskGAN(BaseEstimator):
         d2[:, ~np.isfinite(centroids).all(1)] = np.inf
         return d2.argmin(1).astype(np.int64)
 
-    def _impute(self, adata: ad.AnnData) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        """Imputed values, log-normalised values, label names per cell and the record."""
+    def _plan(self, adata: ad.AnnData) -> tuple[Imputation, np.ndarray, np.ndarray, np.ndarray]:
+        """The :class:`~scmaskgan.method.imputation.Imputation` of ``adata``'s non-empty cells and fitted genes,
+        those cells' rows and genes' columns, and every cell's label name."""
         self._check_fitted()
         genes = [str(g) for g in adata.var_names]
         if genes != self.genes_:
@@ -286,32 +289,30 @@ class ScMaskGAN(BaseEstimator):
         params = step_params_from_flat("impute", self.flat_params_)
         if rows.size < x.shape[0] or cols.size < x.shape[1]:  # copies only when some cells/genes are left out
             x = x[rows][:, cols]
-        result = impute_matrix(
+        imputation = Imputation(
             x, labels[rows], self.candidates_, self.candidate_labels_, self.encoding_, params,
             self.expected_candidates_,
-        )
-        values, lognorm = result.values, result.lognorm
-        if values.shape != adata.shape:  # all-zero cells or genes unseen at fit: put the result in place
-            values, lognorm = np.zeros(adata.shape, dtype=np.float32), np.zeros(adata.shape, dtype=np.float32)
-            values[np.ix_(rows, cols)] = result.values
-            lognorm[np.ix_(rows, cols)] = result.lognorm
-        fit_params = {s: dataclasses.asdict(step_params_from_flat(s, self.flat_params_)) for s in FIT_STEPS}
-        record = imputation_record(
-            result, params, encoding=self.encoding_, label_source=self.label_source_,
-            label_names=list(self.label_names_),
-            extra={
-                "fit_params": fit_params,
-                "input_scale": self.input_scale,
-                "layer": self.layer,
-                "n_empty_cells": int(adata.n_obs - rows.size),
-                "n_unused_genes": int(adata.n_vars - cols.size),
-                "n_candidates": int(len(self.candidates_)),
-            },
         )
         names = np.asarray(self.label_names_, dtype=object)
         cell_labels = names[np.clip(labels, 0, None)]
         cell_labels[labels < 0] = None  # all-zero cells have no label
-        return values, lognorm, cell_labels, record
+        return imputation, rows, cols, cell_labels
+
+    def _record(self, adata: ad.AnnData, summary: ImputeSummary, n_used_cells: int, n_used_genes: int) -> dict[str, Any]:
+        """``uns['scmaskgan']`` of an imputation of ``adata``."""
+        fit_params = {s: dataclasses.asdict(step_params_from_flat(s, self.flat_params_)) for s in FIT_STEPS}
+        return imputation_record(
+            summary, step_params_from_flat("impute", self.flat_params_), encoding=self.encoding_,
+            label_source=self.label_source_, label_names=list(self.label_names_),
+            extra={
+                "fit_params": fit_params,
+                "input_scale": self.input_scale,
+                "layer": self.layer,
+                "n_empty_cells": int(adata.n_obs - n_used_cells),
+                "n_unused_genes": int(adata.n_vars - n_used_genes),
+                "n_candidates": int(len(self.candidates_)),
+            },
+        )
 
     def transform(self, adata: ad.AnnData, *, copy: bool = True) -> ad.AnnData:
         """Impute ``adata`` (the fitted cells, or new cells with the same genes).
@@ -332,10 +333,30 @@ class ScMaskGAN(BaseEstimator):
         ``layers['imputed']``. Shape, cell and gene names are the input's; all-zero cells
         and genes unseen at fit stay 0 (their label is missing for all-zero cells).
         """
-        imputation = self._impute(adata)
+        imputation, rows, cols, cell_labels = self._plan(adata)
+        full = imputation.shape != adata.shape  # all-zero cells or genes unseen at fit: stay 0
+        values = (np.zeros if full else np.empty)(adata.shape, dtype=np.float32)
+        lognorm = (np.zeros if full else np.empty)(adata.shape, dtype=np.float32)
+        for sl, block_values, block_lognorm in imputation.blocks():
+            where = np.ix_(rows[sl], cols) if full else sl
+            values[where], lognorm[where] = block_values, block_lognorm
+        record = self._record(adata, imputation.summary(), rows.size, cols.size)
         out = adata.copy() if copy else adata
-        annotate(out, *imputation, layer=self.layer)
+        annotate(out, values, lognorm, cell_labels, record, layer=self.layer)
         return out
+
+    def write_transformed(self, adata: ad.AnnData, path: str | Path) -> Path:
+        """Impute ``adata`` into the file ``path``: what ``transform(adata).write_h5ad(path)`` writes.
+
+        The imputed values and their log-normalised layer go into the file block by block
+        (:func:`scmaskgan.pipeline.imputed.write_imputed`), so they are never whole in memory;
+        ``adata`` is left as it is. For large samples (``scmaskgan impute`` uses it).
+        """
+        imputation, rows, cols, cell_labels = self._plan(adata)
+        return write_imputed(
+            adata, imputation.blocks(), rows, cols, cell_labels, path, layer=self.layer,
+            record=lambda: self._record(adata, imputation.summary(), rows.size, cols.size),
+        )
 
     def fit_transform(self, adata: ad.AnnData) -> ad.AnnData:
         """``fit(adata)`` then ``transform(adata)``."""

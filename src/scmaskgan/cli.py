@@ -163,7 +163,6 @@ def impute_command(**kwargs: Any) -> None:
     """Impute one counts file: PREPARE, TRAIN, GENERATE, FILTER and IMPUTE (no QC) into one .h5ad."""
     from scmaskgan.api import ScMaskGAN
     from scmaskgan.io.counts import read_counts
-    from scmaskgan.io.h5ad import write_h5ad
     from scmaskgan.pipeline.memory import return_large_blocks_to_the_system
 
     input_path, output = kwargs.pop("input_path"), kwargs.pop("output")
@@ -174,8 +173,8 @@ def impute_command(**kwargs: Any) -> None:
         input_scale=read["input_scale"], **kwargs,
     ).fit(adata)
     return_large_blocks_to_the_system()  # for IMPUTE only: training would pay page faults (scmaskgan.pipeline.memory)
-    model.transform(adata, copy=False)  # in place: the file's AnnData is ours, a copy would double the memory
-    typer.echo(f"h5ad\t{write_h5ad(adata, output)}")
+    # the imputed matrices go into the file block by block, never whole in memory
+    typer.echo(f"h5ad\t{model.write_transformed(adata, output)}")
 
 
 impute_command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]

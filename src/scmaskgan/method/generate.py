@@ -284,7 +284,7 @@ def _read_rows(ds: h5py.Dataset, rows: np.ndarray, block: int = 4096) -> np.ndar
     return out
 
 
-def read_candidates(path: Path, kept_only: bool = True) -> Candidates:
+def read_candidates(path: Path, kept_only: bool = True, expected: bool = True) -> Candidates:
     """Read a candidates file (GENERATE's or FILTER's).
 
     Parameters
@@ -293,6 +293,9 @@ def read_candidates(path: Path, kept_only: bool = True) -> Candidates:
         ``{id}.candidates.h5`` or ``{id}.candidates.filtered.h5``.
     kept_only
         For filtered files, return only the candidates FILTER kept.
+    expected
+        Also read the candidates' expected values when the file has them (only IMPUTE's
+        ``denoise`` mode uses them; leaving them out halves the candidates' memory).
 
     Raises
     ------
@@ -311,12 +314,12 @@ def read_candidates(path: Path, kept_only: bool = True) -> Candidates:
             tau = f["tau"][:] if "tau" in f else None
             kept = f["kept"][:].astype(bool) if kept_only and "kept" in f else np.ones(len(labels), dtype=bool)
             values = _read_rows(f["candidates"], kept)
-            expected = _read_rows(f["expected"], kept) if "expected" in f else None
+            means = _read_rows(f["expected"], kept) if expected and "expected" in f else None
             labels, scores = labels[kept], scores[kept] if scores is not None else None
             return Candidates(
                 values=values, labels=labels, label_names=_strings(f["label_names"]), genes=_strings(f["genes"]),
                 encoding=Encoding(**json.loads(f.attrs["encoding_json"])),
-                params=json.loads(f.attrs["params_json"]), scores=scores, tau=tau, expected=expected,
+                params=json.loads(f.attrs["params_json"]), scores=scores, tau=tau, expected=means,
             )
     except InputError:
         raise

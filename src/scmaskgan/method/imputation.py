@@ -31,7 +31,8 @@ in :mod:`scmaskgan.method.neighbours`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import scipy.sparse as sp
@@ -39,7 +40,7 @@ import torch
 
 from scmaskgan.core.config import ImputeParams
 from scmaskgan.core.matrix import dense, library_sizes
-from scmaskgan.errors import InputError
+from scmaskgan.errors import InputError, StepError
 from scmaskgan.method.encode import Encoding, decode, to_unit
 from scmaskgan.method.mcv import mcv_mse, mcv_poisson, split_counts, within_label_signal
 from scmaskgan.method.neighbours import (
@@ -61,16 +62,12 @@ _TUNE_ENTRIES, _TUNE_MIN_CELLS = 4_000_000, 100
 _SIGNAL_PENALTY = 10.0
 
 
-@dataclass
-class ImputeResult:
-    """What :func:`impute_matrix` computed.
+@dataclass(kw_only=True)
+class ImputeSummary:
+    """What an imputation chose and what it did, without the imputed matrices.
 
     Attributes
     ----------
-    values
-        (n, n_genes) float32 imputed values on the input scale.
-    lognorm
-        (n, n_genes) float32 imputed values log-normalised with the input's library sizes.
     k, theta_sigma
         The neighbourhood used (tuned or given).
     shrinkage
@@ -91,8 +88,6 @@ class ImputeResult:
         (``k`` or fewer: the threshold ``theta`` drops far ones); ``nan`` for a label without cells.
     """
 
-    values: np.ndarray
-    lognorm: np.ndarray
     k: int
     theta_sigma: float
     shrinkage: float = math.nan
@@ -103,6 +98,21 @@ class ImputeResult:
     n_observed_changed: int = 0
     neighbours_per_label: np.ndarray = field(default_factory=lambda: np.empty(0))
 
+
+@dataclass(kw_only=True)
+class ImputeResult(ImputeSummary):
+    """What :func:`impute_matrix` computed: the :class:`ImputeSummary` and the imputed matrices.
+
+    Attributes
+    ----------
+    values
+        (n, n_genes) float32 imputed values on the input scale.
+    lognorm
+        (n, n_genes) float32 imputed values log-normalised with the input's library sizes.
+    """
+
+    values: np.ndarray
+    lognorm: np.ndarray
 
 
 def estimate(
@@ -386,6 +396,119 @@ def _check_params(params: ImputeParams) -> None:
         raise InputError(f"impute holdout_fraction must lie in (0, 1), got {params.holdout_fraction}")
 
 
+class Imputation:
+    """One sample's imputation, tuned and with its neighbours found, computed a row block at a time.
+
+    The constructor checks the input, tunes ``k``, ``theta_sigma`` and (denoise)
+    ``shrinkage`` when they are not given and finds every cell's neighbours;
+    :meth:`blocks` then yields the imputed rows block by block, so that a caller can
+    write them out without ever holding the imputed matrices whole, and :meth:`summary`
+    tells what was done once every block has been computed. :func:`impute_matrix`
+    collects the blocks in memory.
+
+    Parameters
+    ----------
+    x, labels, candidates, candidate_labels, enc, params, expected
+        As for :func:`impute_matrix`.
+    """
+
+    def __init__(
+        self,
+        x: np.ndarray | sp.spmatrix,
+        labels: np.ndarray,
+        candidates: np.ndarray,
+        candidate_labels: np.ndarray,
+        enc: Encoding,
+        params: ImputeParams | None = None,
+        expected: np.ndarray | None = None,
+    ) -> None:
+        params = params or ImputeParams()
+        x = sp.csr_matrix(x, dtype=np.float32) if sp.issparse(x) else np.asarray(x, dtype=np.float32)
+        labels = np.asarray(labels, dtype=np.int64)
+        candidate_labels = np.asarray(candidate_labels, dtype=np.int64)
+        if x.shape[1] != enc.n_genes or candidates.shape[1] != enc.n_genes:
+            raise InputError(
+                f"gene counts differ: input {x.shape[1]}, candidates {candidates.shape[1]}, encoding {enc.n_genes}"
+            )
+        if labels.shape != (x.shape[0],) or candidate_labels.shape != (candidates.shape[0],):
+            raise InputError("labels must give one integer per cell and per candidate")
+        stored = x.data if sp.issparse(x) else x
+        if not np.all(np.isfinite(stored)) or np.any(stored < 0):  # type: ignore[operator]  # scipy stubs
+            raise InputError("input values must be finite and non-negative")
+        if not np.all(np.isfinite(candidates)) or (expected is not None and not np.all(np.isfinite(expected))):
+            raise InputError("candidates contain NaN or inf")
+        _check_params(params)
+
+        cells = EncodedRows(x, enc)
+        space = fit_pca_space(cells, params.n_pcs, params.seed) if params.neighbour_space == "pca" else None
+        trials: list[dict[str, float]] = []
+        kind = "none"
+        chosen: dict[str, float | None] = {
+            "k": params.k, "theta_sigma": params.theta_sigma, "shrinkage": params.shrinkage,
+        }
+        denoise = params.mode == "denoise"
+        if None in (params.k, params.theta_sigma) or (denoise and params.shrinkage is None):
+            chosen, trials, kind = tune(x, labels, candidates, candidate_labels, enc, params, space, expected)
+        k, theta_sigma = int(chosen["k"] or 1), float(chosen["theta_sigma"] or 0.0)
+        shrinkage = float(chosen["shrinkage"]) if denoise and chosen["shrinkage"] is not None else math.nan
+
+        self.x, self.enc, self.mode = x, enc, params.mode
+        self.source = estimation_values(candidates, expected, params.mode)
+        self.depth = cell_depth(x, enc)
+        self.neigh = find_neighbours(cells, labels, candidates, candidate_labels, k, space=space)
+        self.weights = select_neighbours(self.neigh, k, theta_sigma)
+        n_labels = int(max(labels.max(initial=-1), candidate_labels.max(initial=-1))) + 1
+        cells_per_label = np.bincount(labels, minlength=n_labels)
+        used = np.bincount(labels, weights=(self.weights > 0).sum(1), minlength=n_labels)
+        self.background = self.source.mean(0, dtype=np.float32) if denoise else None
+        self._summary = ImputeSummary(
+            k=int(k),
+            theta_sigma=float(theta_sigma),
+            shrinkage=shrinkage,
+            tuning=trials,
+            raw_signal=float(chosen.get("raw_signal", math.nan) or math.nan),
+            validation=kind,
+            neighbours_per_label=np.where(cells_per_label > 0, used / np.maximum(cells_per_label, 1), np.nan),
+        )
+        self._done = False
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(cells, genes) of the input and of the imputed matrices."""
+        return (int(self.x.shape[0]), int(self.x.shape[1]))
+
+    def blocks(self) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
+        """``(rows, values, lognorm)`` of consecutive row blocks: the imputed rows ``rows`` (float32, input
+        scale) and their log-normalised values. Counts what :meth:`summary` reports; runs once."""
+        if self._done:
+            raise StepError("an Imputation's blocks are computed once")
+        mode, shrinkage = self.mode, self._summary.shrinkage
+        n_zeros = n_filled = n_changed = 0
+        for sl in row_blocks(self.shape):
+            rows = self.x[sl]
+            block = dense(rows, np.float32)
+            unit, lib = to_unit(rows, self.enc)
+            observed = block > 0
+            est = estimate(
+                unit, observed, self.depth[sl], self.source, self.neigh.rows(sl), self.weights[sl],
+                self.enc.scale, mode, shrinkage if mode == "denoise" else 1.0, self.background,
+            )
+            values, lognorm = _assemble(block, est, lib, self.enc, mode)
+            n_zeros += int((~observed).sum())
+            n_filled += int((values[~observed] > 0).sum())
+            n_changed += int(np.count_nonzero(values[observed] != block[observed]))
+            yield sl, values, lognorm
+        self._summary.fraction_zeros_filled = n_filled / n_zeros if n_zeros else 0.0
+        self._summary.n_observed_changed = n_changed
+        self._done = True
+
+    def summary(self) -> ImputeSummary:
+        """What was chosen and done (after :meth:`blocks` has run to the end)."""
+        if not self._done:
+            raise StepError("an Imputation's summary needs all its blocks computed first")
+        return self._summary
+
+
 def impute_matrix(
     x: np.ndarray | sp.spmatrix,
     labels: np.ndarray,
@@ -418,68 +541,10 @@ def impute_matrix(
     -------
     An :class:`ImputeResult`. Observed entries are copied from ``x`` in ``zeros`` mode.
     """
-    params = params or ImputeParams()
-    x = sp.csr_matrix(x, dtype=np.float32) if sp.issparse(x) else np.asarray(x, dtype=np.float32)
-    labels = np.asarray(labels, dtype=np.int64)
-    candidate_labels = np.asarray(candidate_labels, dtype=np.int64)
-    if x.shape[1] != enc.n_genes or candidates.shape[1] != enc.n_genes:
-        raise InputError(
-            f"gene counts differ: input {x.shape[1]}, candidates {candidates.shape[1]}, encoding {enc.n_genes}"
-        )
-    if labels.shape != (x.shape[0],) or candidate_labels.shape != (candidates.shape[0],):
-        raise InputError("labels must give one integer per cell and per candidate")
-    stored = x.data if sp.issparse(x) else x
-    if not np.all(np.isfinite(stored)) or np.any(stored < 0):  # type: ignore[operator]  # scipy stubs
-        raise InputError("input values must be finite and non-negative")
-    if not np.all(np.isfinite(candidates)) or (expected is not None and not np.all(np.isfinite(expected))):
-        raise InputError("candidates contain NaN or inf")
-    _check_params(params)
-
-    cells = EncodedRows(x, enc)
-    space = fit_pca_space(cells, params.n_pcs, params.seed) if params.neighbour_space == "pca" else None
-    trials: list[dict[str, float]] = []
-    kind = "none"
-    chosen: dict[str, float | None] = {"k": params.k, "theta_sigma": params.theta_sigma, "shrinkage": params.shrinkage}
-    denoise = params.mode == "denoise"
-    if None in (params.k, params.theta_sigma) or (denoise and params.shrinkage is None):
-        chosen, trials, kind = tune(x, labels, candidates, candidate_labels, enc, params, space, expected)
-    k, theta_sigma = int(chosen["k"] or 1), float(chosen["theta_sigma"] or 0.0)
-    shrinkage = float(chosen["shrinkage"]) if denoise and chosen["shrinkage"] is not None else math.nan
-
-    depth = cell_depth(x, enc)
-    neigh = find_neighbours(cells, labels, candidates, candidate_labels, k, space=space)
-    w = select_neighbours(neigh, k, theta_sigma)
-    n_labels = int(max(labels.max(initial=-1), candidate_labels.max(initial=-1))) + 1
-    cells_per_label = np.bincount(labels, minlength=n_labels)
-    used = np.bincount(labels, weights=(w > 0).sum(1), minlength=n_labels)
-    source = estimation_values(candidates, expected, params.mode)
-    background = source.mean(0, dtype=np.float32) if denoise else None
-    values = np.empty(x.shape, dtype=np.float32)
-    lognorm = np.empty(x.shape, dtype=np.float32)
-    n_zeros = n_filled = n_changed = 0
-    for sl in row_blocks(x.shape):
-        rows = x[sl]
-        block = dense(rows, np.float32)
-        unit, lib = to_unit(rows, enc)
-        observed = block > 0
-        est = estimate(
-            unit, observed, depth[sl], source, neigh.rows(sl), w[sl], enc.scale, params.mode,
-            shrinkage if denoise else 1.0, background,
-        )
-        values[sl], lognorm[sl] = _assemble(block, est, lib, enc, params.mode)
-        n_zeros += int((~observed).sum())
-        n_filled += int((values[sl][~observed] > 0).sum())
-        n_changed += int(np.count_nonzero(values[sl][observed] != block[observed]))
-    return ImputeResult(
-        values=values,
-        lognorm=lognorm,
-        k=int(k),
-        theta_sigma=float(theta_sigma),
-        shrinkage=shrinkage,
-        tuning=trials,
-        raw_signal=float(chosen.get("raw_signal", math.nan) or math.nan),
-        validation=kind,
-        fraction_zeros_filled=n_filled / n_zeros if n_zeros else 0.0,
-        n_observed_changed=n_changed,
-        neighbours_per_label=np.where(cells_per_label > 0, used / np.maximum(cells_per_label, 1), np.nan),
-    )
+    imputation = Imputation(x, labels, candidates, candidate_labels, enc, params, expected)
+    values = np.empty(imputation.shape, dtype=np.float32)
+    lognorm = np.empty(imputation.shape, dtype=np.float32)
+    for sl, block_values, block_lognorm in imputation.blocks():
+        values[sl], lognorm[sl] = block_values, block_lognorm
+    summary = imputation.summary()
+    return ImputeResult(values=values, lognorm=lognorm, **{f.name: getattr(summary, f.name) for f in fields(summary)})

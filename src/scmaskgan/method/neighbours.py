@@ -119,14 +119,18 @@ def fit_pca_space(cells: np.ndarray | EncodedRows, n_pcs: int, seed: int) -> PCA
     n, g = cells.shape
     n_fit = min(n, max(n_pcs + 1, _PCA_ENTRIES // max(g, 1)))
     rows = np.sort(np.random.default_rng(seed).choice(n, size=n_fit, replace=False))
-    sample = np.concatenate([cells[sl] for sl in _index_blocks(rows, g)]) if n_fit < n else _all_rows(cells)
+    blocks = (cells[index] if n_fit < n else cells[slice(index[0], index[-1] + 1)] for index in _index_blocks(rows, g))
+    first = next(blocks)
+    sample = np.empty((n_fit, g), dtype=first.dtype)  # filled block by block: no list of blocks and its concatenation
+    sample[:len(first)] = first
+    filled = len(first)
+    for block in blocks:
+        sample[filled:filled + len(block)] = block
+        filled += len(block)
     k = max(1, min(n_pcs, n_fit - 1, g))
-    pca = PCA(n_components=k, svd_solver="randomized", random_state=seed).fit(sample)
+    # copy=False: the sample is ours, PCA centres it in place instead of in a copy
+    pca = PCA(n_components=k, svd_solver="randomized", random_state=seed, copy=False).fit(sample)
     return PCASpace(pca.mean_.astype(np.float32), np.ascontiguousarray(pca.components_.T, dtype=np.float32))
-
-
-def _all_rows(cells: np.ndarray | EncodedRows) -> np.ndarray:
-    return np.concatenate([cells[sl] for sl in row_blocks(cells.shape)])
 
 
 def _index_blocks(rows: np.ndarray, n_genes: int) -> list[np.ndarray]:

@@ -7,6 +7,8 @@ same layout.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import anndata as ad
@@ -17,11 +19,14 @@ from scmaskgan.core.config import ImputeParams
 from scmaskgan.core.versions import package_versions
 from scmaskgan.io.counts import LABEL_COLUMN
 from scmaskgan.method.encode import Encoding
-from scmaskgan.method.imputation import ImputeResult
+from scmaskgan.method.imputation import ImputeSummary
+
+#: The anndata encoding of a dense array (what ``AnnData.write_h5ad`` gives a float32 layer).
+_DENSE_ARRAY = {"encoding-type": "array", "encoding-version": "0.2.0"}
 
 
 def imputation_record(
-    result: ImputeResult,
+    result: ImputeSummary,
     params: ImputeParams,
     *,
     encoding: Encoding,
@@ -34,7 +39,7 @@ def imputation_record(
     Parameters
     ----------
     result
-        What :func:`scmaskgan.method.imputation.impute_matrix` returned.
+        What the imputation chose and did (:class:`scmaskgan.method.imputation.ImputeSummary`).
     params
         The IMPUTE parameters used.
     encoding
@@ -99,3 +104,74 @@ def annotate(
 
 
 # ---------------------------------------------------------------- parameters
+
+
+def write_imputed(
+    adata: ad.AnnData,
+    blocks: Iterable[tuple[slice, np.ndarray, np.ndarray]],
+    rows: np.ndarray,
+    cols: np.ndarray,
+    labels: Any,
+    path: str | Path,
+    *,
+    record: Callable[[], dict[str, Any]],
+    layer: str | None = None,
+) -> Path:
+    """Write the ``{id}.imputed.h5ad`` of ``adata`` to ``path``, the imputed matrices block by block.
+
+    The file is the one ``annotate`` and ``AnnData.write_h5ad`` give, but the imputed
+    values and ``layers['imputed_lognorm']`` are written into their datasets a row block
+    at a time, so neither is ever whole in memory; ``adata`` itself is not changed.
+
+    Parameters
+    ----------
+    adata
+        The input, as :func:`annotate` takes it.
+    blocks
+        ``(block rows, values, lognorm)`` of the imputed cells and genes
+        (:meth:`scmaskgan.method.imputation.Imputation.blocks`).
+    rows, cols
+        The rows and columns of ``adata`` the blocks' rows and columns are (sorted); the
+        other entries stay 0.
+    labels
+        Every cell's label name (``obs['scmaskgan_label']``).
+    path
+        The file to write (atomically).
+    record
+        Called once every block is written: ``uns['scmaskgan']``.
+    layer
+        As for :func:`annotate`.
+    """
+    import h5py
+    from anndata.io import write_elem
+
+    from scmaskgan.io.atomic import atomic_path
+
+    layers = dict(adata.layers)
+    if layer is None:
+        layers["counts"] = adata.X
+    skeleton = ad.AnnData(
+        X=None if layer is None else adata.X, obs=adata.obs.copy(), var=adata.var, uns=adata.uns,
+        obsm=adata.obsm, varm=adata.varm, obsp=adata.obsp, varp=adata.varp, layers=layers,
+    )
+    skeleton.obs[LABEL_COLUMN] = pd.Categorical(labels)
+    full = (len(rows), len(cols)) != adata.shape
+    with atomic_path(path) as tmp:
+        skeleton.write_h5ad(tmp)
+        with h5py.File(tmp, "r+") as f:
+            datasets = [
+                f.create_dataset(name, shape=adata.shape, dtype=np.float32)
+                for name in ("X" if layer is None else "layers/imputed", "layers/imputed_lognorm")
+            ]
+            for dataset in datasets:
+                dataset.attrs.update(_DENSE_ARRAY)
+            for sl, *parts in blocks:
+                for dataset, part in zip(datasets, parts, strict=True):
+                    if full:  # all-zero cells or unused genes: this block's rows of the whole matrix
+                        whole = np.zeros((len(part), adata.n_vars), dtype=np.float32)
+                        whole[:, cols] = part
+                        dataset[rows[sl]] = whole
+                    else:
+                        dataset[sl] = part
+            write_elem(f["uns"], "scmaskgan", record())
+    return Path(path)

@@ -195,7 +195,7 @@ def impute(
         enc, labels, label_names = store.encoding, store.labels, list(store.label_names)
         cells, genes = list(store.cells), list(store.genes)
         label_source = str(store.attrs.get("label_source", "unknown"))
-    kept = read_candidates(Path(filtered_h5))
+    kept = read_candidates(Path(filtered_h5), expected=params.mode == "denoise")
     if [str(c) for c in adata.obs_names] != cells or [str(g) for g in adata.var_names] != genes:
         raise InputError(f"{qc_h5ad} and {images_h5} hold different cells or genes (not from one sample run)")
     if list(kept.genes) != genes or list(kept.label_names) != label_names:
