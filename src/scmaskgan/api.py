@@ -32,7 +32,7 @@ from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 from scmaskgan.core.config import IMPUTE_CHAIN, all_flat_names, flat_fields, step_params_from_flat
 from scmaskgan.errors import InputError
 from scmaskgan.method.encode import Encoding
-from scmaskgan.method.imputation import Imputation, ImputeSummary
+from scmaskgan.method.imputation import Imputation, ImputeSummary, uses_expected_values
 from scmaskgan.method.neighbours import encode_rows
 from scmaskgan.pipeline.imputed import annotate, imputation_record, write_imputed
 from scmaskgan.pipeline.memory import release_memory
@@ -224,7 +224,7 @@ class ScMaskGAN(BaseEstimator):
                 self.label_names_ = list(store.label_names)
                 self.encoding_ = store.encoding
                 self.label_source_ = str(store.attrs.get("label_source", label_source))
-            kept = read_candidates(filtered, expected=step_params_from_flat("impute", flat).mode == "denoise")
+            kept = read_candidates(filtered, expected=uses_expected_values(step_params_from_flat("impute", flat).mode))
             self.train_record_ = dict(torch.load(model, map_location="cpu", weights_only=True)["train"])
         self.genes_ = [str(g) for g in adata.var_names]
         self.used_genes_ = used_genes

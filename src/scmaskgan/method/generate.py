@@ -49,7 +49,8 @@ def n_candidates_per_label(counts: np.ndarray, params: GenerateParams) -> np.nda
     return np.where(np.asarray(counts) > 0, n, 0)
 
 
-def sample_images(
+@torch.no_grad()
+def sample_views(
     generator: Generator,
     labels: np.ndarray,
     *,
@@ -60,8 +61,10 @@ def sample_images(
     pool: Any = None,
     inpaint_fraction: float = 0.2,
     n_genes: int | None = None,
-) -> np.ndarray:
-    """Generate one cell for every entry of ``labels``: its gene vector, padding stripped.
+    with_expected: bool = True,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Generate one cell for every entry of ``labels`` (its gene vector, padding stripped) and,
+    from the same noise, its expected value.
 
     Parameters
     ----------
@@ -85,41 +88,14 @@ def sample_images(
         Fraction of observed pixels hidden from the conditioning cell.
     n_genes
         Genes of the sample (the first ``n_genes`` pixels row-wise); all ``N * N`` when unset.
+    with_expected
+        Also return the expected values (``False`` skips that second array).
 
     Returns
     -------
-    float32 array ``(len(labels), n_genes)``, filled batch by batch (no image-sized copy).
-    """
-    values, _ = sample_views(
-        generator, labels, batch_size=batch_size, seed=seed, device=device, dropouts=dropouts, pool=pool,
-        inpaint_fraction=inpaint_fraction, n_genes=n_genes, with_expected=False,
-    )
-    return values
-
-
-@torch.no_grad()
-def sample_views(
-    generator: Generator,
-    labels: np.ndarray,
-    *,
-    batch_size: int,
-    seed: int,
-    device: torch.device,
-    dropouts: str = "sample",
-    pool: Any = None,
-    inpaint_fraction: float = 0.2,
-    n_genes: int | None = None,
-    with_expected: bool = True,
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """:func:`sample_images` and, from the same noise, every cell's expected value.
-
-    Parameters are those of :func:`sample_images`; ``with_expected=False`` skips the second view.
-
-    Returns
-    -------
-    ``(values, expected)``: float32 arrays ``(len(labels), n_genes)``; ``values`` as
-    :func:`sample_images` returns them, ``expected`` the level x detection probability of the
-    same generated cells (``None`` when not asked for).
+    ``(values, expected)``: float32 arrays ``(len(labels), n_genes)``, filled batch by batch
+    (no image-sized copy); ``values`` the generated cells as ``dropouts`` says, ``expected``
+    the level x detection probability of the same cells (``None`` without ``with_expected``).
     """
     generator.eval().to(device)
     cfg = generator.cfg
@@ -184,10 +160,10 @@ def recentre(
     """
     for label in np.unique(labels):
         rows = labels == label
-        ratio = (real_means[label] + RECENTRE_FLOOR) / (values[rows].mean(0) + RECENTRE_FLOOR)
-        values[rows] = np.clip(values[rows] * ratio.astype(np.float32), 0.0, 1.0)
+        ratio = ((real_means[label] + RECENTRE_FLOOR) / (values[rows].mean(0) + RECENTRE_FLOOR)).astype(np.float32)
+        values[rows] = np.clip(values[rows] * ratio, 0.0, 1.0)
         if expected is not None:
-            expected[rows] = np.clip(expected[rows] * ratio.astype(np.float32), 0.0, 1.0)
+            expected[rows] = np.clip(expected[rows] * ratio, 0.0, 1.0)
     return values
 
 
@@ -314,12 +290,12 @@ def read_candidates(path: Path, kept_only: bool = True, expected: bool = True) -
             tau = f["tau"][:] if "tau" in f else None
             kept = f["kept"][:].astype(bool) if kept_only and "kept" in f else np.ones(len(labels), dtype=bool)
             values = _read_rows(f["candidates"], kept)
-            means = _read_rows(f["expected"], kept) if expected and "expected" in f else None
+            expected_values = _read_rows(f["expected"], kept) if expected and "expected" in f else None
             labels, scores = labels[kept], scores[kept] if scores is not None else None
             return Candidates(
                 values=values, labels=labels, label_names=_strings(f["label_names"]), genes=_strings(f["genes"]),
                 encoding=Encoding(**json.loads(f.attrs["encoding_json"])),
-                params=json.loads(f.attrs["params_json"]), scores=scores, tau=tau, expected=means,
+                params=json.loads(f.attrs["params_json"]), scores=scores, tau=tau, expected=expected_values,
             )
     except InputError:
         raise

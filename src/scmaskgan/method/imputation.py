@@ -374,10 +374,16 @@ def tune(
     return chosen, trials, fold.kind
 
 
+def uses_expected_values(mode: str) -> bool:
+    """Whether an imputation in ``mode`` estimates from the candidates' expected values (only
+    ``denoise``: ``zeros`` mode fills from the sampled candidates, see ``docs/method.md``)."""
+    return mode == "denoise"
+
+
 def estimation_values(candidates: np.ndarray, expected: np.ndarray | None, mode: str) -> np.ndarray:
-    """The candidate values the estimates are computed from: the expected values in ``denoise``
-    mode when given, else the (sampled) candidates themselves."""
-    if mode == "denoise" and expected is not None:
+    """The candidate values the estimates are computed from: the expected values when the mode
+    uses them (:func:`uses_expected_values`) and they are given, else the sampled candidates."""
+    if uses_expected_values(mode) and expected is not None:
         if expected.shape != candidates.shape:
             raise InputError(f"expected values {expected.shape} do not match the candidates {candidates.shape}")
         return expected
@@ -438,6 +444,7 @@ class Imputation:
         if not np.all(np.isfinite(candidates)) or (expected is not None and not np.all(np.isfinite(expected))):
             raise InputError("candidates contain NaN or inf")
         _check_params(params)
+        self.source = estimation_values(candidates, expected, params.mode)  # checks expected's shape
 
         cells = EncodedRows(x, enc)
         space = fit_pca_space(cells, params.n_pcs, params.seed) if params.neighbour_space == "pca" else None
@@ -453,7 +460,6 @@ class Imputation:
         shrinkage = float(chosen["shrinkage"]) if denoise and chosen["shrinkage"] is not None else math.nan
 
         self.x, self.enc, self.mode = x, enc, params.mode
-        self.source = estimation_values(candidates, expected, params.mode)
         self.depth = cell_depth(x, enc)
         self.neigh = find_neighbours(cells, labels, candidates, candidate_labels, k, space=space)
         self.weights = select_neighbours(self.neigh, k, theta_sigma)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from scmaskgan.core.config import TrainParams
-from scmaskgan.method.generate import sample_images
+from scmaskgan.method.generate import sample_views
 from scmaskgan.method.model import Discriminator, Generator, pixel_scaled
 from scmaskgan.method.train_data import CellTensors
 
@@ -85,10 +85,11 @@ class Validator:
 
     def candidates(self, generator: Generator, device: torch.device) -> np.ndarray:
         """The fixed-noise validation candidates of the generator as it is now."""
-        return sample_images(
+        values, _ = sample_views(
             generator, self.cand_labels, batch_size=self.batch_size, seed=self.params.seed + 1, device=device,
-            pool=self.pool, inpaint_fraction=self.params.inpaint_fraction, n_genes=self.n_genes,
+            pool=self.pool, inpaint_fraction=self.params.inpaint_fraction, n_genes=self.n_genes, with_expected=False,
         )
+        return values
 
     def __call__(self, generator: Generator, discriminator: Discriminator, device: torch.device) -> dict[str, Any]:
         """Quality scores of this epoch's candidates, ``val_score`` and ``d_accuracy``: the

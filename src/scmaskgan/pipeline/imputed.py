@@ -103,7 +103,7 @@ def annotate(
     adata.uns["scmaskgan"] = record
 
 
-# ---------------------------------------------------------------- parameters
+# ---------------------------------------------------------------- writing block by block
 
 
 def write_imputed(

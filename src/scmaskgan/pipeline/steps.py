@@ -184,7 +184,7 @@ def impute(
     from scmaskgan.io.h5ad import read_h5ad, write_h5ad
     from scmaskgan.method.generate import read_candidates
     from scmaskgan.method.images_h5 import ImageStore
-    from scmaskgan.method.imputation import impute_matrix
+    from scmaskgan.method.imputation import impute_matrix, uses_expected_values
     from scmaskgan.pipeline.imputed import annotate, imputation_record
     from scmaskgan.pipeline.memory import return_large_blocks_to_the_system
 
@@ -195,7 +195,7 @@ def impute(
         enc, labels, label_names = store.encoding, store.labels, list(store.label_names)
         cells, genes = list(store.cells), list(store.genes)
         label_source = str(store.attrs.get("label_source", "unknown"))
-    kept = read_candidates(Path(filtered_h5), expected=params.mode == "denoise")
+    kept = read_candidates(Path(filtered_h5), expected=uses_expected_values(params.mode))
     if [str(c) for c in adata.obs_names] != cells or [str(g) for g in adata.var_names] != genes:
         raise InputError(f"{qc_h5ad} and {images_h5} hold different cells or genes (not from one sample run)")
     if list(kept.genes) != genes or list(kept.label_names) != label_names:
