@@ -11,6 +11,7 @@ from scmaskgan.method.model import (
     Generator,
     ModelConfig,
     SelfAttention,
+    SpectralLinear,
     count_parameters,
 )
 
@@ -126,3 +127,38 @@ def test_batches_of_large_images_hold_the_pixels_of_a_64_side_batch():
     assert pixel_scaled(4, 184) == 4  # never above the request
     assert batch_sizes(TrainParams(), 184) == (8, 248)  # 33,514 genes: same 31 steps per epoch
     assert batch_sizes(TrainParams(cells_per_epoch=None), 184) == (8, None)
+
+
+def test_spectral_linear_matches_torchs_spectral_norm_in_output_and_gradients():
+    """The output-side division by sigma is the same layer as ``spectral_norm(nn.Linear)``:
+    same logits, same gradients for the weight, bias and input (also through the R1
+    double backward pass), the same power iteration of u and v, and no iteration in eval mode."""
+    from torch.nn.utils.parametrizations import spectral_norm
+
+    torch.manual_seed(0)
+    reference = spectral_norm(torch.nn.Linear(30, 7))
+    ours = SpectralLinear(30, 7)
+    with torch.no_grad():
+        ours.weight.copy_(reference.parametrizations.weight.original)
+        ours.bias.copy_(reference.bias)
+        ours.u.copy_(reference.parametrizations.weight[0]._u)
+        ours.v.copy_(reference.parametrizations.weight[0]._v)
+    for train in (True, True, False):
+        reference.train(train)
+        ours.train(train)
+        x_ref = torch.randn(5, 30, requires_grad=True)
+        x_ours = x_ref.detach().clone().requires_grad_(True)
+        y_ref, y_ours = reference(x_ref), ours(x_ours)
+        torch.testing.assert_close(y_ours, y_ref, rtol=1e-5, atol=1e-6)
+        (g_ref,) = torch.autograd.grad(y_ref.square().sum(), x_ref, create_graph=True)
+        (g_ours,) = torch.autograd.grad(y_ours.square().sum(), x_ours, create_graph=True)
+        torch.testing.assert_close(g_ours, g_ref, rtol=1e-5, atol=1e-6)
+        w_ref = torch.autograd.grad(g_ref.square().sum(), reference.parametrizations.weight.original)[0]
+        w_ours = torch.autograd.grad(g_ours.square().sum(), ours.weight)[0]
+        torch.testing.assert_close(w_ours, w_ref, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(ours.u, reference.parametrizations.weight[0]._u)
+        torch.testing.assert_close(ours.v, reference.parametrizations.weight[0]._v)
+    u_before = ours.u.clone()
+    ours.eval()
+    ours(torch.randn(2, 30))
+    assert torch.equal(ours.u, u_before)

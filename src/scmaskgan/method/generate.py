@@ -234,10 +234,12 @@ def write_candidates(
     ``expected`` the candidates' expected values (dataset ``expected``, shaped like ``candidates``)."""
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         chunk = (max(1, min(1024, len(values))), values.shape[1]) if len(values) else None
-        matrices = {"candidates": values} if expected is None else {"candidates": values, "expected": expected}
-        for name, matrix in matrices.items():
-            f.create_dataset(name, data=np.asarray(matrix, dtype=np.float32), chunks=chunk,
-                             compression="gzip" if len(values) else None, compression_opts=1 if len(values) else None)
+        # the sampled candidates are mostly dropout zeros: gzip makes them ~8x smaller for little time;
+        # the expected values are dense floats, which it shrank by 11 % in 9 s (1,000 x 33,514)
+        gzip = {"compression": "gzip", "compression_opts": 1} if len(values) else {}
+        f.create_dataset("candidates", data=np.asarray(values, dtype=np.float32), chunks=chunk, **gzip)
+        if expected is not None:
+            f.create_dataset("expected", data=np.asarray(expected, dtype=np.float32), chunks=chunk)
         f.create_dataset("labels", data=np.asarray(labels, dtype=np.int32))
         f.create_dataset("label_names", data=np.asarray(label_names, dtype=object), dtype=_STR)
         f.create_dataset("genes", data=np.asarray(genes, dtype=object), dtype=_STR)

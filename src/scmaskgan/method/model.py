@@ -126,6 +126,9 @@ def gene_mask(side: int, n_genes: int, device: torch.device | None = None) -> to
     return flat.view(side, side)
 
 
+_SN_EPS = 1e-12  # torch's spectral_norm eps
+
+
 def _pad_to(x: torch.Tensor, side: int) -> torch.Tensor:
     extra = side - x.shape[-1]
     return F.pad(x, (0, extra, 0, extra)) if extra else x
@@ -352,6 +355,44 @@ class Generator(nn.Module):
         self.label_bias[:, 1, :n, :n] = torch.logit(detection)
 
 
+class SpectralLinear(nn.Linear):
+    """A spectrally normalised linear layer: ``x W^T / sigma(W) + b``.
+
+    The same layer as ``spectral_norm(nn.Linear(...))`` (Miyato et al. 2018; one power
+    iteration per forward pass in training mode, the estimate of the largest singular value
+    ``sigma`` kept in the buffers ``u`` and ``v``), but the division by ``sigma`` is applied
+    to the ``(B, out)`` output instead of the ``(out, in)`` weight. The result and its
+    gradients are the same, without the passes over the weight that the normalised weight
+    costs on every call and in backward: for the discriminator's projection of all genes
+    (``N^2 x 256`` weights, 8.7 million at 33,514 genes) this was a third of a training step.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
+        super().__init__(in_features, out_features, bias)
+        self.u: torch.Tensor
+        self.v: torch.Tensor
+        self.register_buffer("u", F.normalize(torch.randn(out_features), dim=0, eps=_SN_EPS))
+        self.register_buffer("v", F.normalize(torch.randn(in_features), dim=0, eps=_SN_EPS))
+        with torch.no_grad():
+            for _ in range(15):  # as torch's spectral_norm: start from a converged estimate
+                self._power_iteration()
+
+    @torch.no_grad()
+    def _power_iteration(self) -> None:
+        self.u = F.normalize(torch.mv(self.weight, self.v), dim=0, eps=_SN_EPS)
+        self.v = F.normalize(torch.mv(self.weight.t(), self.u), dim=0, eps=_SN_EPS)
+
+    def sigma(self) -> torch.Tensor:
+        """The current estimate of the weight's largest singular value (differentiable in the weight)."""
+        return torch.dot(self.u, torch.mv(self.weight, self.v))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self._power_iteration()
+        out = F.linear(x, self.weight) / self.sigma()
+        return out if self.bias is None else out + self.bias
+
+
 class _Residual(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -399,12 +440,12 @@ class Discriminator(nn.Module):
         )
         hidden = cfg.global_hidden
         self.whole = nn.Sequential(
-            spectral_norm(nn.Linear(cfg.side * cfg.side, hidden)), nn.LeakyReLU(0.2),
-            spectral_norm(nn.Linear(hidden, hidden)), nn.LeakyReLU(0.2),
+            SpectralLinear(cfg.side * cfg.side, hidden), nn.LeakyReLU(0.2),
+            SpectralLinear(hidden, hidden), nn.LeakyReLU(0.2),
         )
         n_features = hidden + c2
-        self.out = spectral_norm(nn.Linear(n_features, 1))
-        self.embed = spectral_norm(nn.Linear(cfg.n_labels, n_features, bias=False))
+        self.out = SpectralLinear(n_features, 1)
+        self.embed = SpectralLinear(cfg.n_labels, n_features, bias=False)
         self.patches: torch.Tensor
         self.centre: torch.Tensor
         self.spread: torch.Tensor

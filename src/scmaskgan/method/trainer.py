@@ -17,7 +17,7 @@ from torch import nn
 
 from scmaskgan.core.config import TrainParams
 from scmaskgan.errors import StepError
-from scmaskgan.method.device import amp_enabled, autocast, grad_scaler
+from scmaskgan.method.device import adam, amp_enabled, autocast, grad_scaler
 from scmaskgan.method.encode import Encoding
 from scmaskgan.method.losses import bce, inpaint_loss, inpaint_split, moment_loss, r1_penalty, sample_cells
 from scmaskgan.method.model import Discriminator, Generator, ModelConfig, gene_mask
@@ -77,8 +77,8 @@ class GanTrainer:
         self.discriminator = Discriminator(cfg).to(device)
         self.discriminator.set_genes(n_genes, *stats.gene_moments())
         betas = (params.beta1, params.beta2)
-        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=params.lr_g, betas=betas)
-        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=params.lr_d, betas=betas)
+        self.opt_g = adam(self.generator.parameters(), params.lr_g, betas, device)
+        self.opt_d = adam(self.discriminator.parameters(), params.lr_d, betas, device)
         self.amp = amp_enabled(device, params.amp)
         self.scaler_g, self.scaler_d = grad_scaler(device, self.amp), grad_scaler(device, self.amp)
         self.genes = gene_mask(cfg.side, n_genes, device)
