@@ -162,3 +162,15 @@ def test_spectral_linear_matches_torchs_spectral_norm_in_output_and_gradients():
     ours.eval()
     ours(torch.randn(2, 30))
     assert torch.equal(ours.u, u_before)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (CPU autocast leaves torch.mv in float32)")
+def test_spectral_linear_keeps_its_estimate_in_float32_under_autocast():
+    """Mixed precision (CUDA training) must not turn u and v into float16: validation runs
+    the discriminator outside autocast afterwards, with the float32 weight."""
+    layer = SpectralLinear(16, 4).cuda()
+    with torch.autocast(device_type="cuda", dtype=torch.float16):
+        layer(torch.randn(3, 16, device="cuda"))
+    assert layer.u.dtype == layer.v.dtype == torch.float32
+    layer.eval()
+    assert layer(torch.randn(3, 16, device="cuda")).dtype == torch.float32

@@ -129,6 +129,11 @@ def gene_mask(side: int, n_genes: int, device: torch.device | None = None) -> to
 _SN_EPS = 1e-12  # torch's spectral_norm eps
 
 
+def _full_precision(weight: torch.Tensor) -> torch.autocast:
+    """A context computing in the weight's own precision even inside ``torch.autocast``."""
+    return torch.autocast(device_type=weight.device.type, enabled=False)
+
+
 def _pad_to(x: torch.Tensor, side: int) -> torch.Tensor:
     extra = side - x.shape[-1]
     return F.pad(x, (0, extra, 0, extra)) if extra else x
@@ -379,12 +384,14 @@ class SpectralLinear(nn.Linear):
 
     @torch.no_grad()
     def _power_iteration(self) -> None:
-        self.u = F.normalize(torch.mv(self.weight, self.v), dim=0, eps=_SN_EPS)
-        self.v = F.normalize(torch.mv(self.weight.t(), self.u), dim=0, eps=_SN_EPS)
+        with _full_precision(self.weight):  # u and v stay float32 under autocast
+            self.u = F.normalize(torch.mv(self.weight, self.v), dim=0, eps=_SN_EPS)
+            self.v = F.normalize(torch.mv(self.weight.t(), self.u), dim=0, eps=_SN_EPS)
 
     def sigma(self) -> torch.Tensor:
         """The current estimate of the weight's largest singular value (differentiable in the weight)."""
-        return torch.dot(self.u, torch.mv(self.weight, self.v))
+        with _full_precision(self.weight):
+            return torch.dot(self.u, torch.mv(self.weight, self.v))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
