@@ -14,6 +14,11 @@ modes (``zeros``, ``denoise``) with four sources of candidates:
 * **(c) trained GAN**: the same with the training epochs (defaults, or ``--quick``'s);
 * **(d) real cells**: B's own encoded cells, the ceiling of a perfect generator of B.
 
+``--gan-seeds 0,1,2`` fits (b) and (c) once per seed on the same split and adds a table of
+each score's mean and range over the seeds: GAN training is chaotic, and even a change that
+only rounds differently (the same layer computed in another order) moves a trained row by
+about as much as the differences between sources.
+
 ``--fit-on all`` fits (b) and (c) on all cells instead (as the pipeline does; the
 generator then saw A's train molecules too), (a) and (d) still use B only.
 
@@ -79,6 +84,10 @@ from scmaskgan.method.imputation import impute_matrix  # noqa: E402
 from scmaskgan.method.mcv import mcv_mse, score, split_counts, within_label_signal  # noqa: E402
 
 P_TRAIN = 0.9
+#: Marks the seed in the source name of a GAN fitted with several seeds.
+SEED_TAG = ", seed "
+#: Scores summarised over GAN seeds.
+SUMMARY_SCORES = ["mse", "poisson", "within_signal", "truth_mse", "truth_signal"]
 COLUMNS = ["dataset", "source", "mode", "mse", "poisson", "within_signal", "truth_mse", "truth_signal", "k",
            "theta_sigma", "fit_s", "impute_s", "seconds", "note"]
 #: Settings of ``--quick``: GAN and tuning.
@@ -270,12 +279,13 @@ def run_dataset(name: str, args: argparse.Namespace) -> list[dict[str, object]]:
     fit = {**(QUICK_FIT if args.quick else {}), "device": "cpu", "threads": args.threads,
            **({"dropouts": args.dropouts} if args.dropouts else {})}
     reference_rows(bench, magic=args.magic and _magic_installed())
-    sources: dict[str, Callable[[], Candidates]] = {
-        "(a) label mean": lambda: _real(bench, True, impute.k_max),
-        "(b) GAN, 0 epochs": lambda: _gan(bench, 0, fit, args.seed),
-        "(c) GAN, trained": lambda: _gan(bench, args.epochs, fit, args.seed),
-        "(d) real cells (B)": lambda: _real(bench, False, impute.k_max),
-    }
+    seeds = [int(s) for s in args.gan_seeds.split(",")] if args.gan_seeds else [args.seed]
+    sources: dict[str, Callable[[], Candidates]] = {"(a) label mean": lambda: _real(bench, True, impute.k_max)}
+    for epochs, name in ((0, "(b) GAN, 0 epochs"), (args.epochs, "(c) GAN, trained")):
+        for seed in seeds:
+            label = name if len(seeds) == 1 else f"{name}{SEED_TAG}{seed}"
+            sources[label] = lambda epochs=epochs, seed=seed: _gan(bench, epochs, fit, seed)
+    sources["(d) real cells (B)"] = lambda: _real(bench, False, impute.k_max)
     chosen = {name: make for name, make in sources.items() if name[1] in args.sources.split(",")}
     ablation_rows(bench, chosen, args.modes.split(","), impute)
     for row in bench.rows:
@@ -291,6 +301,25 @@ def _magic_installed() -> bool:
     return True
 
 
+def seed_summary(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+    """Rows of the GAN sources fitted with several seeds (``--gan-seeds``): per data set, source
+    and mode, each score's mean over the seeds and its range (``min–max``)."""
+    table = pd.DataFrame([r for r in rows if SEED_TAG in str(r["source"])])
+    if table.empty:
+        return []
+    table["source"] = table["source"].str.split(SEED_TAG).str[0]
+    out = []
+    for (dataset, source, mode), group in table.groupby(["dataset", "source", "mode"], sort=False):
+        row: dict[str, object] = {"dataset": dataset, "source": source, "mode": mode, "seeds": len(group)}
+        for column in SUMMARY_SCORES:
+            values = group[column].astype(float)
+            row[column] = "–" if values.isna().all() else (
+                f"{values.mean():.4g} ({values.min():.4g}–{values.max():.4g})"
+            )
+        out.append(row)
+    return out
+
+
 def write_results(rows: list[dict[str, object]], outdir: Path, info: dict[str, str], argv: list[str]) -> None:
     """``ablation.csv`` and ``ablation.md``."""
     write_text_atomic(outdir / "ablation.csv", pd.DataFrame(rows).to_csv(index=False))
@@ -299,6 +328,10 @@ def write_results(rows: list[dict[str, object]], outdir: Path, info: dict[str, s
         sub = [r for r in rows if r["dataset"] == name]
         parts.append(f"## {name} ({sub[0]['n_scored']} cells scored x {sub[0]['n_genes']} genes)\n\n"
                      + markdown_table(sub, COLUMNS))
+        summary = seed_summary(sub)
+        if summary:
+            parts.append(f"### {name}: the GAN sources over {summary[0]['seeds']} training seeds, mean (range)\n\n"
+                         + markdown_table(summary, ["source", "mode", "seeds", *SUMMARY_SCORES]))
     parts += ["## Machine\n\n" + machine_markdown(info),
               "Command: `" + " ".join(["python", "benchmarks/bench_ablation.py", *argv]) + "`"]
     write_text_atomic(outdir / "ablation.md", "\n\n".join(parts) + "\n")
@@ -321,7 +354,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="cells the GAN is fitted on: the other half B (default) or all cells")
     parser.add_argument("--no-magic", dest="magic", action="store_false", help="leave out the MAGIC row")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the splits, tuning and (default) the GAN")
+    parser.add_argument("--gan-seeds", default=None,
+                        help="comma-separated seeds of the GAN sources (b) and (c), each fitted once per seed on the "
+                             "same split, with a table of mean and range; default: --seed")
     args = parser.parse_args(argv)
 
     import torch
