@@ -13,6 +13,7 @@ detection mask, exactly as it sees a real cell with its observed mask.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -129,9 +130,10 @@ def gene_mask(side: int, n_genes: int, device: torch.device | None = None) -> to
 _SN_EPS = 1e-12  # torch's spectral_norm eps
 
 
-def _full_precision(weight: torch.Tensor) -> torch.autocast:
-    """A context computing in the weight's own precision even inside ``torch.autocast``."""
-    return torch.autocast(device_type=weight.device.type, enabled=False)
+def _full_precision(weight: torch.Tensor) -> contextlib.AbstractContextManager[Any]:
+    """A context computing in the weight's own precision even inside CUDA's ``torch.autocast``
+    (the only place training uses mixed precision; torch < 2.5 has no autocast for MPS at all)."""
+    return torch.autocast(device_type="cuda", enabled=False) if weight.is_cuda else contextlib.nullcontext()
 
 
 def _pad_to(x: torch.Tensor, side: int) -> torch.Tensor:
