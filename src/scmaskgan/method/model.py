@@ -380,9 +380,8 @@ class SpectralLinear(nn.Linear):
         self.v: torch.Tensor
         self.register_buffer("u", F.normalize(torch.randn(out_features), dim=0, eps=_SN_EPS))
         self.register_buffer("v", F.normalize(torch.randn(in_features), dim=0, eps=_SN_EPS))
-        with torch.no_grad():
-            for _ in range(15):  # as torch's spectral_norm: start from a converged estimate
-                self._power_iteration()
+        for _ in range(15):  # as torch's spectral_norm: start from a converged estimate
+            self._power_iteration()
 
     @torch.no_grad()
     def _power_iteration(self) -> None:
