@@ -218,7 +218,7 @@ def _gan(bench: Bench, epochs: int | None, fit: dict[str, object], seed: int) ->
         obs=pd.DataFrame({"cell_type": bench.names[cells]}, index=[f"c{i}" for i in np.flatnonzero(cells)]),
         var=pd.DataFrame(index=[f"g{j}" for j in range(bench.train.shape[1])]),
     )
-    params = dict(fit)
+    params = {**fit, "mode": "denoise"}  # keeps the candidates' expected values, which denoise estimates use
     if epochs is not None:
         params["epochs"] = epochs
     start = time.perf_counter()

@@ -217,9 +217,9 @@ class GenerateParams(_Validated):
     )
     recentre: bool = _p(
         False,
-        "Scale each label's candidates gene by gene so that their mean matches the label's real cells "
-        "(the adversarial training shifts the generator's mean level). Measured: better Poisson loss and "
-        "error against the truth in impute mode 'denoise', worse in 'zeros' (docs/method.md).",
+        "Also scale the sampled candidates (zeros mode's fills and every neighbour search) gene by gene so "
+        "that each label's mean matches its real cells'; their expected values (denoise mode's estimates) "
+        "always are. Measured: worse Poisson loss and error against the truth in impute mode 'zeros' (docs/method.md).",
     )
     device: str = _p("auto", "Device, as for TRAIN.")
     seed: int = _p(0, "Random seed.", ge=0)

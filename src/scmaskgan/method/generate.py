@@ -6,8 +6,10 @@ Bernoulli detection draw); with ``dropouts='expected'`` it is the expected value
 level x detection probability (no zeros). Every candidate is stored with its expected
 value too (same noise draw): IMPUTE finds a cell's neighbours among the sampled
 candidates, which look like real cells, and in ``denoise`` mode estimates from their
-expected values, which carry no sampled dropouts. :func:`read_candidates` reads both the
-GENERATE and the FILTER files.
+expected values, which carry no sampled dropouts. The expected values are recentred on
+each label's real mean (:func:`recentre`): the adversarial term lowers the generator's
+mean level, and the denoise estimates would carry that bias. :func:`read_candidates`
+reads both the GENERATE and the FILTER files.
 """
 
 from __future__ import annotations
@@ -130,29 +132,24 @@ def sample_views(
 RECENTRE_FLOOR = 0.01
 
 
-def recentre(
-    values: np.ndarray, labels: np.ndarray, real_means: np.ndarray, expected: np.ndarray | None = None
-) -> np.ndarray:
+def recentre(values: np.ndarray, labels: np.ndarray, real_means: np.ndarray) -> np.ndarray:
     """Scale each label's candidates gene by gene so that their mean matches the label's real cells.
 
     ``values *= (real_mean + f) / (candidate_mean + f)`` per label and gene (``f`` =
     :data:`RECENTRE_FLOOR`), clipped to the unit scale's [0, 1]; zeros stay zeros, and
     each candidate's deviation from its label's mean keeps its relative size. The
-    adversarial term moves the trained generator's mean level by 5-25 % (measured in
+    adversarial term lowers the trained generator's mean level by 5-25 % (measured in
     ``docs/method.md``); the neighbours' estimates would carry that bias into every
     imputed value.
 
     Parameters
     ----------
     values
-        ``(m, n_genes)`` unit-scale candidates, changed in place.
+        ``(m, n_genes)`` unit-scale candidates (sampled or expected values), changed in place.
     labels
         ``(m,)`` label index of each candidate.
     real_means
         ``(n_labels, n_genes)`` mean unit-scale value of each label's real cells.
-    expected
-        The same candidates' expected values (see :func:`sample_views`), scaled in place by
-        the same factors.
 
     Returns
     -------
@@ -162,8 +159,6 @@ def recentre(
         rows = labels == label
         ratio = ((real_means[label] + RECENTRE_FLOOR) / (values[rows].mean(0) + RECENTRE_FLOOR)).astype(np.float32)
         values[rows] = np.clip(values[rows] * ratio, 0.0, 1.0)
-        if expected is not None:
-            expected[rows] = np.clip(expected[rows] * ratio, 0.0, 1.0)
     return values
 
 
@@ -320,7 +315,7 @@ def generate_candidates(model_pt: Path, images_h5: Path, out_path: Path, params:
         counts = np.bincount(store.labels, minlength=len(store.label_names))
         pool = read_cells(store) if model.config.inpaint else None
         genes, label_names = list(store.genes), list(store.label_names)
-        real_means = store.label_means() if params.recentre else None
+        real_means = store.label_means()
     per_label = n_candidates_per_label(counts, params)
     labels = np.repeat(np.arange(len(per_label)), per_label)
     inpaint_fraction = float(model.train.get("params", {}).get("inpaint_fraction", 0.2))
@@ -329,8 +324,10 @@ def generate_candidates(model_pt: Path, images_h5: Path, out_path: Path, params:
         device=device, dropouts=params.dropouts, pool=pool, inpaint_fraction=inpaint_fraction,
         n_genes=model.encoding.n_genes, with_expected=params.dropouts == "sample",
     )
-    if real_means is not None:
-        recentre(values, labels, real_means, expected)
+    if expected is not None:  # the denoise prior's centre: unbiased for every label, always
+        recentre(expected, labels, real_means)
+    if params.recentre:
+        recentre(values, labels, real_means)
     record = {"params": dataclasses.asdict(params), "model": str(model_pt), "versions": package_versions()}
     write_candidates(out_path, values, labels, label_names, genes, model.encoding, record, expected=expected)
     return {"per_label": dict(zip(label_names, per_label.tolist(), strict=True))}
