@@ -134,6 +134,7 @@ def test_generate_recentres_candidates_on_the_images_label_means(trained: tuple[
         real = store.label_means()
         values, _ = store.vectors()
         assert np.allclose(real[1], values[store.labels == 1].mean(0), atol=1e-6)
+        assert np.allclose(store.label_means(block_pixels=1), real, atol=1e-6)  # one cell per block: the same
     err_on, err_off = _label_mean_error(on.values, on.labels, real), _label_mean_error(off.values, off.labels, real)
     assert err_on < 0.5 * err_off
 

@@ -160,9 +160,11 @@ class ImageStore:
         g = self.encoding.n_genes
         return from_images(images, g), from_images(masks, g).astype(bool)
 
-    def label_means(self, block: int = 4096) -> np.ndarray:
+    def label_means(self, block_pixels: int = 1 << 22) -> np.ndarray:
         """``(n_labels, n_genes)`` float32 mean encoded value of each label's cells (dropouts as 0),
-        read block by block."""
+        read in blocks of at most ``block_pixels`` pixels (16 MB of images; at least one cell), so
+        that GENERATE, which always needs them, stays small for wide samples."""
+        block = max(1, block_pixels // self.encoding.side**2)
         sums = np.zeros((len(self.label_names), self.encoding.n_genes))
         for start in range(0, self.n_cells, block):
             values, _ = self.vectors(slice(start, start + block))
