@@ -10,7 +10,8 @@ modes (``zeros``, ``denoise``) with four sources of candidates:
   repeated ``k_max`` times: no generator at all;
 * **(b) initialised GAN**: ``ScMaskGAN(label_key='cell_type', epochs=0)`` fitted on B
   (PREPARE, TRAIN with 0 epochs, GENERATE, FILTER): the generator as initialised
-  (data-initialised label bias included);
+  (data-initialised label bias included), fitted in denoise mode so that the candidates'
+  expected values are kept (denoise estimates from them; zeros mode ignores them);
 * **(c) trained GAN**: the same with the training epochs (defaults, or ``--quick``'s);
 * **(d) real cells**: B's own encoded cells, the ceiling of a perfect generator of B.
 
