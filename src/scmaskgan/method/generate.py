@@ -310,23 +310,24 @@ def generate_candidates(model_pt: Path, images_h5: Path, out_path: Path, params:
     """
     device = select_device(params.device)
     model = load_model(model_pt, device)
+    with_expected = params.dropouts == "sample"  # 'expected': the candidates are the expected values
     with ImageStore(images_h5) as store:
         check_compatible(model, Path(model_pt), store)
         counts = np.bincount(store.labels, minlength=len(store.label_names))
         pool = read_cells(store) if model.config.inpaint else None
         genes, label_names = list(store.genes), list(store.label_names)
-        real_means = store.label_means()
+        real_means = store.label_means() if with_expected or params.recentre else None  # one read of every cell
     per_label = n_candidates_per_label(counts, params)
     labels = np.repeat(np.arange(len(per_label)), per_label)
     inpaint_fraction = float(model.train.get("params", {}).get("inpaint_fraction", 0.2))
     values, expected = sample_views(
         model.generator, labels, batch_size=pixel_scaled(params.batch_size, model.config.side), seed=params.seed,
         device=device, dropouts=params.dropouts, pool=pool, inpaint_fraction=inpaint_fraction,
-        n_genes=model.encoding.n_genes, with_expected=params.dropouts == "sample",
+        n_genes=model.encoding.n_genes, with_expected=with_expected,
     )
-    if expected is not None:  # the denoise prior's centre: unbiased for every label, always
+    if expected is not None and real_means is not None:  # the denoise prior's centre: unbiased for every label
         recentre(expected, labels, real_means)
-    if params.recentre:
+    if params.recentre and real_means is not None:
         recentre(values, labels, real_means)
     record = {"params": dataclasses.asdict(params), "model": str(model_pt), "versions": package_versions()}
     write_candidates(out_path, values, labels, label_names, genes, model.encoding, record, expected=expected)
