@@ -1,13 +1,21 @@
-"""False-signal check on null data: raw counts pass, smoothing and low-rank outputs fail."""
+"""False-signal check on null data: raw counts pass, smoothing and low-rank outputs fail; the method's
+two modes on null data, with a trained generator's candidates."""
 
 from __future__ import annotations
 
+import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
+import scipy.sparse as sp
 
+from scmaskgan import ScMaskGAN
 from scmaskgan.analysis.false_signal import correlation_inflation, passes_null_check
+from scmaskgan.analysis.simulate import simulate_null
+from scmaskgan.core.config import ImputeParams
 from scmaskgan.core.matrix import lognormalise_nonnegative
 from scmaskgan.errors import InputError
+from scmaskgan.method.imputation import impute_matrix
 
 
 @pytest.fixture(scope="module")
@@ -57,3 +65,49 @@ def test_inflation_checks_its_inputs(null_counts):
         correlation_inflation(null_counts, null_counts[:10])
     with pytest.raises(InputError, match="genes vary"):
         correlation_inflation(null_counts, np.zeros_like(null_counts))
+
+
+# --- the whole method on null data: a trained generator's candidates, not stand-ins --------------------
+
+
+@pytest.fixture(scope="module")
+def null_fit() -> tuple[ad.AnnData, ScMaskGAN]:
+    """400 null cells x 100 genes (:func:`~scmaskgan.analysis.simulate.simulate_null`) and a ScMaskGAN
+    fitted on them in denoise mode (8 epochs of 512 cells, ~15 s)."""
+    counts = simulate_null(400, 100, seed=0).counts.astype(np.float32)
+    adata = ad.AnnData(X=sp.csr_matrix(counts), obs=pd.DataFrame({"cell_type": ["A"] * len(counts)}))
+    adata.obs_names = [f"c{i}" for i in range(len(counts))]
+    model = ScMaskGAN(
+        label_key="cell_type", mode="denoise", epochs=8, min_epochs=8, cells_per_epoch=512, random_state=0
+    ).fit(adata)
+    return adata, model
+
+
+def _null_inflation(adata: ad.AnnData, values: np.ndarray) -> dict[str, float]:
+    return correlation_inflation(lognormalise_nonnegative(adata.X.toarray()), lognormalise_nonnegative(values))
+
+
+def test_zeros_mode_on_null_data_keeps_the_gene_correlations_of_the_counts(null_fit):
+    adata, model = null_fit
+    result = impute_matrix(
+        adata.X, np.zeros(adata.n_obs, dtype=np.int64), model.candidates_, model.candidate_labels_,
+        model.encoding_, ImputeParams(mode="zeros"),
+    )
+    inflation = _null_inflation(adata, result.values)
+    # measured: 95th percentile of |r| 0.119 -> 0.103, median 0.040 -> 0.036
+    assert passes_null_check(inflation), inflation
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 14 target not met through the whole method: trained on null data, the generator's "
+    "sampled candidates have gene-gene |r| of 0.24 at the 95th percentile (the counts: 0.12; the "
+    "initialised generator's: 0.07), and denoise's prior passes them on: 0.119 -> 0.179 here, "
+    "0.086 -> 0.293 / 0.534 on 800 x 200 cells with default training (log-scale prior: 0.338). "
+    "The tuning cannot see it: centring the prior on the sample's mean (no neighbours) passes "
+    "(0.077) but scores 1.6456 against 1.6434 on the held-out molecules",
+)
+def test_denoise_on_null_data_keeps_the_gene_correlations_of_the_counts(null_fit):
+    adata, model = null_fit
+    inflation = _null_inflation(adata, np.asarray(model.transform(adata).X))
+    assert passes_null_check(inflation), inflation
