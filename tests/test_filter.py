@@ -83,6 +83,22 @@ def test_filter_step_writes_the_contract(tmp_path: Path):
     assert np.array_equal(read_candidates(again["filtered"]).values, kept.values)  # seeded
 
 
+def test_filter_step_copies_the_expected_values_of_every_candidate(tmp_path: Path):
+    values, labels, _ = _candidates()
+    values, labels = np.vstack([values] * 2), np.concatenate([labels] * 2)  # 1,240 rows: two read blocks
+    expected = np.random.default_rng(1).random(values.shape, dtype=np.float32)
+    src = tmp_path / "s.candidates.h5"
+    write_candidates(src, values, labels, ["a", "b"], [f"g{i}" for i in range(30)], ENC, {}, expected=expected)
+    out = steps.filter_candidates(src, tmp_path / "filter", "s", FilterParams())
+    everything = read_candidates(out["filtered"], kept_only=False)
+    kept = read_candidates(out["filtered"])
+    assert everything.expected is not None and np.array_equal(everything.expected, expected)
+    with h5py.File(out["filtered"], "r") as f:
+        rows = f["kept"][:].astype(bool)
+    assert kept.expected is not None and np.array_equal(kept.expected, expected[rows])
+    assert read_candidates(out["filtered"], expected=False).expected is None
+
+
 def test_truncated_candidates_file_is_an_input_error(tmp_path: Path):
     values, labels, _ = _candidates()
     src = tmp_path / "s.candidates.h5"

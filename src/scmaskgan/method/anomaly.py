@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 from sklearn.ensemble import IsolationForest
 
@@ -93,7 +94,7 @@ def filter_candidates(candidates_h5: Path, out_path: Path, params: FilterParams)
     -------
     Candidates and kept candidates per label.
     """
-    cand = read_candidates(candidates_h5, kept_only=False)
+    cand = read_candidates(candidates_h5, kept_only=False, expected=False)
     n_labels = len(cand.label_names)
     result = filter_labels(cand.values, cand.labels, n_labels, params)
     record = {
@@ -101,10 +102,12 @@ def filter_candidates(candidates_h5: Path, out_path: Path, params: FilterParams)
         "generate": cand.params,
         "versions": package_versions(),
     }
-    write_candidates(
-        out_path, cand.values, cand.labels, cand.label_names, cand.genes, cand.encoding, record,
-        extra={"scores": result.scores, "kept": result.kept, "tau": result.tau}, expected=cand.expected,
-    )
+    with h5py.File(candidates_h5, "r") as source:  # the expected values are copied, not read whole
+        write_candidates(
+            out_path, cand.values, cand.labels, cand.label_names, cand.genes, cand.encoding, record,
+            extra={"scores": result.scores, "kept": result.kept, "tau": result.tau},
+            expected=source.get("expected"),
+        )
     total = np.bincount(cand.labels, minlength=n_labels)
     kept = np.bincount(cand.labels[result.kept], minlength=n_labels)
     return {name: {"candidates": int(t), "kept": int(k)} for name, t, k in zip(cand.label_names, total, kept, strict=True)}

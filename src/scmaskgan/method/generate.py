@@ -223,17 +223,23 @@ def write_candidates(
     encoding: Encoding,
     params: dict[str, Any],
     extra: dict[str, np.ndarray] | None = None,
-    expected: np.ndarray | None = None,
+    expected: np.ndarray | h5py.Dataset | None = None,
 ) -> None:
     """Write a candidates file atomically (layout in ``docs/architecture.md``); ``extra`` adds datasets,
-    ``expected`` the candidates' expected values (dataset ``expected``, shaped like ``candidates``)."""
+    ``expected`` the candidates' expected values (dataset ``expected``, shaped like ``candidates``); an
+    open dataset of another candidates file is copied a block of rows at a time (FILTER passes its
+    input's, so the expected values are never in memory whole)."""
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         chunk = (max(1, min(1024, len(values))), values.shape[1]) if len(values) else None
         # the sampled candidates are mostly dropout zeros: gzip makes them ~8x smaller for little time;
         # the expected values are dense floats, which it shrank by 11 % in 9 s (1,000 x 33,514)
         gzip = {"compression": "gzip", "compression_opts": 1} if len(values) else {}
         f.create_dataset("candidates", data=np.asarray(values, dtype=np.float32), chunks=chunk, **gzip)
-        if expected is not None:
+        if isinstance(expected, h5py.Dataset):
+            copy = f.create_dataset("expected", shape=expected.shape, dtype=np.float32, chunks=chunk)
+            for start in range(0, expected.shape[0], _READ_BLOCK):
+                copy[start:start + _READ_BLOCK] = expected[start:start + _READ_BLOCK]
+        elif expected is not None:
             f.create_dataset("expected", data=np.asarray(expected, dtype=np.float32), chunks=chunk)
         f.create_dataset("labels", data=np.asarray(labels, dtype=np.int32))
         f.create_dataset("label_names", data=np.asarray(label_names, dtype=object), dtype=_STR)
@@ -245,12 +251,16 @@ def write_candidates(
         f.attrs["encoding_json"] = json.dumps(encoding.to_dict())
 
 
-def _read_rows(ds: h5py.Dataset, rows: np.ndarray, block: int = 4096) -> np.ndarray:
+#: Rows of a candidates dataset read or copied at once (the file's chunks are 1,024 rows).
+_READ_BLOCK = 1024
+
+
+def _read_rows(ds: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
     """The ``rows`` (bool mask) of a 2-D dataset, read block by block (no full-size temporary)."""
     out = np.empty((int(rows.sum()), ds.shape[1]), dtype=np.float32)
     filled = 0
-    for start in range(0, ds.shape[0], block):
-        keep = rows[start:start + block]
+    for start in range(0, ds.shape[0], _READ_BLOCK):
+        keep = rows[start:start + _READ_BLOCK]
         part = ds[start:start + len(keep)][keep]
         out[filled:filled + len(part)] = part
         filled += len(part)
