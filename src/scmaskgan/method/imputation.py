@@ -194,7 +194,7 @@ def estimate(
 
 def denoise_prior(weights: torch.Tensor, rates: torch.Tensor, background: torch.Tensor | None) -> torch.Tensor:
     """Centre of the denoise prior: the kept neighbours' mean normalised expression with the sample's
-    mean candidate as one more neighbour.
+    mean rate as one more neighbour.
 
     Parameters
     ----------
@@ -209,9 +209,10 @@ def denoise_prior(weights: torch.Tensor, rates: torch.Tensor, background: torch.
     The mean is taken on the normalised scale, where it estimates the expected count,
     not on the log scale, whose mean lies below it by an amount that depends on how
     noisy the neighbours are (Jensen's inequality). Measured (``docs/method.md``): on null
-    data (independent genes) the log-scale centre raised the 95th percentile of the
-    gene-gene ``|r|`` by 68-90 %, this one not at all; on the ablation the trained
-    generator's denoise Poisson loss fell on all three data sets.
+    data (independent genes) with real cells as the candidates the log-scale centre raised
+    the 95th percentile of the gene-gene ``|r|`` by 68-90 %, this one not at all (candidates
+    of a generator that invented correlations still pass them on); on the ablation the
+    trained generator's denoise Poisson loss fell on all three data sets.
 
     The pseudo-neighbour keeps the prior above 0 for a gene that none of a cell's
     neighbours expresses, so that the cell's own count of it is shrunk, never erased
