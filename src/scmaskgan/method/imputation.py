@@ -178,15 +178,16 @@ def estimate(
         sl = slice(start, start + step)
         c = cand[torch.from_numpy(idx_all[sl])]  # (b, k, g)
         w = torch.from_numpy(weights[sl])
-        log_w = torch.log(w)[:, :, None]  # -inf for dropped neighbours
         d = torch.from_numpy(depth[sl].astype(np.float32))[:, None]
-        lam = torch.expm1(c * scale) * d[:, :, None]
+        rates = torch.expm1(c * scale)
         own = torch.from_numpy(np.ascontiguousarray(cells[sl], dtype=np.float32))
         if mode == "denoise":
-            m = denoise_prior(w, torch.expm1(c * scale), prior_background) * d
+            m = denoise_prior(w, rates, prior_background) * d
             post = (torch.expm1(own * scale) * d + shrinkage) * m / (m + shrinkage)
             out[sl] = (torch.log1p(post / d.clamp_min(1e-12)) / scale).numpy()
         else:
+            log_w = torch.log(w)[:, :, None]  # -inf for dropped neighbours
+            lam = rates * d[:, :, None]  # each neighbour's expected molecules at the cell's depth
             post0 = (torch.softmax(log_w - lam, dim=1) * c).sum(1)
             out[sl] = torch.where(torch.from_numpy(observed[sl]), own, post0).numpy()
     return out
@@ -312,9 +313,15 @@ def tune(
     enc: Encoding,
     params: ImputeParams,
     space: PCASpace | None = None,
-    expected: np.ndarray | None = None,
+    source: np.ndarray | None = None,
+    background: np.ndarray | None = None,
 ) -> tuple[dict[str, float | None], list[dict[str, float]], str]:
     """Choose ``k``, ``theta_sigma`` and (denoise) ``shrinkage`` with Optuna on a held-out validation.
+
+    Neighbours are found among ``candidates``; estimates are computed from ``source``
+    (:func:`estimation_values`; ``candidates`` when not given) with the denoise prior's
+    ``background`` (:func:`mean_rate` of ``source``; computed here when not given), as
+    :class:`Imputation` computes them.
 
     A seeded random subsample of at most ``params.tune_cells`` cells (and of at most
     4 M cells x genes, but at least 100 cells: every trial imputes it whole) is split:
@@ -348,8 +355,9 @@ def tune(
     raw_signal = fold.signal(fold.seen)
     raw_scores = fold.scores(fold.seen, fold.unit * np.float32(enc.scale))
     denoise = params.mode == "denoise"
-    source = estimation_values(candidates, expected, params.mode)
-    background = mean_rate(source, enc.scale) if denoise else None
+    source = candidates if source is None else source
+    if denoise and background is None:
+        background = mean_rate(source, enc.scale)
 
     def objective(trial: optuna.Trial) -> float:
         k = params.k if params.k is not None else trial.suggest_int("k", 1, k_hi, log=True)
@@ -462,6 +470,8 @@ class Imputation:
             raise InputError("candidates contain NaN or inf")
         _check_params(params)
         self.source = estimation_values(candidates, expected, params.mode)  # checks expected's shape
+        denoise = params.mode == "denoise"
+        self.background = mean_rate(self.source, enc.scale) if denoise else None
 
         cells = EncodedRows(x, enc)
         space = fit_pca_space(cells, params.n_pcs, params.seed) if params.neighbour_space == "pca" else None
@@ -470,9 +480,10 @@ class Imputation:
         chosen: dict[str, float | None] = {
             "k": params.k, "theta_sigma": params.theta_sigma, "shrinkage": params.shrinkage,
         }
-        denoise = params.mode == "denoise"
         if None in (params.k, params.theta_sigma) or (denoise and params.shrinkage is None):
-            chosen, trials, kind = tune(x, labels, candidates, candidate_labels, enc, params, space, expected)
+            chosen, trials, kind = tune(
+                x, labels, candidates, candidate_labels, enc, params, space, self.source, self.background
+            )
         k, theta_sigma = int(chosen["k"] or 1), float(chosen["theta_sigma"] or 0.0)
         shrinkage = float(chosen["shrinkage"]) if denoise and chosen["shrinkage"] is not None else math.nan
 
@@ -483,7 +494,6 @@ class Imputation:
         n_labels = int(max(labels.max(initial=-1), candidate_labels.max(initial=-1))) + 1
         cells_per_label = np.bincount(labels, minlength=n_labels)
         used = np.bincount(labels, weights=(self.weights > 0).sum(1), minlength=n_labels)
-        self.background = mean_rate(self.source, enc.scale) if denoise else None
         self._summary = ImputeSummary(
             k=int(k),
             theta_sigma=float(theta_sigma),
