@@ -1,4 +1,4 @@
-"""The networks: shapes for any image side, attention cost, label conditioning, size."""
+"""The networks: shapes for any image side, attention cost, label conditioning, size, level noise."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from scmaskgan.method.model import (
     SelfAttention,
     SpectralLinear,
     count_parameters,
+    expected_rate,
+    observe,
 )
 
 
@@ -115,6 +117,46 @@ def test_config_round_trip_and_bad_values():
         ModelConfig.from_dict({**cfg.to_dict(), "depth": 3})
     with pytest.raises(InputError):
         ModelConfig(side=0, n_labels=2, latent_dim=4)
+
+
+def test_model_files_from_before_the_level_noise_load_without_it():
+    old = {k: v for k, v in ModelConfig(side=6, n_labels=2, latent_dim=4).to_dict().items() if k != "level_noise"}
+    cfg = ModelConfig.from_dict(old)
+    assert not cfg.level_noise
+    generator = Generator(cfg)
+    assert "log_spread" not in generator.state_dict()
+    assert torch.equal(generator.level_spread(torch.eye(2)), torch.zeros(2, 6, 6))
+    assert "log_spread" in Generator(ModelConfig(side=6, n_labels=2, latent_dim=4)).state_dict()
+
+
+def test_level_noise_is_the_labels_spread_and_not_trained():
+    generator = Generator(ModelConfig(side=4, n_labels=2, latent_dim=3))
+    spread = torch.stack([torch.full((4, 4), 0.2), torch.full((4, 4), 0.7)])
+    generator.init_label_bias(torch.full((2, 4, 4), 0.4), torch.full((2, 4, 4), 0.5), spread)
+    onehot = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+    assert torch.allclose(generator.level_spread(onehot), spread.flip(0))
+    assert all(p is not generator.log_spread for p in generator.parameters())  # a buffer: the optimiser never sees it
+
+
+def test_observe_draws_independent_noise_around_the_level():
+    level, spread = torch.full((2000, 2, 2), 0.3), torch.full((2000, 2, 2), 0.5)
+    normal = torch.randn(2000, 2, 2, generator=torch.Generator().manual_seed(0))
+    values = observe(level, spread, normal)
+    logits = torch.logit(values).flatten(1)
+    assert logits.mean().item() == pytest.approx(torch.logit(torch.tensor(0.3)).item(), abs=0.03)
+    assert logits.std(0).mean().item() == pytest.approx(0.5, abs=0.03)
+    assert abs(torch.corrcoef(logits.T)[0, 1].item()) < 0.1  # entries do not move together
+    assert torch.equal(observe(level, torch.zeros_like(spread), normal), level)
+
+
+def test_expected_rate_is_the_mean_normalised_expression_of_sampled_cells():
+    level, prob, spread, scale = torch.tensor([[0.3, 0.6]]), torch.tensor([[0.4, 0.9]]), torch.tensor([[0.8, 0.3]]), 5.0
+    assert torch.allclose(expected_rate(level, prob, torch.zeros_like(spread), scale), prob * torch.expm1(scale * level))
+    gen = torch.Generator().manual_seed(1)
+    normal = torch.randn(200_000, 1, 2, generator=gen)
+    detected = (torch.rand(200_000, 1, 2, generator=gen) < prob).float()
+    sampled = torch.expm1(scale * observe(level.expand(200_000, 1, 2), spread.expand(200_000, 1, 2), normal)) * detected
+    assert torch.allclose(expected_rate(level, prob, spread, scale), sampled.mean(0), rtol=0.02)
 
 
 def test_batches_of_large_images_hold_the_pixels_of_a_64_side_batch():

@@ -81,7 +81,7 @@ def test_padding_and_dropout_pixels_never_change_a_loss(images: Path, rec_loss: 
 def test_moment_loss_targets_the_label_statistics():
     genes = torch.ones(2, 2)
     stats = LabelStats(detection=torch.full((1, 2, 2), 0.5), level=torch.full((1, 2, 2), 0.4), counts=torch.ones(1),
-                       second=torch.full((1, 2, 2), 0.1))
+                       second=torch.full((1, 2, 2), 0.1), spread=torch.zeros(1, 2, 2))
     labels = torch.zeros(4, dtype=torch.long)
     level = torch.tensor([0.2, 0.6, 0.6, 0.2]).view(4, 1, 1).expand(4, 2, 2).clone().requires_grad_()
     logits = torch.zeros(4, 2, 2, requires_grad=True)  # p = 0.5 everywhere: detection on target
@@ -114,7 +114,7 @@ def test_moment_loss_halves_alternate_within_each_label_in_batch_order():
     # label 0: cells 0, 2, 3, 5 -> halves (0, 3) and (2, 5); label 1: cells 1, 4; label 2: a single cell (ignored)
     labels = torch.tensor([0, 1, 0, 0, 1, 0, 2])
     stats = LabelStats(detection=torch.full((3, 1, 2), 0.5), level=torch.full((3, 1, 2), 0.4), counts=torch.ones(3),
-                       second=torch.full((3, 1, 2), 0.1))
+                       second=torch.full((3, 1, 2), 0.1), spread=torch.zeros(3, 1, 2))
     genes = torch.ones(1, 2)
     level = torch.rand(7, 1, 2, generator=torch.Generator().manual_seed(0))
     logits = torch.zeros(7, 1, 2)
@@ -305,3 +305,19 @@ def test_one_label_trains_and_too_few_cells_is_a_step_error(tmp_path: Path):
     pair = write_images(tmp_path / "pair.images.h5", single[:2].copy())
     with pytest.raises(StepError, match="1 training cell"):
         _train(pair, tmp_path / "pair", epochs=1)
+
+
+def test_label_stats_spread_is_the_sd_of_observed_logits(images: Path):
+    with ImageStore(images) as store:
+        cells = TrainingCells(store, np.arange(store.n_cells))
+        stats = label_stats(cells, len(store.label_names), store.encoding.side)
+        real = read_cells(store).as_float()
+        values, masks = real.values.numpy(), real.masks.numpy()
+        labels = store.labels
+    label, (row, col) = 1, np.argwhere(masks[labels == 1].sum(0) >= 5)[0]
+    seen = masks[labels == label, row, col] > 0
+    logits = np.log(values[labels == label, row, col][seen]) - np.log1p(-values[labels == label, row, col][seen])
+    assert float(stats.spread[label, row, col]) == pytest.approx(float(logits.std(ddof=1)), rel=1e-3)
+    never = (masks[labels == label].sum(0) < 2) & (gene_mask(store.encoding.side, store.encoding.n_genes).numpy() > 0)
+    assert np.all(stats.spread[label].numpy()[never] == 0)
+    assert torch.all(stats.initial_profiles()[2] > 0)  # the generator's noise is never 0, even where unmeasured

@@ -211,8 +211,8 @@ class GenerateParams(_Validated):
     )
     dropouts: str = _p(
         "sample",
-        "'sample': candidates have dropouts like real cells (level x Bernoulli detection draw); "
-        "'expected': level x detection probability (no zeros).",
+        "'sample': candidates have dropouts like real cells (noisy level x Bernoulli detection draw); "
+        "'expected': their expected normalised expression (no zeros).",
         ("sample", "expected"),
     )
     recentre: bool = _p(

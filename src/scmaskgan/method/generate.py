@@ -1,9 +1,10 @@
 """GENERATE: candidate cells per label from a trained generator, and the candidates file.
 
 A candidate is a sampled cell in the encoded [0, 1] scale, padding stripped. With
-``dropouts='sample'`` (default) it has the dropouts of a real cell (level times a
-Bernoulli detection draw); with ``dropouts='expected'`` it is the expected value
-level x detection probability (no zeros). Every candidate is stored with its expected
+``dropouts='sample'`` (default) it has the noise and dropouts of a real cell (the level
+with its per-entry noise drawn, times a Bernoulli detection draw); with
+``dropouts='expected'`` it is its expected value, the expected normalised expression
+:func:`~scmaskgan.method.model.expected_rate` on the unit scale (no zeros). Every candidate is stored with its expected
 value too (same noise draw): IMPUTE finds a cell's neighbours among the sampled
 candidates, which look like real cells, and in ``denoise`` mode estimates from their
 expected values, which carry no sampled dropouts. The expected values are recentred on
@@ -33,7 +34,7 @@ from scmaskgan.method.checkpoint import check_compatible, load_model
 from scmaskgan.method.device import select_device
 from scmaskgan.method.encode import FORMAT_VERSION, Encoding
 from scmaskgan.method.images_h5 import ImageStore
-from scmaskgan.method.model import Generator, pixel_scaled
+from scmaskgan.method.model import Generator, expected_rate, observe, pixel_scaled
 from scmaskgan.method.train_data import read_cells
 
 _STR = h5py.string_dtype("utf-8")
@@ -64,6 +65,7 @@ def sample_views(
     inpaint_fraction: float = 0.2,
     n_genes: int | None = None,
     with_expected: bool = True,
+    scale: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Generate one cell for every entry of ``labels`` (its gene vector, padding stripped) and,
     from the same noise, its expected value.
@@ -81,7 +83,7 @@ def sample_views(
     device
         Where to compute.
     dropouts
-        ``'sample'`` (binary detection draw) or ``'expected'`` (level x probability).
+        ``'sample'`` (level noise and binary detection drawn) or ``'expected'`` (the expected value).
     pool
         :class:`scmaskgan.method.train_data.CellTensors` to condition an inpainting generator on:
         each candidate gets a random cell of its label with ``inpaint_fraction`` of the
@@ -92,13 +94,19 @@ def sample_views(
         Genes of the sample (the first ``n_genes`` pixels row-wise); all ``N * N`` when unset.
     with_expected
         Also return the expected values (``False`` skips that second array).
+    scale
+        The encoding's ``scale``, needed for expected values (computed as normalised expression).
 
     Returns
     -------
     ``(values, expected)``: float32 arrays ``(len(labels), n_genes)``, filled batch by batch
     (no image-sized copy); ``values`` the generated cells as ``dropouts`` says, ``expected``
-    the level x detection probability of the same cells (``None`` without ``with_expected``).
+    the same cells' expected normalised expression (:func:`~scmaskgan.method.model.expected_rate`)
+    on the unit scale, ``log1p(rate) / scale`` (``None`` without ``with_expected``).
     """
+    if scale is None and (with_expected or dropouts != "sample"):
+        raise ValueError("expected values need the encoding's scale")
+    unit_scale = 1.0 if scale is None else scale  # only used when given
     generator.eval().to(device)
     cfg = generator.cfg
     gen = torch.Generator().manual_seed(seed)
@@ -117,14 +125,24 @@ def sample_views(
             hide = torch.rand(len(lab), cfg.side, cfg.side, generator=gen)
             kept = pool.masks[rows] * (hide >= inpaint_fraction).float()
             cond = ((pool.values[rows] * kept).to(device), kept.to(device))
+        normal = torch.randn(len(lab), cfg.side, cfg.side, generator=gen)
         onehot = F.one_hot(lab, cfg.n_labels).float().to(device)
         level, logits = generator(z.to(device), onehot, cond)
-        prob = torch.sigmoid(logits)
-        detect = (uniform.to(device) < prob).float() if dropouts == "sample" else prob
-        out[start:start + len(lab)] = (level * detect).float().flatten(1)[:, :n_genes].cpu().numpy()
+        prob, spread = torch.sigmoid(logits), generator.level_spread(onehot)
+        if dropouts == "sample":
+            cells = observe(level, spread, normal.to(device)) * (uniform.to(device) < prob).float()
+        else:
+            cells = _unit(expected_rate(level, prob, spread, unit_scale), unit_scale)
+        out[start:start + len(lab)] = cells.float().flatten(1)[:, :n_genes].cpu().numpy()
         if expected is not None:
-            expected[start:start + len(lab)] = (level * prob).float().flatten(1)[:, :n_genes].cpu().numpy()
+            cells = _unit(expected_rate(level, prob, spread, unit_scale), unit_scale)
+            expected[start:start + len(lab)] = cells.float().flatten(1)[:, :n_genes].cpu().numpy()
     return out, expected
+
+
+def _unit(rate: torch.Tensor, scale: float) -> torch.Tensor:
+    """Normalised expression on the encoding's unit scale, ``log1p(rate) / scale``, clipped to [0, 1]."""
+    return (torch.log1p(rate) / scale).clamp(0.0, 1.0)
 
 
 #: Pseudo-level added to both means of :func:`recentre` (unit scale): genes a label barely
@@ -140,7 +158,9 @@ def recentre(values: np.ndarray, labels: np.ndarray, real_means: np.ndarray) -> 
     each candidate's deviation from its label's mean keeps its relative size. The
     adversarial term lowers the trained generator's mean level by 5-25 % (measured in
     ``docs/method.md``); the neighbours' estimates would carry that bias into every
-    imputed value.
+    imputed value. The expected values are matched on the unit scale, not as normalised
+    expression: a label's mean normalised expression follows its most expressing cells,
+    and a denoise prior centred there scored worse on held-out molecules (``docs/method.md``).
 
     Parameters
     ----------
@@ -195,8 +215,8 @@ class Candidates:
     scores, tau
         Anomaly scores ``(m,)`` and per-label thresholds (filtered files only, else ``None``).
     expected
-        ``(m, n_genes)`` float32 expected values of the same candidates (level x detection
-        probability; ``None`` in files written before they were stored).
+        ``(m, n_genes)`` float32 expected values of the same candidates (their expected normalised
+        expression on the unit scale; ``None`` in files written before they were stored).
     """
 
     values: np.ndarray
@@ -333,7 +353,7 @@ def generate_candidates(model_pt: Path, images_h5: Path, out_path: Path, params:
     values, expected = sample_views(
         model.generator, labels, batch_size=pixel_scaled(params.batch_size, model.config.side), seed=params.seed,
         device=device, dropouts=params.dropouts, pool=pool, inpaint_fraction=inpaint_fraction,
-        n_genes=model.encoding.n_genes, with_expected=with_expected,
+        n_genes=model.encoding.n_genes, with_expected=with_expected, scale=model.encoding.scale,
     )
     if expected is not None and real_means is not None:  # the denoise prior's centre: unbiased for every label
         recentre(expected, labels, real_means)

@@ -6,9 +6,16 @@ their boundaries, so N need not be a multiple of 4.
 
 The generator describes a cell by two maps: the *level* (sigmoid, the encoded value a
 gene has when it is detected) and the *detection* logit (the probability that the gene
-is observed). A sampled cell is ``level * Bernoulli(sigmoid(detection))``, which has
-the dropouts of a real cell; the discriminator sees such a cell together with its
-detection mask, exactly as it sees a real cell with its observed mask.
+is observed), plus a per-label, per-gene *level noise* ``sigma``. A sampled cell
+is ``sigmoid(logit(level) + sigma * eps) * Bernoulli(sigmoid(detection))`` with ``eps``
+standard normal and independent for every entry: the detected values of a real cell
+scatter around their expectation by noise that no other gene shares (counting, bursts),
+and without a noise term of its own the generator can only imitate that scatter through
+its latent code, which moves many genes together (measured in ``docs/method.md``: on
+independent genes it invented gene-gene correlations). ``sigma`` is fixed at the spread
+of each label's observed values (:meth:`Generator.init_label_bias`), not learned: the
+adversarial term, free to choose, lowered it and moved the scatter back into the code. The discriminator sees a sampled
+cell together with its detection mask, exactly as it sees a real cell with its observed mask.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -54,6 +62,9 @@ class ModelConfig:
         factor model of expression.
     inpaint
         The generator is also conditioned on a masked real cell (``rec_loss='inpaint'``).
+    level_noise
+        The generator draws per-entry level noise (``False`` only for model files written
+        before it existed, which :meth:`from_dict` reads as such).
     """
 
     side: int
@@ -65,6 +76,7 @@ class ModelConfig:
     global_hidden: int = 256
     global_rank: int = 64
     inpaint: bool = False
+    level_noise: bool = True
 
     def __post_init__(self) -> None:
         if self.side < 1 or self.n_labels < 1 or self.latent_dim < 1:
@@ -100,7 +112,7 @@ class ModelConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise InputError(f"model config has unknown key(s): {', '.join(unknown)}")
-        return cls(**values)
+        return cls(**{"level_noise": False, **values})
 
 
 #: Image side up to which batch and epoch sizes are used as given (see :func:`pixel_scaled`).
@@ -273,7 +285,8 @@ class Generator(nn.Module):
       much easier to express as gene loadings than through 3x3 convolutions.
 
     :meth:`init_label_bias` starts the bias at the training cells' label statistics and
-    both paths start near zero, so the network learns the variation around them.
+    both paths start near zero, so the network learns the variation around them. The
+    per-entry level noise of a sampled cell is :meth:`level_spread`; :func:`observe` draws it.
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -307,6 +320,9 @@ class Generator(nn.Module):
         nn.init.normal_(loadings.weight, std=1e-3)
         nn.init.zeros_(loadings.bias)
         self.label_bias = nn.Parameter(torch.zeros(cfg.n_labels, 2, s, s))
+        self.log_spread: torch.Tensor | None
+        # a buffer, not a parameter: the counting noise is measured (init_label_bias), not learned
+        self.register_buffer("log_spread", torch.full((cfg.n_labels, s, s), -30.0) if cfg.level_noise else None)
         self.encoder = CellEncoder(cfg) if cfg.inpaint else None
 
     def forward(
@@ -345,8 +361,16 @@ class Generator(nn.Module):
         out = out + self.whole(inputs).view(-1, 2, n, n)
         return torch.sigmoid(out[:, 0]), out[:, 1]
 
+    def level_spread(self, onehot: torch.Tensor) -> torch.Tensor:
+        """``(B, N, N)`` SD of the per-entry level noise (logit scale) of each cell's label (0 without it)."""
+        n = self.cfg.side
+        if self.log_spread is None:
+            return onehot.new_zeros(onehot.shape[0], n, n)
+        spread = torch.exp(self.log_spread[:, :n, :n])
+        return (onehot @ spread.flatten(1)).view(-1, n, n)
+
     @torch.no_grad()
-    def init_label_bias(self, level: torch.Tensor, detection: torch.Tensor) -> None:
+    def init_label_bias(self, level: torch.Tensor, detection: torch.Tensor, spread: torch.Tensor | None = None) -> None:
         """Set the per-label bias so that, before training, every label's cells have its mean profile.
 
         Parameters
@@ -355,11 +379,44 @@ class Generator(nn.Module):
             ``(L, N, N)`` mean encoded value of each label and gene where observed, in (0, 1).
         detection
             ``(L, N, N)`` detection probability of each label and gene, in (0, 1).
+        spread
+            ``(L, N, N)`` positive SD of the level noise (logit scale), kept through training;
+            ignored by a generator without level noise.
         """
         n = self.cfg.side
         self.label_bias.zero_()
         self.label_bias[:, 0, :n, :n] = torch.logit(level)
         self.label_bias[:, 1, :n, :n] = torch.logit(detection)
+        if self.log_spread is not None and spread is not None:
+            self.log_spread[:, :n, :n] = torch.log(spread)
+
+
+def observe(level: torch.Tensor, spread: torch.Tensor, normal: torch.Tensor) -> torch.Tensor:
+    """Detected values of sampled cells: ``sigmoid(logit(level) + spread * normal)`` (all ``(B, N, N)``),
+    differentiable in ``level``; ``level`` itself where ``spread`` is 0."""
+    return torch.sigmoid(torch.logit(level.clamp(_LEVEL_EPS, 1.0 - _LEVEL_EPS)) + spread * normal)
+
+
+#: Gauss-Hermite nodes (probabilists') for the expected values of the noisy level.
+_HERMITE_NODES = 12
+_LEVEL_EPS = 1e-6
+
+
+def expected_rate(level: torch.Tensor, prob: torch.Tensor, spread: torch.Tensor, scale: float) -> torch.Tensor:
+    """A sampled cell's expected normalised expression ``E[detected * expm1(value * scale)]``.
+
+    ``prob * E[expm1(scale * observe(level, spread, eps))]`` over the level noise, by
+    Gauss-Hermite quadrature (all ``(B, N, N)``; ``scale`` is the encoding's). This is the
+    expected count per ``target_sum`` molecules, the quantity the denoise prior averages;
+    ``expm1(scale * level * prob)``, its old stand-in, lies below it by an amount that varies
+    with the detection probability, which moves with each cell's depth.
+    """
+    nodes, weights = np.polynomial.hermite_e.hermegauss(_HERMITE_NODES)
+    logit = torch.logit(level.clamp(_LEVEL_EPS, 1.0 - _LEVEL_EPS))
+    total = torch.zeros_like(level)
+    for node, weight in zip(nodes.tolist(), (weights / weights.sum()).tolist(), strict=True):
+        total += weight * torch.expm1(scale * torch.sigmoid(logit + spread * node))
+    return prob * total
 
 
 class SpectralLinear(nn.Linear):

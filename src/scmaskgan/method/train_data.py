@@ -175,16 +175,19 @@ class LabelStats:
         ``(L,)`` training cells per label.
     second
         ``(L, N, N)`` mean squared encoded value (zeros included).
+    spread
+        ``(L, N, N)`` SD of ``logit(value)`` over the cells that observe the gene (0 if fewer than two).
     """
 
     detection: torch.Tensor
     level: torch.Tensor
     counts: torch.Tensor
     second: torch.Tensor
+    spread: torch.Tensor
 
     def to(self, device: torch.device) -> LabelStats:
         """A copy on ``device``."""
-        return LabelStats(*(t.to(device) for t in (self.detection, self.level, self.counts, self.second)))
+        return LabelStats(*(t.to(device) for t in (self.detection, self.level, self.counts, self.second, self.spread)))
 
     def gene_moments(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(mean, sd)`` ``(N, N)`` of every pixel's encoded value over all training cells (zeros included)."""
@@ -194,11 +197,15 @@ class LabelStats:
         var = (self.second * n).sum(0) / total - mean**2
         return mean, var.clamp_min(0).sqrt()
 
-    def initial_profiles(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(level, detection)`` strictly inside (0, 1), for :meth:`Generator.init_label_bias`.
+    def initial_profiles(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(level, detection, spread)`` for :meth:`Generator.init_label_bias`.
 
         Detection rates are smoothed as ``(k + 0.5) / (n + 1)``; a gene never observed in
         a label starts at its level in the other labels (or the lowest observed level).
+        The level noise is the whole spread of the label's observed values, clipped to
+        [0.02, 3] (the median of the measured genes where a gene was observed in fewer than
+        two cells): the generator starts as if a label's cells differed only by independent
+        noise, and its latent code has to earn any variation they share.
         """
         n = self.counts[:, None, None]
         detection = (self.detection * n + 0.5) / (n + 1)
@@ -207,22 +214,33 @@ class LabelStats:
         floor = self.level[self.level > 0].min() if bool((self.level > 0).any()) else torch.tensor(0.1)
         pooled = torch.where(seen.sum(0) > 0, pooled, floor)
         level = torch.where(seen > 0, self.level, pooled.expand_as(self.level))
-        return level.clamp(0.01, 0.99), detection
+        measured = self.spread[self.spread > 0]
+        typical = measured.median() if len(measured) else torch.tensor(0.3)
+        spread = torch.where(self.spread > 0, self.spread, typical).clamp(0.02, 3.0)
+        return level.clamp(0.01, 0.99), detection, spread
 
 
 def label_stats(cells: TrainingCells, n_labels: int, side: int) -> LabelStats:
-    """Detection rates and observed mean levels per label, accumulated block by block."""
+    """Detection rates, observed mean levels and spreads per label, accumulated block by block."""
     count = torch.zeros(n_labels)
     observed = torch.zeros(n_labels, side, side, dtype=torch.float64)
     total = torch.zeros(n_labels, side, side, dtype=torch.float64)
     squares = torch.zeros(n_labels, side, side, dtype=torch.float64)
+    logits = torch.zeros(2, n_labels, side, side, dtype=torch.float64)  # sums of logit and logit^2 where observed
     for block in cells.blocks():
         count += torch.bincount(block.labels, minlength=n_labels).float()
-        observed.index_add_(0, block.labels, block.masks.double())
+        masks = block.masks.double()
+        observed.index_add_(0, block.labels, masks)
         values = block.values.double()
         total.index_add_(0, block.labels, values)
         squares.index_add_(0, block.labels, values * values)
+        logit = torch.logit(values.clamp(1e-4, 1 - 1e-4)) * masks
+        logits[0].index_add_(0, block.labels, logit)
+        logits[1].index_add_(0, block.labels, logit * logit)
     per_cell = count.clamp_min(1).double()[:, None, None]
     detection = observed / per_cell
     level = torch.where(observed > 0, total / observed.clamp_min(1), torch.zeros_like(total))
-    return LabelStats(detection.float(), level.float(), count, (squares / per_cell).float())
+    mean_logit = logits[0] / observed.clamp_min(1)
+    var = (logits[1] - observed * mean_logit**2) / (observed - 1).clamp_min(1)
+    spread = torch.where(observed >= 2, var.clamp_min(0).sqrt(), torch.zeros_like(var))
+    return LabelStats(detection.float(), level.float(), count, (squares / per_cell).float(), spread.float())

@@ -20,7 +20,7 @@ from scmaskgan.errors import StepError
 from scmaskgan.method.device import adam, amp_enabled, autocast, grad_scaler
 from scmaskgan.method.encode import Encoding
 from scmaskgan.method.losses import bce, inpaint_loss, inpaint_split, moment_loss, r1_penalty, sample_cells
-from scmaskgan.method.model import Discriminator, Generator, ModelConfig, gene_mask
+from scmaskgan.method.model import Discriminator, Generator, ModelConfig, gene_mask, observe
 from scmaskgan.method.train_data import CellTensors, LabelStats
 
 
@@ -113,6 +113,7 @@ class GanTrainer:
         draws = {
             "z": torch.randn(b, self.cfg.latent_dim, generator=gen),
             "detect": torch.rand(b, side, side, generator=gen),
+            "level": torch.randn(b, side, side, generator=gen),
         }
         if self.cfg.inpaint:
             draws["hide"] = torch.rand(b, side, side, generator=gen)
@@ -139,7 +140,8 @@ class GanTrainer:
         with autocast(self.device, self.amp):
             level, logits = self.generator(noise["z"], onehot, cond)
             level, logits = level.float(), logits.float()
-            fake_values, fake_mask = sample_cells(level, logits, noise["detect"])
+            noisy = observe(level, self.generator.level_spread(onehot).float(), noise["level"])
+            fake_values, fake_mask = sample_cells(noisy, logits, noise["detect"])
             fake_values, fake_mask = fake_values * self.genes, fake_mask * self.genes
             real_values = real.values.detach().requires_grad_(r1)
             if r1:
@@ -155,18 +157,21 @@ class GanTrainer:
         if r1:
             gamma = self.params.r1_gamma * self.params.r1_interval
             loss_d = loss_d + gamma * r1_penalty(d_real, real_values, real.masks)
-        return BatchLosses(loss_d, self._rec(level, logits, real, kept, held), (fake_values, fake_mask, onehot))
+        return BatchLosses(loss_d, self._rec(level, noisy, logits, real, kept, held), (fake_values, fake_mask, onehot))
 
     def _rec(
         self,
         level: torch.Tensor,
+        noisy: torch.Tensor,
         logits: torch.Tensor,
         real: CellTensors,
         kept: torch.Tensor | None,
         held: torch.Tensor | None,
     ) -> torch.Tensor:
+        """Reconstruction loss: the moments of the sampled cells' detected values (``noisy``: with
+        the level noise drawn), or the in-painting error of the expected level."""
         if self.params.rec_loss == "moments":
-            return moment_loss(level, logits, real.labels, self.stats, self.genes)
+            return moment_loss(noisy, logits, real.labels, self.stats, self.genes)
         if self.params.rec_loss == "inpaint":
             assert kept is not None and held is not None
             return inpaint_loss(level, logits, real, kept, held, self.genes)
