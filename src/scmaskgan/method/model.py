@@ -321,7 +321,7 @@ class Generator(nn.Module):
         nn.init.zeros_(loadings.bias)
         self.label_bias = nn.Parameter(torch.zeros(cfg.n_labels, 2, s, s))
         self.log_spread: torch.Tensor | None
-        # a buffer, not a parameter: the counting noise is measured (init_label_bias), not learned
+        # a buffer, not a parameter: the level noise is measured from the data (init_label_bias), not learned
         self.register_buffer("log_spread", torch.full((cfg.n_labels, s, s), -30.0) if cfg.level_noise else None)
         self.encoder = CellEncoder(cfg) if cfg.inpaint else None
 
