@@ -63,12 +63,13 @@ def simulated() -> tuple[ad.AnnData, np.ndarray]:
     return simulate_counts()
 
 
-def write_images(path, adata: ad.AnnData, label_key: str = "cell_type"):
-    """Write ``{id}.images.h5`` straight from counts and an obs label column (no QC/PREPARE run)."""
+def write_images(path, adata: ad.AnnData, label_key: str = "cell_type", input_scale: str = "counts"):
+    """Write ``{id}.images.h5`` straight from ``adata.X`` (counts, or log-normalised values with
+    ``input_scale='lognorm'``) and an obs label column (no QC/PREPARE run)."""
     from scmaskgan.method.encode import fit_encoding
     from scmaskgan.method.images_h5 import ImageWriter
 
-    enc = fit_encoding(adata.X)
+    enc = fit_encoding(adata.X, input_scale=input_scale)
     labels = adata.obs[label_key].astype("category")
     with ImageWriter(path, adata.n_obs, enc, adata.obs_names, adata.var_names, list(labels.cat.categories),
                      {"label_source": f"obs:{label_key}", "params_json": "{}"}) as writer:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import anndata as ad
@@ -13,6 +14,8 @@ from conftest import simulate_counts, write_images
 from scmaskgan import cli
 from scmaskgan.core.config import FilterParams, GenerateParams, TrainParams
 from scmaskgan.errors import InputError
+from scmaskgan.method.calibrate import calibrate
+from scmaskgan.method.depth import log_depth
 from scmaskgan.method.generate import n_candidates_per_label, read_candidates, recentre
 from scmaskgan.method.images_h5 import ImageStore
 from scmaskgan.pipeline import steps
@@ -58,10 +61,17 @@ def test_generate_writes_counts_per_label_reproducibly(trained: tuple[Path, Path
     expected_mode = GenerateParams(**{**params.__dict__, "dropouts": "expected"})
     dense = read_candidates(steps.generate(model, images, tmp_path / "c", "sim", expected_mode)["candidates"])
     assert np.mean(dense.values == 0) < 0.01
-    # every sampled candidate is stored with its expected value, from the same noise draw (recentred)
+    # every sampled candidate is stored with its expected value, from the same noise draw (calibrated, recentred)
     assert dense.expected is None and cand.expected is not None
     with ImageStore(images) as store:
-        assert np.array_equal(cand.expected, recentre(dense.values.copy(), cand.labels, store.label_means()))
+        calibrated = dense.values.copy()
+        real = ((v, lab, log_depth(lib)) for v, lab, lib in store.blocks())
+        with h5py.File(out["candidates"], "r") as f:  # the log depth each candidate was sampled at
+            depth = f["depth"][:]
+        factors = calibrate(calibrated, cand.values, cand.labels, real, depth)
+        assert np.array_equal(cand.expected, recentre(calibrated, cand.labels, store.label_means()))
+    record = json.loads(h5py.File(out["candidates"], "r").attrs["params_json"])
+    assert record["calibration"] == {cand.label_names[k]: f for k, f in factors.items()}
     filtered = read_candidates(steps.filter_candidates(out["candidates"], tmp_path / "a", "sim", FilterParams())["filtered"])
     kept = filtered.expected
     assert kept is not None and kept.shape == filtered.values.shape

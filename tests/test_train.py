@@ -67,11 +67,11 @@ def test_padding_and_dropout_pixels_never_change_a_loss(images: Path, rec_loss: 
     noise = torch.rand_like(batch.values)
     unobserved = (1 - batch.masks) * noise  # new values on dropouts and padding
     padding_on = (1 - genes).expand_as(batch.masks)  # padding claimed observed
-    perturbed = CellTensors(batch.values + unobserved, torch.clamp(batch.masks + padding_on, max=1), batch.labels)
+    perturbed = CellTensors(batch.values + unobserved, torch.clamp(batch.masks + padding_on, max=1), batch.labels, batch.depth)
     fresh, _ = _trainer(images, rec_loss)
     assert _losses(fresh, perturbed) == pytest.approx(reference, rel=1e-6, abs=1e-7)
     # an observed gene pixel does change the losses (the test can fail)
-    changed = CellTensors(batch.values.clone(), batch.masks, batch.labels)
+    changed = CellTensors(batch.values.clone(), batch.masks, batch.labels, batch.depth)
     observed = torch.nonzero(batch.masks[0] * genes)
     changed.values[0, observed[:, 0], observed[:, 1]] = 1.0
     other, _ = _trainer(images, rec_loss)
@@ -81,7 +81,8 @@ def test_padding_and_dropout_pixels_never_change_a_loss(images: Path, rec_loss: 
 def test_moment_loss_targets_the_label_statistics():
     genes = torch.ones(2, 2)
     stats = LabelStats(detection=torch.full((1, 2, 2), 0.5), level=torch.full((1, 2, 2), 0.4), counts=torch.ones(1),
-                       second=torch.full((1, 2, 2), 0.1), spread=torch.zeros(1, 2, 2))
+                       second=torch.full((1, 2, 2), 0.1), spread=torch.zeros(1, 2, 2),
+                       depth_moments=torch.tensor([0.0, 1.0]))
     labels = torch.zeros(4, dtype=torch.long)
     level = torch.tensor([0.2, 0.6, 0.6, 0.2]).view(4, 1, 1).expand(4, 2, 2).clone().requires_grad_()
     logits = torch.zeros(4, 2, 2, requires_grad=True)  # p = 0.5 everywhere: detection on target
@@ -114,7 +115,8 @@ def test_moment_loss_halves_alternate_within_each_label_in_batch_order():
     # label 0: cells 0, 2, 3, 5 -> halves (0, 3) and (2, 5); label 1: cells 1, 4; label 2: a single cell (ignored)
     labels = torch.tensor([0, 1, 0, 0, 1, 0, 2])
     stats = LabelStats(detection=torch.full((3, 1, 2), 0.5), level=torch.full((3, 1, 2), 0.4), counts=torch.ones(3),
-                       second=torch.full((3, 1, 2), 0.1), spread=torch.zeros(3, 1, 2))
+                       second=torch.full((3, 1, 2), 0.1), spread=torch.zeros(3, 1, 2),
+                       depth_moments=torch.tensor([0.0, 1.0]))
     genes = torch.ones(1, 2)
     level = torch.rand(7, 1, 2, generator=torch.Generator().manual_seed(0))
     logits = torch.zeros(7, 1, 2)

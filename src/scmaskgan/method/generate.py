@@ -1,16 +1,18 @@
 """GENERATE: candidate cells per label from a trained generator, and the candidates file.
 
-A candidate is a sampled cell in the encoded [0, 1] scale, padding stripped. With
-``dropouts='sample'`` (default) it has the noise and dropouts of a real cell (the level
-with its per-entry noise drawn, times a Bernoulli detection draw); with
-``dropouts='expected'`` it is its expected value, the expected normalised expression
-:func:`~scmaskgan.method.model.expected_rate` on the unit scale (no zeros). Every candidate is stored with its expected
-value too (same noise draw): IMPUTE finds a cell's neighbours among the sampled
-candidates, which look like real cells, and in ``denoise`` mode estimates from their
-expected values, which carry no sampled dropouts. The expected values are recentred on
-each label's real mean (:func:`recentre`): the adversarial term lowers the generator's
-mean level, and the denoise estimates would carry that bias. :func:`read_candidates`
-reads both the GENERATE and the FILTER files.
+A candidate is a sampled cell in the encoded [0, 1] scale, padding stripped, drawn at the
+depth of a random real cell of its label (for a generator conditioned on depth,
+:mod:`scmaskgan.method.depth`). With ``dropouts='sample'`` (default) it has the noise and
+dropouts of a real cell (the level with its per-entry noise drawn, times a Bernoulli
+detection draw); with ``dropouts='expected'`` it is its expected value, the expected
+normalised expression :func:`~scmaskgan.method.model.expected_rate` on the unit scale (no
+zeros). Every candidate is stored with its expected value too (same noise draw, taken at
+its label's median depth, so that depth does not vary them): IMPUTE finds a cell's
+neighbours among the sampled candidates, which look like real cells, and in ``denoise``
+mode estimates from their expected values, which carry no sampled dropouts. The expected
+values are recentred on each label's real mean (:func:`recentre`): the adversarial term
+lowers the generator's mean level, and the denoise estimates would carry that bias.
+:func:`read_candidates` reads both the GENERATE and the FILTER files.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ from scmaskgan.core.config import GenerateParams
 from scmaskgan.core.versions import package_versions
 from scmaskgan.errors import InputError
 from scmaskgan.io.atomic import atomic_path
+from scmaskgan.method.calibrate import calibrate
 from scmaskgan.method.checkpoint import check_compatible, load_model
+from scmaskgan.method.depth import LabelDepths, log_depth
 from scmaskgan.method.device import select_device
 from scmaskgan.method.encode import FORMAT_VERSION, Encoding
 from scmaskgan.method.images_h5 import ImageStore
@@ -66,7 +70,8 @@ def sample_views(
     n_genes: int | None = None,
     with_expected: bool = True,
     scale: float | None = None,
-) -> tuple[np.ndarray, np.ndarray | None]:
+    depths: LabelDepths | None = None,
+) -> Views:
     """Generate one cell for every entry of ``labels`` (its gene vector, padding stripped) and,
     from the same noise, its expected value.
 
@@ -96,13 +101,15 @@ def sample_views(
         Also return the expected values (``False`` skips that second array).
     scale
         The encoding's ``scale``, needed for expected values (computed as normalised expression).
+    depths
+        The real cells' log depths by label, for a generator with ``depth_input``: a sampled
+        cell gets the depth of a random real cell of its label (of its conditioning cell for an
+        inpainting generator), its expected value is taken at the label's median depth
+        (:class:`~scmaskgan.method.depth.LabelDepths`).
 
     Returns
     -------
-    ``(values, expected)``: float32 arrays ``(len(labels), n_genes)``, filled batch by batch
-    (no image-sized copy); ``values`` the generated cells as ``dropouts`` says, ``expected``
-    the same cells' expected normalised expression (:func:`~scmaskgan.method.model.expected_rate`)
-    on the unit scale, ``log1p(rate) / scale`` (``None`` without ``with_expected``).
+    :class:`Views`, filled batch by batch (no image-sized copy).
     """
     if scale is None and (with_expected or dropouts != "sample"):
         raise ValueError("expected values need the encoding's scale")
@@ -112,10 +119,12 @@ def sample_views(
     gen = torch.Generator().manual_seed(seed)
     labels_t = torch.as_tensor(np.asarray(labels, dtype=np.int64))
     cond_rows = _conditioning_rows(pool, labels_t, gen) if cfg.inpaint else None
+    depth, depth_expected = _depths(cfg.depth_input, labels_t, depths, pool, cond_rows, gen)
     n_genes = cfg.side * cfg.side if n_genes is None else n_genes
     out = np.empty((len(labels_t), n_genes), dtype=np.float32)
     expected = np.empty_like(out) if with_expected else None
     for start in range(0, len(labels_t), batch_size):
+        part = slice(start, start + batch_size)
         lab = labels_t[start:start + batch_size]
         z = torch.randn(len(lab), cfg.latent_dim, generator=gen)
         uniform = torch.rand(len(lab), cfg.side, cfg.side, generator=gen)
@@ -127,17 +136,63 @@ def sample_views(
             cond = ((pool.values[rows] * kept).to(device), kept.to(device))
         normal = torch.randn(len(lab), cfg.side, cfg.side, generator=gen)
         onehot = F.one_hot(lab, cfg.n_labels).float().to(device)
-        level, logits = generator(z.to(device), onehot, cond)
-        prob, spread = torch.sigmoid(logits), generator.level_spread(onehot)
+        z, spread = z.to(device), generator.level_spread(onehot)
         if dropouts == "sample":
-            cells = observe(level, spread, normal.to(device)) * (uniform.to(device) < prob).float()
-        else:
-            cells = _unit(expected_rate(level, prob, spread, unit_scale), unit_scale)
-        out[start:start + len(lab)] = cells.float().flatten(1)[:, :n_genes].cpu().numpy()
-        if expected is not None:
-            cells = _unit(expected_rate(level, prob, spread, unit_scale), unit_scale)
-            expected[start:start + len(lab)] = cells.float().flatten(1)[:, :n_genes].cpu().numpy()
-    return out, expected
+            level, logits = generator(z, onehot, cond, None if depth is None else depth[part])
+            cells = observe(level, spread, normal.to(device)) * (uniform.to(device) < torch.sigmoid(logits)).float()
+            out[part] = cells.float().flatten(1)[:, :n_genes].cpu().numpy()
+        if expected is not None or dropouts != "sample":
+            if dropouts != "sample" or depth_expected is not None:  # the same cell at its label's reference depth
+                level, logits = generator(z, onehot, cond, None if depth_expected is None else depth_expected[part])
+            cells = _unit(expected_rate(level, torch.sigmoid(logits), spread, unit_scale), unit_scale)
+            values = cells.float().flatten(1)[:, :n_genes].cpu().numpy()
+            if dropouts != "sample":
+                out[part] = values
+            if expected is not None:
+                expected[part] = values
+    generated_at = depth if dropouts == "sample" else depth_expected
+    return Views(out, expected, None if generated_at is None else generated_at.numpy())
+
+
+@dataclass
+class Views:
+    """Generated cells (:func:`sample_views`).
+
+    Attributes
+    ----------
+    values
+        ``(m, n_genes)`` float32: the generated cells as ``dropouts`` asked.
+    expected
+        ``(m, n_genes)`` float32: the same cells' expected normalised expression
+        (:func:`~scmaskgan.method.model.expected_rate`) on the unit scale, ``log1p(rate) / scale``
+        (``None`` when not asked for).
+    depth
+        ``(m,)`` the log depth each cell was generated at (``None`` for a generator without depth input).
+    """
+
+    values: np.ndarray
+    expected: np.ndarray | None
+    depth: np.ndarray | None
+
+
+def _depths(
+    wanted: bool,
+    labels: torch.Tensor,
+    depths: LabelDepths | None,
+    pool: Any,
+    cond_rows: torch.Tensor | None,
+    gen: torch.Generator,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The log depths to sample each cell at and to take its expected value at (``None`` without depth input)."""
+    if not wanted:
+        return None, None
+    if cond_rows is not None:
+        sampled = pool.depth[cond_rows].float()
+    elif depths is not None:
+        sampled = depths.draw(labels, gen)
+    else:
+        raise ValueError("a generator with depth input needs the real cells' depths")
+    return sampled, depths.reference(labels) if depths is not None else sampled
 
 
 def _unit(rate: torch.Tensor, scale: float) -> torch.Tensor:
@@ -346,19 +401,27 @@ def generate_candidates(model_pt: Path, images_h5: Path, out_path: Path, params:
         counts = np.bincount(store.labels, minlength=len(store.label_names))
         pool = read_cells(store) if model.config.inpaint else None
         genes, label_names = list(store.genes), list(store.label_names)
+        depths = LabelDepths(store.labels, log_depth(store.library_size))
         real_means = store.label_means() if with_expected or params.recentre else None  # one read of every cell
     per_label = n_candidates_per_label(counts, params)
     labels = np.repeat(np.arange(len(per_label)), per_label)
     inpaint_fraction = float(model.train.get("params", {}).get("inpaint_fraction", 0.2))
-    values, expected = sample_views(
+    views = sample_views(
         model.generator, labels, batch_size=pixel_scaled(params.batch_size, model.config.side), seed=params.seed,
         device=device, dropouts=params.dropouts, pool=pool, inpaint_fraction=inpaint_fraction,
-        n_genes=model.encoding.n_genes, with_expected=with_expected, scale=model.encoding.scale,
+        n_genes=model.encoding.n_genes, with_expected=with_expected, scale=model.encoding.scale, depths=depths,
     )
-    if expected is not None and real_means is not None:  # the denoise prior's centre: unbiased for every label
+    values, expected = views.values, views.expected
+    record: dict[str, Any] = {"params": dataclasses.asdict(params), "model": str(model_pt)}
+    if expected is not None and real_means is not None:  # the denoise prior: no invented structure, unbiased
+        with ImageStore(images_h5) as store:
+            real = ((v, lab, log_depth(lib)) for v, lab, lib in store.blocks())
+            factors = calibrate(expected, values, labels, real, views.depth)
+        record["calibration"] = {label_names[label]: f for label, f in factors.items()}
         recentre(expected, labels, real_means)
     if params.recentre and real_means is not None:
         recentre(values, labels, real_means)
-    record = {"params": dataclasses.asdict(params), "model": str(model_pt), "versions": package_versions()}
-    write_candidates(out_path, values, labels, label_names, genes, model.encoding, record, expected=expected)
+    record["versions"] = package_versions()
+    extra = {} if views.depth is None else {"depth": views.depth.astype(np.float32)}
+    write_candidates(out_path, values, labels, label_names, genes, model.encoding, record, extra, expected)
     return {"per_label": dict(zip(label_names, per_label.tolist(), strict=True))}

@@ -160,15 +160,21 @@ class ImageStore:
         g = self.encoding.n_genes
         return from_images(images, g), from_images(masks, g).astype(bool)
 
-    def label_means(self, block_pixels: int = 1 << 22) -> np.ndarray:
-        """``(n_labels, n_genes)`` float32 mean encoded value of each label's cells (dropouts as 0),
-        read in blocks of at most ``block_pixels`` pixels (16 MB of images; at least one cell), so
-        that GENERATE, which always needs them, stays small for wide samples."""
+    def blocks(self, block_pixels: int = 1 << 22) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """All cells as ``(encoded gene vectors, labels, library sizes)`` blocks of at most
+        ``block_pixels`` pixels (16 MB of images; at least one cell), so that a pass over a wide
+        sample stays small."""
         block = max(1, block_pixels // self.encoding.side**2)
-        sums = np.zeros((len(self.label_names), self.encoding.n_genes))
         for start in range(0, self.n_cells, block):
             values, _ = self.vectors(slice(start, start + block))
-            sums += np.eye(len(self.label_names))[self.labels[start:start + block]].T @ values
+            yield values, self.labels[start:start + block], self.library_size[start:start + block]
+
+    def label_means(self, block_pixels: int = 1 << 22) -> np.ndarray:
+        """``(n_labels, n_genes)`` float32 mean encoded value of each label's cells (dropouts as 0),
+        read block by block (:meth:`blocks`)."""
+        sums = np.zeros((len(self.label_names), self.encoding.n_genes))
+        for values, labels, _ in self.blocks(block_pixels):
+            sums += np.eye(len(self.label_names))[labels].T @ values
         counts = np.bincount(self.labels, minlength=len(self.label_names))
         return (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
 

@@ -32,6 +32,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from scmaskgan.errors import InputError
+from scmaskgan.method.depth import standardise
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,9 @@ class ModelConfig:
     level_noise
         The generator draws per-entry level noise (``False`` only for model files written
         before it existed, which :meth:`from_dict` reads as such).
+    depth_input
+        Both networks are given each cell's log depth (:mod:`scmaskgan.method.depth`); TRAIN
+        turns it on for count input (model files written before it existed have it off).
     """
 
     side: int
@@ -77,6 +81,7 @@ class ModelConfig:
     global_rank: int = 64
     inpaint: bool = False
     level_noise: bool = True
+    depth_input: bool = False
 
     def __post_init__(self) -> None:
         if self.side < 1 or self.n_labels < 1 or self.latent_dim < 1:
@@ -295,8 +300,9 @@ class Generator(nn.Module):
         c1 = cfg.base_channels
         c2, c3 = max(c1 // 2, 4), max(c1 // 4, 4)
         s0, s = cfg.base_side, cfg.work_side
+        n_in = cfg.latent_dim + cfg.n_labels + cfg.code_dim + int(cfg.depth_input)
         self.project = nn.Sequential(
-            nn.Linear(cfg.latent_dim + cfg.n_labels + cfg.code_dim, c1 * s0 * s0),
+            nn.Linear(n_in, c1 * s0 * s0),
             nn.BatchNorm1d(c1 * s0 * s0),
             nn.ReLU(),
         )
@@ -309,7 +315,6 @@ class Generator(nn.Module):
             nn.Conv2d(c3, 2, 3, padding=1),
         )
         nn.init.normal_(self.head[-1].weight, std=1e-3)  # type: ignore[arg-type]  # start close to the label bias
-        n_in = cfg.latent_dim + cfg.n_labels + cfg.code_dim
         self.whole = nn.Sequential(
             nn.Linear(n_in, cfg.global_hidden), nn.LeakyReLU(0.2),
             nn.Linear(cfg.global_hidden, cfg.global_rank), nn.LeakyReLU(0.2),
@@ -324,12 +329,15 @@ class Generator(nn.Module):
         # a buffer, not a parameter: the level noise is measured from the data (init_label_bias), not learned
         self.register_buffer("log_spread", torch.full((cfg.n_labels, s, s), -30.0) if cfg.level_noise else None)
         self.encoder = CellEncoder(cfg) if cfg.inpaint else None
+        self.depth_moments: torch.Tensor
+        self.register_buffer("depth_moments", torch.tensor([0.0, 1.0]))  # (mean, sd) of the training log depths
 
     def forward(
         self,
         z: torch.Tensor,
         onehot: torch.Tensor,
         cond: tuple[torch.Tensor, torch.Tensor] | None = None,
+        depth: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Generate level (in [0, 1]) and detection logits, each ``(B, N, N)``.
 
@@ -342,6 +350,9 @@ class Generator(nn.Module):
         cond
             ``(values, mask)`` of masked real cells ``(B, N, N)``; required exactly
             when the model was built with ``inpaint=True``.
+        depth
+            ``(B,)`` log depth of each cell to generate (:func:`~scmaskgan.method.depth.log_depth`);
+            required exactly when the model was built with ``depth_input=True``.
         """
         parts = [z, onehot]
         if self.encoder is not None:
@@ -350,6 +361,8 @@ class Generator(nn.Module):
             parts.append(self.encoder(*cond))
         elif cond is not None:
             raise ValueError("this generator is not conditioned on cells (inpaint=False)")
+        if self.cfg.depth_input:
+            parts.append(_depth_column(depth, self.depth_moments))
         s0, n = self.cfg.base_side, self.cfg.side
         inputs = torch.cat(parts, dim=1)
         h = self.project(inputs).view(z.shape[0], -1, s0, s0)
@@ -389,6 +402,12 @@ class Generator(nn.Module):
         self.label_bias[:, 1, :n, :n] = torch.logit(detection)
         if self.log_spread is not None and spread is not None:
             self.log_spread[:, :n, :n] = torch.log(spread)
+
+
+def _depth_column(depth: torch.Tensor | None, centre_sd: torch.Tensor) -> torch.Tensor:
+    if depth is None:
+        raise ValueError("this model is conditioned on the cells' depth (depth_input=True): pass depth")
+    return standardise(depth.to(centre_sd.device), centre_sd)
 
 
 def observe(level: torch.Tensor, spread: torch.Tensor, normal: torch.Tensor) -> torch.Tensor:
@@ -505,7 +524,7 @@ class Discriminator(nn.Module):
         )
         hidden = cfg.global_hidden
         self.whole = nn.Sequential(
-            SpectralLinear(cfg.side * cfg.side, hidden), nn.LeakyReLU(0.2),
+            SpectralLinear(cfg.side * cfg.side + int(cfg.depth_input), hidden), nn.LeakyReLU(0.2),
             SpectralLinear(hidden, hidden), nn.LeakyReLU(0.2),
         )
         n_features = hidden + c2
@@ -517,6 +536,8 @@ class Discriminator(nn.Module):
         self.register_buffer("patches", torch.ones(half, half), persistent=False)
         self.register_buffer("centre", torch.zeros(cfg.side * cfg.side))
         self.register_buffer("spread", torch.ones(cfg.side * cfg.side))
+        self.depth_moments: torch.Tensor
+        self.register_buffer("depth_moments", torch.tensor([0.0, 1.0]))
 
     def set_genes(self, n_genes: int, centre: torch.Tensor | None = None, spread: torch.Tensor | None = None) -> None:
         """Which pixels hold genes, and the training cells' per-gene mean and SD.
@@ -533,8 +554,11 @@ class Discriminator(nn.Module):
             self.centre = centre.flatten().to(self.centre) * flat
             self.spread = torch.where(flat > 0, spread.flatten().to(self.spread).clamp_min(1e-3), 1.0)
 
-    def forward(self, values: torch.Tensor, mask: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
-        """Logits ``(B,)`` for cells ``values`` with masks ``mask`` (both ``(B, N, N)``).
+    def forward(
+        self, values: torch.Tensor, mask: torch.Tensor, onehot: torch.Tensor, depth: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Logits ``(B,)`` for cells ``values`` with masks ``mask`` (both ``(B, N, N)``) and, for a
+        model with ``depth_input``, log depths ``depth`` ``(B,)``.
 
         Callers zero the padding pixels of both inputs (see :func:`gene_mask`).
         """
@@ -544,6 +568,9 @@ class Discriminator(nn.Module):
         assert isinstance(conv, nn.Conv2d)
         h = act(conv_with_labels(conv, h, self.label_map(onehot)))
         pooled = (h * self.patches).sum((2, 3)) / self.patches.sum()
-        whole = self.whole((values.flatten(1) - self.centre) / self.spread)
+        genes = (values.flatten(1) - self.centre) / self.spread
+        if self.cfg.depth_input:
+            genes = torch.cat([genes, _depth_column(depth, self.depth_moments).to(genes.dtype)], dim=1)
+        whole = self.whole(genes)
         features = torch.cat([pooled, whole], dim=1)
         return self.out(features)[:, 0] + (self.embed(onehot) * features).sum(1)

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from scmaskgan.errors import InputError
+from scmaskgan.method.depth import log_depth, moments
 from scmaskgan.method.device import to_device
 from scmaskgan.method.images_h5 import ImageStore
 from scmaskgan.method.model import gene_mask
@@ -22,7 +23,8 @@ IN_MEMORY_BYTES = 4 * 2**30
 
 @dataclass
 class CellTensors:
-    """Cells as tensors: ``values`` and ``masks`` ``(n, N, N)`` float32, ``labels`` ``(n,)`` int64.
+    """Cells as tensors: ``values`` and ``masks`` ``(n, N, N)`` float32, ``labels`` ``(n,)`` int64,
+    ``depth`` ``(n,)`` float32 log depth (:func:`~scmaskgan.method.depth.log_depth`).
 
     ``values`` is zero wherever ``masks`` is (dropouts and padding).
     """
@@ -30,30 +32,34 @@ class CellTensors:
     values: torch.Tensor
     masks: torch.Tensor
     labels: torch.Tensor
+    depth: torch.Tensor
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
     def subset(self, index: torch.Tensor) -> CellTensors:
         """The cells at ``index``."""
-        return CellTensors(self.values[index], self.masks[index], self.labels[index])
+        return CellTensors(self.values[index], self.masks[index], self.labels[index], self.depth[index])
 
     def to(self, device: torch.device) -> CellTensors:
         """The cells on ``device`` (through pinned memory on CUDA, see :func:`~scmaskgan.method.device.to_device`)."""
-        return CellTensors(*(to_device(t, device) for t in (self.values, self.masks, self.labels)))
+        return CellTensors(*(to_device(t, device) for t in (self.values, self.masks, self.labels, self.depth)))
 
     def as_float(self) -> CellTensors:
         """float32 values and masks (of compact cells, see :func:`read_cells`; no copy when already float32)."""
-        return CellTensors(self.values.float(), self.masks.float(), self.labels)
+        return CellTensors(self.values.float(), self.masks.float(), self.labels, self.depth)
 
 
-def clean_cells(images: np.ndarray, masks: np.ndarray, labels: np.ndarray, n_genes: int) -> CellTensors:
+def clean_cells(
+    images: np.ndarray, masks: np.ndarray, labels: np.ndarray, library_size: np.ndarray, n_genes: int
+) -> CellTensors:
     """Tensors from an images file's arrays, with dropouts and padding set to zero in both."""
     side = images.shape[-1]
     genes = gene_mask(side, n_genes)
     m = torch.from_numpy(np.ascontiguousarray(masks, dtype=np.float32)) * genes
     x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)) * m
-    return CellTensors(x, m, torch.from_numpy(np.asarray(labels, dtype=np.int64)))
+    depth = torch.from_numpy(log_depth(library_size))
+    return CellTensors(x, m, torch.from_numpy(np.asarray(labels, dtype=np.int64)), depth)
 
 
 def read_cells(
@@ -71,6 +77,7 @@ def read_cells(
         torch.empty(shape, dtype=torch.float16 if compact else torch.float32),
         torch.empty(shape, dtype=torch.bool if compact else torch.float32),
         torch.empty(len(index), dtype=torch.long),
+        torch.empty(len(index), dtype=torch.float32),
     )
     for start in range(0, len(index), block):
         part = index[start:start + block]
@@ -79,10 +86,11 @@ def read_cells(
             images, masks, labels = store.read(sl)
         else:
             images, masks, labels = store.read(part)
-        cells = clean_cells(images, masks, labels, n_genes)
+        cells = clean_cells(images, masks, labels, store.library_size[part], n_genes)
         out.values[start:start + len(part)] = cells.values
         out.masks[start:start + len(part)] = cells.masks
         out.labels[start:start + len(part)] = cells.labels
+        out.depth[start:start + len(part)] = cells.depth
     return out
 
 
@@ -177,6 +185,8 @@ class LabelStats:
         ``(L, N, N)`` mean squared encoded value (zeros included).
     spread
         ``(L, N, N)`` SD of ``logit(value)`` over the cells that observe the gene (0 if fewer than two).
+    depth_moments
+        ``(2,)`` mean and SD of the cells' log depths (:func:`~scmaskgan.method.depth.moments`).
     """
 
     detection: torch.Tensor
@@ -184,10 +194,13 @@ class LabelStats:
     counts: torch.Tensor
     second: torch.Tensor
     spread: torch.Tensor
+    depth_moments: torch.Tensor
 
     def to(self, device: torch.device) -> LabelStats:
         """A copy on ``device``."""
-        return LabelStats(*(t.to(device) for t in (self.detection, self.level, self.counts, self.second, self.spread)))
+        return LabelStats(*(t.to(device) for t in (
+            self.detection, self.level, self.counts, self.second, self.spread, self.depth_moments
+        )))
 
     def gene_moments(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(mean, sd)`` ``(N, N)`` of every pixel's encoded value over all training cells (zeros included)."""
@@ -221,13 +234,16 @@ class LabelStats:
 
 
 def label_stats(cells: TrainingCells, n_labels: int, side: int) -> LabelStats:
-    """Detection rates, observed mean levels and spreads per label, accumulated block by block."""
+    """Detection rates, observed mean levels and spreads per label, and the cells' depth moments,
+    accumulated block by block."""
     count = torch.zeros(n_labels)
     observed = torch.zeros(n_labels, side, side, dtype=torch.float64)
     total = torch.zeros(n_labels, side, side, dtype=torch.float64)
     squares = torch.zeros(n_labels, side, side, dtype=torch.float64)
     logits = torch.zeros(2, n_labels, side, side, dtype=torch.float64)  # sums of logit and logit^2 where observed
+    depths = []
     for block in cells.blocks():
+        depths.append(block.depth.numpy())
         count += torch.bincount(block.labels, minlength=n_labels).float()
         masks = block.masks.double()
         observed.index_add_(0, block.labels, masks)
@@ -243,4 +259,7 @@ def label_stats(cells: TrainingCells, n_labels: int, side: int) -> LabelStats:
     mean_logit = logits[0] / observed.clamp_min(1)
     var = (logits[1] - observed * mean_logit**2) / (observed - 1).clamp_min(1)
     spread = torch.where(observed >= 2, var.clamp_min(0).sqrt(), torch.zeros_like(var))
-    return LabelStats(detection.float(), level.float(), count, (squares / per_cell).float(), spread.float())
+    depth_moments = torch.tensor(moments(np.concatenate(depths) if depths else np.zeros(0)), dtype=torch.float32)
+    return LabelStats(
+        detection.float(), level.float(), count, (squares / per_cell).float(), spread.float(), depth_moments
+    )

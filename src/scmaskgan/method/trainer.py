@@ -32,6 +32,7 @@ def model_config(params: TrainParams, encoding: Encoding, n_labels: int) -> Mode
         latent_dim=params.latent_dim or encoding.side,
         base_channels=params.base_channels,
         inpaint=params.rec_loss == "inpaint",
+        depth_input=encoding.input_scale == "counts",  # log-normalised input has no library sizes
     )
 
 
@@ -41,7 +42,7 @@ class BatchLosses:
 
     loss_d: torch.Tensor
     rec: torch.Tensor
-    fake: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    fake: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 class GanTrainer:
@@ -73,9 +74,11 @@ class GanTrainer:
         self.cfg, self.params, self.device = cfg, params, device
         self.generator = Generator(cfg)
         self.generator.init_label_bias(*stats.initial_profiles())
-        self.generator.to(device)
-        self.discriminator = Discriminator(cfg).to(device)
+        self.discriminator = Discriminator(cfg)
         self.discriminator.set_genes(n_genes, *stats.gene_moments())
+        for net in (self.generator, self.discriminator):
+            net.depth_moments.copy_(stats.depth_moments)
+            net.to(device)
         betas = (params.beta1, params.beta2)
         self.opt_g = adam(self.generator.parameters(), params.lr_g, betas, device)
         self.opt_d = adam(self.discriminator.parameters(), params.lr_d, betas, device)
@@ -129,7 +132,7 @@ class GanTrainer:
         without it, real and generated cells go through the discriminator in one batch
         (it judges every cell on its own, so the logits are the same).
         """
-        real = CellTensors(cells.values * cells.masks * self.genes, cells.masks * self.genes, cells.labels)
+        real = CellTensors(cells.values * cells.masks * self.genes, cells.masks * self.genes, cells.labels, cells.depth)
         onehot = F.one_hot(real.labels, self.cfg.n_labels).float()
         noise = self._noise(real, gen)
         cond, kept, held = None, None, None
@@ -138,26 +141,27 @@ class GanTrainer:
             cond = (real.values * kept, kept)
         r1 = r1 and self.params.r1_gamma > 0
         with autocast(self.device, self.amp):
-            level, logits = self.generator(noise["z"], onehot, cond)
+            level, logits = self.generator(noise["z"], onehot, cond, real.depth)
             level, logits = level.float(), logits.float()
             noisy = observe(level, self.generator.level_spread(onehot).float(), noise["level"])
             fake_values, fake_mask = sample_cells(noisy, logits, noise["detect"])
             fake_values, fake_mask = fake_values * self.genes, fake_mask * self.genes
             real_values = real.values.detach().requires_grad_(r1)
             if r1:
-                d_real = self.discriminator(real_values, real.masks, onehot).float()
-                d_fake = self.discriminator(fake_values.detach(), fake_mask.detach(), onehot).float()
+                d_real = self.discriminator(real_values, real.masks, onehot, real.depth).float()
+                d_fake = self.discriminator(fake_values.detach(), fake_mask.detach(), onehot, real.depth).float()
             else:
                 both = self.discriminator(
                     torch.cat([real_values, fake_values.detach()]), torch.cat([real.masks, fake_mask.detach()]),
-                    torch.cat([onehot, onehot]),
+                    torch.cat([onehot, onehot]), torch.cat([real.depth, real.depth]),
                 ).float()
                 d_real, d_fake = both.split(len(real))
             loss_d = bce(d_real, 1.0) + bce(d_fake, 0.0)
         if r1:
             gamma = self.params.r1_gamma * self.params.r1_interval
             loss_d = loss_d + gamma * r1_penalty(d_real, real_values, real.masks)
-        return BatchLosses(loss_d, self._rec(level, noisy, logits, real, kept, held), (fake_values, fake_mask, onehot))
+        fake = (fake_values, fake_mask, onehot, real.depth)
+        return BatchLosses(loss_d, self._rec(level, noisy, logits, real, kept, held), fake)
 
     def _rec(
         self,
@@ -177,7 +181,7 @@ class GanTrainer:
             return inpaint_loss(level, logits, real, kept, held, self.genes)
         return level.new_zeros(())
 
-    def generator_adversarial(self, fake: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def generator_adversarial(self, fake: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """Non-saturating generator loss: generated cells should be judged real."""
         with autocast(self.device, self.amp):
             return bce(self.discriminator(*fake).float(), 1.0)

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from scmaskgan.core.config import TrainParams
-from scmaskgan.method.generate import sample_views
+from scmaskgan.method.depth import LabelDepths
+from scmaskgan.method.generate import Views, sample_views
 from scmaskgan.method.model import Discriminator, Generator, pixel_scaled
 from scmaskgan.method.train_data import CellTensors
 
@@ -68,6 +69,7 @@ class Validator:
         val = val.subset(torch.from_numpy(stratified_subset(val.labels.numpy(), VALIDATION_CELLS, params.seed)))
         self.labels = val.labels.numpy()
         self.real_values = val.values.reshape(len(val), -1)[:, :n_genes].float()
+        self.real_depth = val.depth
         if len(reference) > REFERENCE_CELLS:  # the reference uses at most 2 x 2,000: no float copy of all cells
             pick = torch.randperm(len(reference), generator=torch.Generator().manual_seed(params.seed))
             reference = reference.subset(pick[:REFERENCE_CELLS].sort().values)
@@ -76,6 +78,7 @@ class Validator:
             self.real_values.numpy(), self.labels, ref_values.numpy(), reference.labels.numpy(), seed=params.seed
         )
         self.pool, self.n_genes, self.params = pool, n_genes, params
+        self.depths = LabelDepths(reference.labels.numpy(), reference.depth.numpy())
         present = np.unique(self.labels)
         side = val.values.shape[-1]
         budget = pixel_scaled(VALIDATION_CANDIDATES, side, floor=10 * len(present))
@@ -83,30 +86,38 @@ class Validator:
         self.cand_labels = np.repeat(present, per_label)
         self.batch_size = pixel_scaled(256, side)
 
-    def candidates(self, generator: Generator, device: torch.device) -> np.ndarray:
-        """The fixed-noise validation candidates of the generator as it is now."""
-        values, _ = sample_views(
+    def candidates(self, generator: Generator, device: torch.device) -> Views:
+        """The fixed-noise validation candidates of the generator as it is now (at the depths of
+        training cells of their label)."""
+        return sample_views(
             generator, self.cand_labels, batch_size=self.batch_size, seed=self.params.seed + 1, device=device,
             pool=self.pool, inpaint_fraction=self.params.inpaint_fraction, n_genes=self.n_genes, with_expected=False,
+            depths=self.depths,
         )
-        return values
 
     def __call__(self, generator: Generator, discriminator: Discriminator, device: torch.device) -> dict[str, Any]:
         """Quality scores of this epoch's candidates, ``val_score`` and ``d_accuracy``: the
         discriminator's accuracy at telling held-out real cells from the candidates (0.5 = chance)."""
-        vectors = self.candidates(generator, device)
-        scores = self.quality.score(vectors, self.cand_labels)
-        real_ok = self._judged(discriminator, self.real_values, self.labels, device) > 0
-        fake_ok = self._judged(discriminator, torch.from_numpy(vectors), self.cand_labels, device) < 0
+        views = self.candidates(generator, device)
+        scores = self.quality.score(views.values, self.cand_labels)
+        real_ok = self._judged(discriminator, self.real_values, self.labels, self.real_depth, device) > 0
+        fake_depth = None if views.depth is None else torch.from_numpy(views.depth)
+        fake_ok = self._judged(discriminator, torch.from_numpy(views.values), self.cand_labels, fake_depth, device) < 0
         scores["d_accuracy"] = 0.5 * (float(real_ok.float().mean()) + float(fake_ok.float().mean()))
         scores["val_score"] = validation_score(scores)
         return scores
 
     @torch.no_grad()
     def _judged(
-        self, discriminator: Discriminator, vectors: torch.Tensor, labels: np.ndarray, device: torch.device
+        self,
+        discriminator: Discriminator,
+        vectors: torch.Tensor,
+        labels: np.ndarray,
+        depth: torch.Tensor | None,
+        device: torch.device,
     ) -> torch.Tensor:
-        """Discriminator logits of gene vectors (observed = positive), in batches, in eval mode."""
+        """Discriminator logits of gene vectors (observed = positive) at log depths ``depth``, in
+        batches, in eval mode."""
         discriminator.eval()
         side, n_labels = discriminator.cfg.side, discriminator.cfg.n_labels
         out = []
@@ -114,7 +125,8 @@ class Validator:
             part = vectors[start:start + self.batch_size]
             images = F.pad(part, (0, side * side - part.shape[1])).view(-1, side, side).to(device)
             onehot = F.one_hot(torch.as_tensor(labels[start:start + self.batch_size]), n_labels).float().to(device)
-            out.append(discriminator(images, (images > 0).float(), onehot).float().cpu())
+            part_depth = None if depth is None else depth[start:start + self.batch_size]
+            out.append(discriminator(images, (images > 0).float(), onehot, part_depth).float().cpu())
         discriminator.train()
         return torch.cat(out)
 

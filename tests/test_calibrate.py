@@ -1,0 +1,81 @@
+"""GENERATE's calibration: expected values keep the shared variation that real cells show and
+lose what only the candidates claim."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from scmaskgan.method.calibrate import SharedVariance, calibrate, principal_directions, shrink_factors
+
+N_GENES = 60
+
+
+def _cells(rng: np.random.Generator, n: int, factor_sd: float, direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(expected, observed)``: unit-scale cells around one profile, moved together along
+    ``direction`` by ``factor_sd``, observed with independent noise and dropouts per entry."""
+    profile = np.linspace(0.2, 0.6, N_GENES)
+    expected = np.clip(profile + rng.normal(0, factor_sd, (n, 1)) * direction, 0.01, 1.0)
+    observed = np.clip(expected + rng.normal(0, 0.08, expected.shape), 0.0, 1.0) * (rng.random(expected.shape) < 0.7)
+    return expected.astype(np.float32), observed.astype(np.float32)
+
+
+@pytest.fixture
+def direction() -> np.ndarray:
+    v = np.random.default_rng(9).normal(size=N_GENES)
+    return v / np.linalg.norm(v)
+
+
+def _spread_along(values: np.ndarray, direction: np.ndarray) -> float:
+    return float(((values - values.mean(0)) @ direction).var())
+
+
+def test_shared_variance_is_zero_for_independent_genes_and_the_factor_variance_otherwise(direction):
+    rng = np.random.default_rng(0)
+    _, independent = _cells(rng, 4000, 0.0, direction)
+    expected, _ = _cells(rng, 4000, 0.3, direction)
+    basis = direction[:, None]
+    shared = SharedVariance({0: basis, 1: basis})
+    shared.add(np.vstack([independent, expected]), np.repeat([0, 1], 4000))
+    result = shared.result()
+    assert abs(result[0][0]) < 0.003 < _spread_along(independent, direction)  # noise alone shares nothing
+    assert result[1][0] == pytest.approx(0.09, rel=0.15)  # 0.3^2, minus what the genes do alone
+    assert shrink_factors(np.array([0.01, 0.5, np.nan]), np.array([0.05, 0.2, 0.1])) == pytest.approx([0.2, 1.0, 1.0])
+
+
+def test_invented_shared_variation_is_shrunk_to_what_the_real_cells_show(direction):
+    rng = np.random.default_rng(1)
+    _, real = _cells(rng, 600, 0.0, direction)  # real cells: independent genes
+    expected, sampled = _cells(rng, 300, 0.25, direction)  # candidates: one invented direction
+    before = _spread_along(expected, direction)
+    factors = calibrate(expected, sampled, np.zeros(300, dtype=int), [(real, np.zeros(600, dtype=int), None)])
+    assert factors[0][0] < 0.2
+    assert _spread_along(expected, direction) < 0.05 * before
+
+
+def test_variation_the_real_cells_share_is_kept(direction):
+    rng = np.random.default_rng(2)
+    _, real = _cells(rng, 600, 0.25, direction)  # real cells move along it too
+    expected, sampled = _cells(rng, 300, 0.25, direction)
+    original = expected.copy()
+    real_labels = np.zeros(600, dtype=int)
+    factors = calibrate(expected, sampled, np.zeros(300, dtype=int), [(real[:250], real_labels[:250], None), (real[250:], real_labels[250:], None)])
+    assert factors[0][0] > 0.8
+    assert _spread_along(expected, direction) > 0.75 * _spread_along(original, direction)
+    mean, basis = principal_directions(original, rank=3)
+    assert basis.shape == (N_GENES, 3) and abs(abs(float(basis[:, 0] @ direction)) - 1) < 0.01
+    assert np.allclose(mean, original.mean(0))
+
+
+def test_variation_that_depth_explains_is_not_counted_as_shared(direction):
+    rng = np.random.default_rng(3)
+    depth = rng.normal(8.0, 0.5, 3000)
+    _, noise = _cells(rng, 3000, 0.0, direction)
+    deep = noise + 0.3 * (depth - 8.0)[:, None] * np.abs(direction)  # every gene rises with depth
+    basis = np.abs(direction)[:, None] / np.linalg.norm(direction)
+    ignoring, netting = SharedVariance({0: basis}), SharedVariance({0: basis})
+    ignoring.add(deep, np.zeros(3000, dtype=int))
+    netting.add(deep, np.zeros(3000, dtype=int), depth)
+    shared = ignoring.result()[0][0]
+    assert shared > 0.02  # depth alone makes the genes co-vary ...
+    assert abs(netting.result()[0][0]) < min(0.003, 0.1 * shared)  # ... and the regression on it removes that
