@@ -26,6 +26,8 @@ def test_depths_are_drawn_from_the_labels_own_cells_and_referenced_at_its_median
     drawn = depths.draw(labels, torch.Generator().manual_seed(0)).numpy()
     assert set(np.round(np.exp(drawn[:50]))) == {100, 200, 400}  # all three, and nothing of label 1
     assert set(np.round(np.exp(drawn[50:]))) == {5000, 7000}
+    absent = depths.draw(torch.tensor([2, 2]), torch.Generator().manual_seed(0)).numpy()
+    assert np.allclose(np.exp(absent), 400)  # a label without cells (validation's reference can miss one): the median
     assert np.allclose(np.exp(depths.reference(torch.tensor([1, 0])).numpy()), [np.sqrt(5000 * 7000), 200])
     assert log_depth(np.array([0.0]))[0] == 0.0  # an empty cell counts as depth 1
     assert moments(np.array([3.0, 3.0])) == (3.0, 1.0)  # no spread: no covariate, no division by 0

@@ -68,10 +68,12 @@ def test_generate_writes_counts_per_label_reproducibly(trained: tuple[Path, Path
         real = ((v, lab, log_depth(lib)) for v, lab, lib in store.blocks())
         with h5py.File(out["candidates"], "r") as f:  # the log depth each candidate was sampled at
             depth = f["depth"][:]
-        factors = calibrate(calibrated, cand.values, cand.labels, real, depth)
-        assert np.array_equal(cand.expected, recentre(calibrated, cand.labels, store.label_means()))
+        calibration = calibrate(calibrated, cand.values, cand.labels, real, depth)
+        assert np.array_equal(cand.expected, recentre(calibrated, cand.labels, calibration.real_means))
+        means = store.label_means()  # the calibration's pass over the cells gives the same label means
+        assert all(np.allclose(means[label], m, atol=1e-6) for label, m in calibration.real_means.items())
     record = json.loads(h5py.File(out["candidates"], "r").attrs["params_json"])
-    assert record["calibration"] == {cand.label_names[k]: f for k, f in factors.items()}
+    assert record["calibration"] == {cand.label_names[k]: f for k, f in calibration.factors.items()}
     filtered = read_candidates(steps.filter_candidates(out["candidates"], tmp_path / "a", "sim", FilterParams())["filtered"])
     kept = filtered.expected
     assert kept is not None and kept.shape == filtered.values.shape

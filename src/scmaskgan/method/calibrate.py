@@ -22,6 +22,7 @@ claim more, never enlarged.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 from sklearn.utils.extmath import randomized_svd
@@ -78,6 +79,12 @@ class SharedVariance:
             self.proj[int(label)] += (p.sum(0), (p * p).sum(0), d @ p)
             self.gene[int(label)] += (x.sum(0), (x * x).sum(0), d @ x)
 
+    def means(self) -> dict[int, np.ndarray]:
+        """``{label: (g,)}`` mean of each label's cells, gene by gene (float32; zeros for a label with no cells)."""
+        return {
+            label: (sums[0] / max(self.depth[label][0], 1.0)).astype(np.float32) for label, sums in self.gene.items()
+        }
+
     def result(self) -> dict[int, np.ndarray]:
         """``{label: (r,)}`` shared variance along each direction (``nan`` for a label with < 2 cells)."""
         out = {}
@@ -111,6 +118,23 @@ def shrink_factors(real: np.ndarray, sampled: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(ratio), np.clip(ratio, 0.0, 1.0), 1.0)
 
 
+@dataclass
+class Calibration:
+    """What :func:`calibrate` applied and measured.
+
+    Attributes
+    ----------
+    factors
+        ``{label: factors}``: the multiplier applied along each of the label's directions (1 = kept).
+    real_means
+        ``{label: (g,)}`` mean of the label's real cells, from the same pass over them (what
+        :func:`~scmaskgan.method.generate.recentre` centres the candidates on).
+    """
+
+    factors: dict[int, list[float]]
+    real_means: dict[int, np.ndarray]
+
+
 def calibrate(
     expected: np.ndarray,
     sampled: np.ndarray,
@@ -118,7 +142,7 @@ def calibrate(
     real_blocks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray | None]],
     sampled_depth: np.ndarray | None = None,
     rank: int = RANK,
-) -> dict[int, list[float]]:
+) -> Calibration:
     """Shrink each label's expected values along directions where its sampled candidates share
     more variance than its real cells (in place; clipped to the unit scale's [0, 1]).
 
@@ -140,7 +164,7 @@ def calibrate(
 
     Returns
     -------
-    ``{label: factors}``, the multiplier applied along each of the label's directions (1 = kept).
+    :class:`Calibration`: the factors applied and the real cells' label means (one pass over them).
     """
     bases, means = {}, {}
     for label in np.unique(labels).tolist():
@@ -158,4 +182,4 @@ def calibrate(
         coords = (expected[rows] - means[label]) @ basis
         expected[rows] = np.clip(expected[rows] - (coords * (1.0 - f)) @ basis.T, 0.0, 1.0)
         factors[label] = [round(float(x), 4) for x in f]
-    return factors
+    return Calibration(factors, real.means())

@@ -61,17 +61,13 @@ class LabelDepths:
     def draw(self, labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """For every entry of ``labels``, the log depth of a random real cell of that label (seeded by ``gen``).
 
-        A label without cells (it cannot be asked for by GENERATE) takes the sample's median.
+        A label without cells (GENERATE never asks for one; validation may, when its reference
+        subset missed a rare label) takes the sample's median.
         """
-        out = torch.empty(len(labels), dtype=torch.float32)
-        values = torch.from_numpy(np.asarray(self.values, dtype=np.float32))
-        for label in torch.unique(labels).tolist():
-            where = torch.nonzero(labels == label).flatten()
-            members = torch.from_numpy(np.flatnonzero(self.labels == label))
-            if len(members) == 0:
-                out[where] = float(np.median(self.values)) if len(self.values) else 0.0
-                continue
-            out[where] = values[members[torch.randint(len(members), (len(where),), generator=gen)]]
+        rows = random_members(self.labels, labels, gen)
+        out = torch.full((len(labels),), float(np.median(self.values)) if len(self.values) else 0.0)
+        known = rows >= 0
+        out[known] = torch.from_numpy(np.asarray(self.values, dtype=np.float32))[rows[known]]
         return out
 
     def reference(self, labels: torch.Tensor) -> torch.Tensor:
@@ -83,3 +79,29 @@ class LabelDepths:
             for label in torch.unique(labels).tolist()
         }
         return torch.tensor([medians[label] for label in labels.tolist()], dtype=torch.float32)
+
+
+def random_members(member_labels: np.ndarray, labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """For every entry of ``labels``, the index of a random member with that label (seeded by ``gen``).
+
+    Parameters
+    ----------
+    member_labels
+        ``(n,)`` label of each member (real cell).
+    labels
+        ``(m,)`` labels to draw a member for.
+    gen
+        The random generator; labels are served in sorted order, one draw of all their entries each.
+
+    Returns
+    -------
+    ``(m,)`` long member indices, ``-1`` for an entry whose label has no member.
+    """
+    rows = torch.full((len(labels),), -1, dtype=torch.long)
+    member_labels = np.asarray(member_labels)
+    for label in torch.unique(labels).tolist():
+        where = torch.nonzero(labels == label).flatten()
+        members = torch.from_numpy(np.flatnonzero(member_labels == label))
+        if len(members):
+            rows[where] = members[torch.randint(len(members), (len(where),), generator=gen)]
+    return rows

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from scmaskgan.errors import InputError
 from scmaskgan.io.atomic import atomic_path
 from scmaskgan.method.calibrate import calibrate
 from scmaskgan.method.checkpoint import check_compatible, load_model
-from scmaskgan.method.depth import LabelDepths, log_depth
+from scmaskgan.method.depth import LabelDepths, log_depth, random_members
 from scmaskgan.method.device import select_device
 from scmaskgan.method.encode import FORMAT_VERSION, Encoding
 from scmaskgan.method.images_h5 import ImageStore
@@ -205,7 +206,7 @@ def _unit(rate: torch.Tensor, scale: float) -> torch.Tensor:
 RECENTRE_FLOOR = 0.01
 
 
-def recentre(values: np.ndarray, labels: np.ndarray, real_means: np.ndarray) -> np.ndarray:
+def recentre(values: np.ndarray, labels: np.ndarray, real_means: Mapping[int, np.ndarray] | np.ndarray) -> np.ndarray:
     """Scale each label's candidates gene by gene so that their mean matches the label's real cells.
 
     ``values *= (real_mean + f) / (candidate_mean + f)`` per label and gene (``f`` =
@@ -224,7 +225,7 @@ def recentre(values: np.ndarray, labels: np.ndarray, real_means: np.ndarray) -> 
     labels
         ``(m,)`` label index of each candidate.
     real_means
-        ``(n_labels, n_genes)`` mean unit-scale value of each label's real cells.
+        Mean unit-scale value of each label's real cells, ``(n_labels, n_genes)`` or ``{label: (n_genes,)}``.
 
     Returns
     -------
@@ -238,15 +239,12 @@ def recentre(values: np.ndarray, labels: np.ndarray, real_means: np.ndarray) -> 
 
 
 def _conditioning_rows(pool: Any, labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """A random real cell of its label for every candidate, for an inpainting generator to start from."""
     if pool is None:
         raise InputError("an inpainting model needs real cells to condition on (the images file)")
-    rows = torch.empty(len(labels), dtype=torch.long)
-    for label in torch.unique(labels).tolist():
-        where = torch.nonzero(labels == label).flatten()
-        members = torch.nonzero(pool.labels == label).flatten()
-        if len(members) == 0:
-            raise InputError(f"label {label} has no cells to condition the inpainting generator on")
-        rows[where] = members[torch.randint(len(members), (len(where),), generator=gen)]
+    rows = random_members(pool.labels.numpy(), labels, gen)
+    if bool((rows < 0).any()):
+        raise InputError(f"label {int(labels[rows < 0][0])} has no cells to condition the inpainting generator on")
     return rows
 
 
@@ -396,31 +394,31 @@ def generate_candidates(model_pt: Path, images_h5: Path, out_path: Path, params:
     device = select_device(params.device)
     model = load_model(model_pt, device)
     with_expected = params.dropouts == "sample"  # 'expected': the candidates are the expected values
+    record: dict[str, Any] = {"params": dataclasses.asdict(params), "model": str(model_pt)}
     with ImageStore(images_h5) as store:
         check_compatible(model, Path(model_pt), store)
         counts = np.bincount(store.labels, minlength=len(store.label_names))
         pool = read_cells(store) if model.config.inpaint else None
         genes, label_names = list(store.genes), list(store.label_names)
-        depths = LabelDepths(store.labels, log_depth(store.library_size))
-        real_means = store.label_means() if with_expected or params.recentre else None  # one read of every cell
-    per_label = n_candidates_per_label(counts, params)
-    labels = np.repeat(np.arange(len(per_label)), per_label)
-    inpaint_fraction = float(model.train.get("params", {}).get("inpaint_fraction", 0.2))
-    views = sample_views(
-        model.generator, labels, batch_size=pixel_scaled(params.batch_size, model.config.side), seed=params.seed,
-        device=device, dropouts=params.dropouts, pool=pool, inpaint_fraction=inpaint_fraction,
-        n_genes=model.encoding.n_genes, with_expected=with_expected, scale=model.encoding.scale, depths=depths,
-    )
-    values, expected = views.values, views.expected
-    record: dict[str, Any] = {"params": dataclasses.asdict(params), "model": str(model_pt)}
-    if expected is not None and real_means is not None:  # the denoise prior: no invented structure, unbiased
-        with ImageStore(images_h5) as store:
+        per_label = n_candidates_per_label(counts, params)
+        labels = np.repeat(np.arange(len(per_label)), per_label)
+        inpaint_fraction = float(model.train.get("params", {}).get("inpaint_fraction", 0.2))
+        views = sample_views(
+            model.generator, labels, batch_size=pixel_scaled(params.batch_size, model.config.side), seed=params.seed,
+            device=device, dropouts=params.dropouts, pool=pool, inpaint_fraction=inpaint_fraction,
+            n_genes=model.encoding.n_genes, with_expected=with_expected, scale=model.encoding.scale,
+            depths=LabelDepths(store.labels, log_depth(store.library_size)),
+        )
+        values, expected = views.values, views.expected
+        real_means: dict[int, np.ndarray] | np.ndarray | None = None
+        if expected is not None:  # the denoise prior: no invented structure, unbiased (one read of every cell)
             real = ((v, lab, log_depth(lib)) for v, lab, lib in store.blocks())
-            factors = calibrate(expected, values, labels, real, views.depth)
-        record["calibration"] = {label_names[label]: f for label, f in factors.items()}
-        recentre(expected, labels, real_means)
-    if params.recentre and real_means is not None:
-        recentre(values, labels, real_means)
+            calibration = calibrate(expected, values, labels, real, views.depth)
+            record["calibration"] = {label_names[label]: f for label, f in calibration.factors.items()}
+            real_means = calibration.real_means
+            recentre(expected, labels, real_means)
+        if params.recentre:
+            recentre(values, labels, store.label_means() if real_means is None else real_means)
     record["versions"] = package_versions()
     extra = {} if views.depth is None else {"depth": views.depth.astype(np.float32)}
     write_candidates(out_path, values, labels, label_names, genes, model.encoding, record, extra, expected)
