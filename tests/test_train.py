@@ -13,6 +13,7 @@ from conftest import simulate_counts, write_images
 
 from scmaskgan.core.config import TrainParams
 from scmaskgan.errors import InputError, StepError
+from scmaskgan.method import train_data
 from scmaskgan.method import trainer as trainer_module
 from scmaskgan.method.checkpoint import TrainState, check_compatible, load_model
 from scmaskgan.method.images_h5 import ImageStore
@@ -309,10 +310,13 @@ def test_one_label_trains_and_too_few_cells_is_a_step_error(tmp_path: Path):
         _train(pair, tmp_path / "pair", epochs=1)
 
 
-def test_label_stats_spread_is_the_sd_of_observed_logits(images: Path):
+def test_label_stats_spread_is_the_sd_of_observed_logits(images: Path, monkeypatch: pytest.MonkeyPatch):
     with ImageStore(images) as store:
         cells = TrainingCells(store, np.arange(store.n_cells))
         stats = label_stats(cells, len(store.label_names), store.encoding.side)
+        monkeypatch.setattr(train_data, "_STATS_CELLS", 7)  # accumulated a few cells at a time: the same statistics
+        chunked = label_stats(cells, len(store.label_names), store.encoding.side)
+        assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(stats.initial_profiles(), chunked.initial_profiles(), strict=True))
         real = read_cells(store).as_float()
         values, masks = real.values.numpy(), real.masks.numpy()
         labels = store.labels
