@@ -75,3 +75,18 @@ def write_images(path, adata: ad.AnnData, label_key: str = "cell_type", input_sc
                      {"label_source": f"obs:{label_key}", "params_json": "{}"}) as writer:
         writer.append(adata.X, labels.cat.codes.to_numpy())
     return path
+
+
+def calibrate_in_memory(expected: np.ndarray, sampled: np.ndarray, labels: np.ndarray, real_blocks, depth=None):
+    """What GENERATE does to candidates, on arrays: every label through a
+    :class:`~scmaskgan.method.calibrate.Calibrator`; ``expected`` is changed in place. Returns the calibrator."""
+    from scmaskgan.method.calibrate import Calibrator
+
+    calibrator = Calibrator()
+    for label in np.unique(labels).tolist():
+        rows = labels == label
+        calibrator.add_label(label, expected[rows], sampled[rows], None if depth is None else depth[rows])
+    calibrator.measure(real_blocks)
+    for label in np.unique(labels).tolist():
+        expected[labels == label] = calibrator.apply(label, expected[labels == label])
+    return calibrator

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import calibrate_in_memory
 
-from scmaskgan.method.calibrate import SharedVariance, calibrate, principal_directions, shrink_factors
+from scmaskgan.method.calibrate import SharedVariance, principal_directions, shrink_factors
 
 N_GENES = 60
 
@@ -48,7 +49,7 @@ def test_invented_shared_variation_is_shrunk_to_what_the_real_cells_show(directi
     _, real = _cells(rng, 600, 0.0, direction)  # real cells: independent genes
     expected, sampled = _cells(rng, 300, 0.25, direction)  # candidates: one invented direction
     before = _spread_along(expected, direction)
-    factors = calibrate(expected, sampled, np.zeros(300, dtype=int), [(real, np.zeros(600, dtype=int), None)]).factors
+    factors = calibrate_in_memory(expected, sampled, np.zeros(300, dtype=int), [(real, np.zeros(600, dtype=int), None)]).factors
     assert factors[0][0] < 0.2
     assert _spread_along(expected, direction) < 0.05 * before
 
@@ -60,7 +61,7 @@ def test_variation_the_real_cells_share_is_kept(direction):
     original = expected.copy()
     real_labels = np.zeros(600, dtype=int)
     blocks = [(real[:250], real_labels[:250], None), (real[250:], real_labels[250:], None)]
-    calibration = calibrate(expected, sampled, np.zeros(300, dtype=int), blocks)
+    calibration = calibrate_in_memory(expected, sampled, np.zeros(300, dtype=int), blocks)
     assert calibration.factors[0][0] > 0.8
     assert np.allclose(calibration.real_means[0], real.mean(0), atol=1e-6)  # the blocks' label mean
     assert _spread_along(expected, direction) > 0.75 * _spread_along(original, direction)

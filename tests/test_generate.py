@@ -9,12 +9,11 @@ import anndata as ad
 import h5py
 import numpy as np
 import pytest
-from conftest import simulate_counts, write_images
+from conftest import calibrate_in_memory, simulate_counts, write_images
 
 from scmaskgan import cli
 from scmaskgan.core.config import FilterParams, GenerateParams, TrainParams
 from scmaskgan.errors import InputError
-from scmaskgan.method.calibrate import calibrate
 from scmaskgan.method.depth import log_depth
 from scmaskgan.method.generate import n_candidates_per_label, read_candidates, recentre
 from scmaskgan.method.images_h5 import ImageStore
@@ -68,12 +67,12 @@ def test_generate_writes_counts_per_label_reproducibly(trained: tuple[Path, Path
         real = ((v, lab, log_depth(lib)) for v, lab, lib in store.blocks())
         with h5py.File(out["candidates"], "r") as f:  # the log depth each candidate was sampled at
             depth = f["depth"][:]
-        calibration = calibrate(calibrated, cand.values, cand.labels, real, depth)
+        calibration = calibrate_in_memory(calibrated, cand.values, cand.labels, real, depth)
         assert np.array_equal(cand.expected, recentre(calibrated, cand.labels, calibration.real_means))
         means = store.label_means()  # the calibration's pass over the cells gives the same label means
         assert all(np.allclose(means[label], m, atol=1e-6) for label, m in calibration.real_means.items())
     record = json.loads(h5py.File(out["candidates"], "r").attrs["params_json"])
-    assert record["calibration"] == {cand.label_names[k]: f for k, f in calibration.factors.items()}
+    assert record["calibration"] == {cand.label_names[k]: f for k, f in calibration.record().items()}
     filtered = read_candidates(steps.filter_candidates(out["candidates"], tmp_path / "a", "sim", FilterParams())["filtered"])
     kept = filtered.expected
     assert kept is not None and kept.shape == filtered.values.shape

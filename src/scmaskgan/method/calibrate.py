@@ -22,7 +22,6 @@ claim more, never enlarged.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 import numpy as np
 from sklearn.utils.extmath import randomized_svd
@@ -118,68 +117,62 @@ def shrink_factors(real: np.ndarray, sampled: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(ratio), np.clip(ratio, 0.0, 1.0), 1.0)
 
 
-@dataclass
-class Calibration:
-    """What :func:`calibrate` applied and measured.
+class Calibrator:
+    """The calibration of a sample's candidates, one label at a time, so that GENERATE never holds
+    more than one label's candidates: :meth:`add_label` for every label's candidates, one
+    :meth:`measure` over the real cells, then :meth:`apply` to every label's expected values.
+
+    Parameters
+    ----------
+    rank
+        Directions checked per label.
 
     Attributes
     ----------
     factors
-        ``{label: factors}``: the multiplier applied along each of the label's directions (1 = kept).
+        ``{label: (r,)}`` the multiplier applied along each of the label's directions (1 = kept;
+        set by :meth:`measure`).
     real_means
         ``{label: (g,)}`` mean of the label's real cells, from the same pass over them (what
         :func:`~scmaskgan.method.generate.recentre` centres the candidates on).
     """
 
-    factors: dict[int, list[float]]
-    real_means: dict[int, np.ndarray]
+    def __init__(self, rank: int = RANK) -> None:
+        self.rank = rank
+        self.directions: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.claimed: dict[int, np.ndarray] = {}
+        self.factors: dict[int, np.ndarray] = {}
+        self.real_means: dict[int, np.ndarray] = {}
 
+    def add_label(
+        self, label: int, expected: np.ndarray, sampled: np.ndarray, sampled_depth: np.ndarray | None = None
+    ) -> None:
+        """Take one label's candidates: the principal directions of their expected values ``(m, g)``
+        and the shared variance their sampled versions ``(m, g)``, drawn at log depths ``sampled_depth``
+        (``None``: no depth covariate), claim along them."""
+        mean, basis = principal_directions(expected, self.rank)
+        self.directions[label] = (mean, basis)
+        claimed = SharedVariance({label: basis})
+        claimed.add(sampled, np.full(len(sampled), label), sampled_depth)
+        self.claimed[label] = claimed.result()[label]
 
-def calibrate(
-    expected: np.ndarray,
-    sampled: np.ndarray,
-    labels: np.ndarray,
-    real_blocks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray | None]],
-    sampled_depth: np.ndarray | None = None,
-    rank: int = RANK,
-) -> Calibration:
-    """Shrink each label's expected values along directions where its sampled candidates share
-    more variance than its real cells (in place; clipped to the unit scale's [0, 1]).
+    def measure(self, real_blocks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray | None]]) -> None:
+        """One pass over the real cells: blocks ``(values (n, g), labels (n,), log depths (n,) or None)``,
+        unit scale, dropouts as 0; sets :attr:`factors` and :attr:`real_means`."""
+        real = SharedVariance({label: basis for label, (_, basis) in self.directions.items()})
+        for values, labels, depth in real_blocks:
+            real.add(values, labels, depth)
+        shared = real.result()
+        self.factors = {label: shrink_factors(shared[label], self.claimed[label]) for label in self.directions}
+        self.real_means = real.means()
 
-    Parameters
-    ----------
-    expected
-        ``(m, g)`` the candidates' expected values (unit scale), changed in place.
-    sampled
-        ``(m, g)`` the same candidates as sampled (noise and dropouts drawn).
-    labels
-        ``(m,)`` label of each candidate.
-    real_blocks
-        Blocks ``(values (n, g), labels (n,), log depths (n,) or None)`` of the real cells, unit
-        scale, dropouts as 0.
-    sampled_depth
-        ``(m,)`` the log depth each sampled candidate was drawn at (``None``: no depth covariate).
-    rank
-        Directions checked per label.
+    def apply(self, label: int, expected: np.ndarray) -> np.ndarray:
+        """``expected`` ``(m, g)`` of ``label`` with each component along its directions multiplied by
+        the label's factor, clipped to the unit scale's [0, 1] (a new array)."""
+        mean, basis = self.directions[label]
+        coords = (expected - mean) @ basis
+        return np.clip(expected - (coords * (1.0 - self.factors[label])) @ basis.T, 0.0, 1.0).astype(np.float32)
 
-    Returns
-    -------
-    :class:`Calibration`: the factors applied and the real cells' label means (one pass over them).
-    """
-    bases, means = {}, {}
-    for label in np.unique(labels).tolist():
-        means[label], bases[label] = principal_directions(expected[labels == label], rank)
-    real = SharedVariance(bases)
-    for values, real_labels, real_depth in real_blocks:
-        real.add(values, real_labels, real_depth)
-    claimed = SharedVariance(bases)
-    claimed.add(sampled, labels, sampled_depth)
-    real_shared, claimed_shared = real.result(), claimed.result()
-    factors = {}
-    for label, basis in bases.items():
-        f = shrink_factors(real_shared[label], claimed_shared[label])
-        rows = labels == label
-        coords = (expected[rows] - means[label]) @ basis
-        expected[rows] = np.clip(expected[rows] - (coords * (1.0 - f)) @ basis.T, 0.0, 1.0)
-        factors[label] = [round(float(x), 4) for x in f]
-    return Calibration(factors, real.means())
+    def record(self) -> dict[int, list[float]]:
+        """``{label: factors}`` rounded for the candidates file's ``params_json``."""
+        return {label: [round(float(x), 4) for x in f] for label, f in self.factors.items()}

@@ -18,8 +18,9 @@ lowers the generator's mean level, and the denoise estimates would carry that bi
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from scmaskgan.core.config import GenerateParams
 from scmaskgan.core.versions import package_versions
 from scmaskgan.errors import InputError
 from scmaskgan.io.atomic import atomic_path
-from scmaskgan.method.calibrate import calibrate
+from scmaskgan.method.calibrate import Calibrator
 from scmaskgan.method.checkpoint import check_compatible, load_model
 from scmaskgan.method.depth import LabelDepths, log_depth, random_members
 from scmaskgan.method.device import select_device
@@ -303,25 +304,36 @@ def write_candidates(
     open dataset of another candidates file is copied a block of rows at a time (FILTER passes its
     input's, so the expected values are never in memory whole)."""
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        chunk = (max(1, min(1024, len(values))), values.shape[1]) if len(values) else None
-        # the sampled candidates are mostly dropout zeros: gzip makes them ~8x smaller for little time;
-        # the expected values are dense floats, which it shrank by 11 % in 9 s (1,000 x 33,514)
-        gzip = {"compression": "gzip", "compression_opts": 1} if len(values) else {}
-        f.create_dataset("candidates", data=np.asarray(values, dtype=np.float32), chunks=chunk, **gzip)
-        if isinstance(expected, h5py.Dataset):
-            copy = f.create_dataset("expected", shape=expected.shape, dtype=np.float32, chunks=chunk)
+        _write_index(f, labels, label_names, genes, encoding)
+        _create_matrix(f, "candidates", values.shape, compressed=True)[...] = np.asarray(values, dtype=np.float32)
+        if expected is not None:
+            copy = _create_matrix(f, "expected", expected.shape, compressed=False)
             for start in range(0, expected.shape[0], _READ_BLOCK):
                 copy[start:start + _READ_BLOCK] = expected[start:start + _READ_BLOCK]
-        elif expected is not None:
-            f.create_dataset("expected", data=np.asarray(expected, dtype=np.float32), chunks=chunk)
-        f.create_dataset("labels", data=np.asarray(labels, dtype=np.int32))
-        f.create_dataset("label_names", data=np.asarray(label_names, dtype=object), dtype=_STR)
-        f.create_dataset("genes", data=np.asarray(genes, dtype=object), dtype=_STR)
         for name, data in (extra or {}).items():
             f.create_dataset(name, data=data)
-        f.attrs["format_version"] = FORMAT_VERSION
         f.attrs["params_json"] = json.dumps(params)
-        f.attrs["encoding_json"] = json.dumps(encoding.to_dict())
+
+
+def _write_index(f: h5py.File, labels: np.ndarray, label_names: list[str], genes: list[str], encoding: Encoding) -> None:
+    """A candidates file's labels, names and format attributes (everything but the values and ``params_json``)."""
+    f.create_dataset("labels", data=np.asarray(labels, dtype=np.int32))
+    f.create_dataset("label_names", data=np.asarray(label_names, dtype=object), dtype=_STR)
+    f.create_dataset("genes", data=np.asarray(genes, dtype=object), dtype=_STR)
+    f.attrs["format_version"] = FORMAT_VERSION
+    f.attrs["encoding_json"] = json.dumps(encoding.to_dict())
+
+
+def _create_matrix(f: h5py.File, name: str, shape: tuple[int, ...], compressed: bool) -> h5py.Dataset:
+    """An empty float32 ``(m, n_genes)`` dataset in chunks of 1,024 rows.
+
+    The sampled candidates are mostly dropout zeros: gzip makes them ~8x smaller for little
+    time (``compressed``); the expected values are dense floats, which it shrank by 11 % in
+    9 s (1,000 x 33,514).
+    """
+    chunk = (max(1, min(_READ_BLOCK, shape[0])), shape[1]) if shape[0] else None
+    gzip = {"compression": "gzip", "compression_opts": 1} if compressed and shape[0] else {}
+    return f.create_dataset(name, shape=shape, dtype=np.float32, chunks=chunk, **gzip)
 
 
 #: Rows of a candidates dataset read or copied at once (the file's chunks are 1,024 rows).
@@ -387,9 +399,16 @@ def read_candidates(path: Path, kept_only: bool = True, expected: bool = True) -
 def generate_candidates(model_pt: Path, images_h5: Path, out_path: Path, params: GenerateParams) -> dict[str, Any]:
     """Sample ``n_can`` candidates for every label and write ``{id}.candidates.h5``.
 
+    The candidates go to the file one label at a time: each label's are sampled (from a seed
+    of its own), written and taken by the :class:`~scmaskgan.method.calibrate.Calibrator`;
+    one pass over the real cells then measures the calibration and the label means, and a
+    last pass calibrates and recentres each label's expected values in the file. No more
+    than one label's candidates are in memory (at 10,000 x 2,000 the step held all 20,000
+    sampled and expected, 320 MB).
+
     Returns
     -------
-    A summary: candidates per label and the seconds taken.
+    A summary: candidates per label.
     """
     device = select_device(params.device)
     model = load_model(model_pt, device)
@@ -397,29 +416,57 @@ def generate_candidates(model_pt: Path, images_h5: Path, out_path: Path, params:
     record: dict[str, Any] = {"params": dataclasses.asdict(params), "model": str(model_pt)}
     with ImageStore(images_h5) as store:
         check_compatible(model, Path(model_pt), store)
-        counts = np.bincount(store.labels, minlength=len(store.label_names))
-        pool = read_cells(store) if model.config.inpaint else None
-        genes, label_names = list(store.genes), list(store.label_names)
-        per_label = n_candidates_per_label(counts, params)
+        label_names = list(store.label_names)
+        per_label = n_candidates_per_label(np.bincount(store.labels, minlength=len(label_names)), params)
         labels = np.repeat(np.arange(len(per_label)), per_label)
-        inpaint_fraction = float(model.train.get("params", {}).get("inpaint_fraction", 0.2))
-        views = sample_views(
-            model.generator, labels, batch_size=pixel_scaled(params.batch_size, model.config.side), seed=params.seed,
-            device=device, dropouts=params.dropouts, pool=pool, inpaint_fraction=inpaint_fraction,
+        sample = functools.partial(
+            sample_views, model.generator, batch_size=pixel_scaled(params.batch_size, model.config.side),
+            device=device, dropouts=params.dropouts, pool=read_cells(store) if model.config.inpaint else None,
+            inpaint_fraction=float(model.train.get("params", {}).get("inpaint_fraction", 0.2)),
             n_genes=model.encoding.n_genes, with_expected=with_expected, scale=model.encoding.scale,
             depths=LabelDepths(store.labels, log_depth(store.library_size)),
         )
-        values, expected = views.values, views.expected
-        real_means: dict[int, np.ndarray] | np.ndarray | None = None
-        if expected is not None:  # the denoise prior: no invented structure, unbiased (one read of every cell)
-            real = ((v, lab, log_depth(lib)) for v, lab, lib in store.blocks())
-            calibration = calibrate(expected, values, labels, real, views.depth)
-            record["calibration"] = {label_names[label]: f for label, f in calibration.factors.items()}
-            real_means = calibration.real_means
-            recentre(expected, labels, real_means)
-        if params.recentre:
-            recentre(values, labels, store.label_means() if real_means is None else real_means)
-    record["versions"] = package_versions()
-    extra = {} if views.depth is None else {"depth": views.depth.astype(np.float32)}
-    write_candidates(out_path, values, labels, label_names, genes, model.encoding, record, extra, expected)
+        calibrator = Calibrator() if with_expected else None
+        with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as f:
+            _write_index(f, labels, label_names, list(store.genes), model.encoding)
+            shape = (len(labels), model.encoding.n_genes)
+            sampled = _create_matrix(f, "candidates", shape, compressed=True)
+            expected = _create_matrix(f, "expected", shape, compressed=False) if with_expected else None
+            depth = f.create_dataset("depth", shape=(len(labels),), dtype=np.float32) if model.config.depth_input else None
+            for label, rows in _label_rows(per_label):
+                views = sample(labels[rows], seed=_label_seed(params.seed, label))
+                sampled[rows] = views.values
+                if depth is not None and views.depth is not None:
+                    depth[rows] = views.depth
+                if expected is not None and calibrator is not None and views.expected is not None:
+                    expected[rows] = views.expected
+                    calibrator.add_label(label, views.expected, views.values, views.depth)
+            real_means: dict[int, np.ndarray] | np.ndarray | None = None
+            if calibrator is not None:  # the denoise prior: no invented structure, unbiased (one read of every cell)
+                calibrator.measure((v, lab, log_depth(lib)) for v, lab, lib in store.blocks())
+                record["calibration"] = {label_names[label]: kept for label, kept in calibrator.record().items()}
+                real_means = calibrator.real_means
+            elif params.recentre:
+                real_means = store.label_means()
+            for label, rows in _label_rows(per_label):
+                same = labels[rows]
+                if expected is not None and calibrator is not None and real_means is not None:
+                    expected[rows] = recentre(calibrator.apply(label, expected[rows]), same, real_means)
+                if params.recentre and real_means is not None:
+                    sampled[rows] = recentre(sampled[rows], same, real_means)
+            record["versions"] = package_versions()
+            f.attrs["params_json"] = json.dumps(record)
     return {"per_label": dict(zip(label_names, per_label.tolist(), strict=True))}
+
+
+def _label_rows(per_label: np.ndarray) -> Iterator[tuple[int, slice]]:
+    """``(label, rows)`` of every label with candidates, their rows being contiguous (``np.repeat`` order)."""
+    ends = np.cumsum(per_label)
+    for label, (count, end) in enumerate(zip(per_label.tolist(), ends.tolist(), strict=True)):
+        if count:
+            yield label, slice(end - count, end)
+
+
+def _label_seed(seed: int, label: int) -> int:
+    """The seed of one label's candidates, from the step's ``seed`` and the label's index."""
+    return int(np.random.SeedSequence([seed, label]).generate_state(1)[0])
