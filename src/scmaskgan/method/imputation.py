@@ -152,8 +152,7 @@ def estimate(
         see :func:`denoise_prior`; as molecules at the cell's depth),
         ``(x + alpha) * m / (m + alpha)``. The cell's own counts
         weigh more where they carry more molecules (deep cells, high genes), so the
-        estimate shrinks toward the neighbours without replacing the cell. The cell's
-        estimates are then moved to sum to its library size (:func:`keep_library`).
+        estimate shrinks toward the neighbours without replacing the cell.
     shrinkage
         ``alpha`` of the denoise prior (larger: nearer the neighbours).
     background
@@ -184,9 +183,7 @@ def estimate(
         own = torch.from_numpy(np.ascontiguousarray(cells[sl], dtype=np.float32))
         if mode == "denoise":
             m = denoise_prior(w, rates, prior_background) * d
-            counts = torch.expm1(own * scale) * d
-            weight = m / (m + shrinkage)  # the cell's own count's weight in its posterior mean
-            post = keep_library((counts + shrinkage) * weight, weight, counts.sum(1, keepdim=True))
+            post = (torch.expm1(own * scale) * d + shrinkage) * m / (m + shrinkage)
             out[sl] = (torch.log1p(post / d.clamp_min(1e-12)) / scale).numpy()
         else:
             log_w = torch.log(w)[:, :, None]  # -inf for dropped neighbours
@@ -194,41 +191,6 @@ def estimate(
             post0 = (torch.softmax(log_w - lam, dim=1) * c).sum(1)
             out[sl] = torch.where(torch.from_numpy(observed[sl]), own, post0).numpy()
     return out
-
-
-def keep_library(post: torch.Tensor, weight: torch.Tensor, library: torch.Tensor) -> torch.Tensor:
-    """Denoise posterior means moved so that every cell's estimates sum to its library size.
-
-    Parameters
-    ----------
-    post
-        (b, g) Gamma-Poisson posterior means in molecules, ``(x + alpha) * weight``.
-    weight
-        (b, g) the cell's own count's weight in them, ``m / (m + alpha)``.
-    library
-        (b, 1) the cell's molecules (its counts' sum).
-
-    Returns
-    -------
-    ``post + (library - sum(post)) * var / sum(var)``, clipped at 0: the mean of independent
-    Gaussian approximations of the genes' posteriors (variance ``var = post * weight``, the Gamma
-    posterior's) given that they sum to the library. The genes whose posterior is wide
-    (the cell's own, well-counted ones) take up the difference; the ones shrunk toward the
-    neighbours barely move.
-
-    Why: genes are shrunk by different weights, so the posterior means of a cell do not sum
-    to its library, and by how much depends on the noise of its few highest genes, which
-    keep their own counts. Normalising the output by its own total (as any user of the
-    count-scale output does) then divides every shrunk gene by that one noisy factor: on null
-    data (independent genes) they co-vary. Measured (``docs/method.md``): with an ideal
-    generator, a constant prior, and one gene holding 15 % of the molecules, the 95th
-    percentile of gene-gene ``|r|`` went 0.091 -> 0.263 at ``alpha`` 20 and 0.105 at 7.5;
-    with the library kept 0.092 and 0.081. Normalising by the total now equals normalising
-    by the library, as the log-normalised output is.
-    """
-    var = post * weight
-    shift = (library - post.sum(1, keepdim=True)) * var / var.sum(1, keepdim=True).clamp_min(1e-12)
-    return (post + shift).clamp_min(0.0)
 
 
 def denoise_prior(weights: torch.Tensor, rates: torch.Tensor, background: torch.Tensor | None) -> torch.Tensor:
