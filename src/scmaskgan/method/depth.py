@@ -65,7 +65,7 @@ class LabelDepths:
         subset missed a rare label) takes the sample's median.
         """
         rows = random_members(self.labels, labels, gen)
-        out = torch.full((len(labels),), float(np.median(self.values)) if len(self.values) else 0.0)
+        out = torch.full((len(labels),), self.median())
         known = rows >= 0
         out[known] = torch.from_numpy(np.asarray(self.values, dtype=np.float32))[rows[known]]
         return out
@@ -73,12 +73,15 @@ class LabelDepths:
     def reference(self, labels: torch.Tensor) -> torch.Tensor:
         """For every entry of ``labels``, the median log depth of that label's cells: the one depth
         at which its candidates' expected values are taken."""
-        medians = {
-            label: float(np.median(self.values[self.labels == label])) if np.any(self.labels == label)
-            else float(np.median(self.values)) if len(self.values) else 0.0
-            for label in torch.unique(labels).tolist()
-        }
+        medians = {label: self.median(label) for label in torch.unique(labels).tolist()}
         return torch.tensor([medians[label] for label in labels.tolist()], dtype=torch.float32)
+
+    def median(self, label: int | None = None) -> float:
+        """Median log depth of ``label``'s cells; of all cells for ``None`` or a label without cells
+        (0 when there are no cells at all)."""
+        own = self.values if label is None else self.values[self.labels == label]
+        values = own if len(own) else self.values
+        return float(np.median(values)) if len(values) else 0.0
 
 
 def random_members(member_labels: np.ndarray, labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
