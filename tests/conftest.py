@@ -77,16 +77,19 @@ def write_images(path, adata: ad.AnnData, label_key: str = "cell_type", input_sc
     return path
 
 
-def calibrate_in_memory(expected: np.ndarray, sampled: np.ndarray, labels: np.ndarray, real_blocks, depth=None):
+def calibrate_in_memory(
+    expected: np.ndarray, sampled: np.ndarray, labels: np.ndarray, real_blocks, depth=None, unseen=None
+):
     """What GENERATE does to candidates, on arrays: every label through a
-    :class:`~scmaskgan.method.calibrate.Calibrator`; ``expected`` is changed in place. Returns the calibrator."""
+    :class:`~scmaskgan.method.calibrate.Calibrator` (``unseen``: the real cells held out of
+    training); ``expected`` is changed in place. Returns the calibrator."""
     from scmaskgan.method.calibrate import Calibrator
 
     calibrator = Calibrator()
     for label in np.unique(labels).tolist():
         rows = labels == label
         calibrator.add_label(label, expected[rows], sampled[rows], None if depth is None else depth[rows])
-    calibrator.measure(real_blocks)
+    calibrator.measure(real_blocks, unseen)
     for label in np.unique(labels).tolist():
         expected[labels == label] = calibrator.apply(label, expected[labels == label])
     return calibrator

@@ -70,6 +70,26 @@ def test_variation_the_real_cells_share_is_kept(direction):
     assert np.allclose(mean, original.mean(0))
 
 
+def test_variation_only_the_training_cells_share_is_shrunk_when_enough_cells_were_held_out(direction):
+    """The generator's directions may follow where its training cells co-varied by chance; the
+    held-out cells, when a label has enough of them, decide whether that variation is real."""
+    rng = np.random.default_rng(4)
+    _, seen = _cells(rng, 600, 0.25, direction)  # the training cells happen to share the direction
+    _, new = _cells(rng, 100, 0.0, direction)  # cells the generator did not see do not
+    real, labels = np.vstack([seen, new]), np.zeros(700, dtype=int)
+    unseen = np.repeat([False, True], [600, 100])
+    expected, sampled = _cells(rng, 300, 0.25, direction)
+    trusting = calibrate_in_memory(expected.copy(), sampled, labels[:300], [(real, labels, None)])
+    assert trusting.measured_on == {0: "all"} and trusting.factors[0][0] > 0.6
+    checked = calibrate_in_memory(expected.copy(), sampled, labels[:300], [(real[:350], labels[:350], None),
+                                                                          (real[350:], labels[350:], None)], unseen=unseen)
+    assert checked.measured_on == {0: "held-out"} and checked.factors[0][0] < 0.2
+    few = unseen & (np.arange(700) < 630)  # 30 held-out cells: too few to measure on alone
+    assert calibrate_in_memory(expected.copy(), sampled, labels[:300], [(real, labels, None)], unseen=few).measured_on == {0: "all"}
+    with pytest.raises(ValueError, match="unseen marks 699 cells"):
+        calibrate_in_memory(expected.copy(), sampled, labels[:300], [(real, labels, None)], unseen=unseen[:699])
+
+
 def test_variation_that_depth_explains_is_not_counted_as_shared(direction):
     rng = np.random.default_rng(3)
     depth = rng.normal(8.0, 0.5, 3000)

@@ -9,14 +9,18 @@ import anndata as ad
 import h5py
 import numpy as np
 import pytest
+import torch
 from conftest import calibrate_in_memory, simulate_counts, write_images
 
 from scmaskgan import cli
 from scmaskgan.core.config import FilterParams, GenerateParams, TrainParams
 from scmaskgan.errors import InputError
+from scmaskgan.method import calibrate
+from scmaskgan.method.checkpoint import load_model
 from scmaskgan.method.depth import log_depth
 from scmaskgan.method.generate import n_candidates_per_label, read_candidates, recentre
 from scmaskgan.method.images_h5 import ImageStore
+from scmaskgan.method.train_data import split_validation
 from scmaskgan.pipeline import steps
 
 TINY = {"base_channels": 8, "batch_size": 32, "cells_per_epoch": 256, "device": "cpu", "threads": 1}
@@ -39,8 +43,9 @@ def test_candidates_per_label_follow_the_clip_rule():
         n_candidates_per_label(np.array([3]), GenerateParams(min_candidates=50, max_candidates=10))
 
 
-def test_generate_writes_counts_per_label_reproducibly(trained: tuple[Path, Path], tmp_path: Path):
+def test_generate_writes_counts_per_label_reproducibly(trained: tuple[Path, Path], tmp_path: Path, monkeypatch):
     model, images = trained
+    monkeypatch.setattr(calibrate, "MIN_UNSEEN_CELLS", 3)  # the calibration on TRAIN's 5 held-out cells per label
     params = GenerateParams(candidates_per_cell=1.5, min_candidates=60, max_candidates=70, device="cpu")
     out = steps.generate(model, images, tmp_path / "a", "sim", params)
     cand = read_candidates(out["candidates"])
@@ -67,12 +72,15 @@ def test_generate_writes_counts_per_label_reproducibly(trained: tuple[Path, Path
         real = ((v, lab, log_depth(lib)) for v, lab, lib in store.blocks())
         with h5py.File(out["candidates"], "r") as f:  # the log depth each candidate was sampled at
             depth = f["depth"][:]
-        calibration = calibrate_in_memory(calibrated, cand.values, cand.labels, real, depth)
+        train_params = load_model(model, torch.device("cpu")).train["params"]
+        unseen = split_validation(store.labels, train_params["val_fraction"], train_params["seed"])
+        calibration = calibrate_in_memory(calibrated, cand.values, cand.labels, real, depth, unseen)
         assert np.array_equal(cand.expected, recentre(calibrated, cand.labels, calibration.real_means))
         means = store.label_means()  # the calibration's pass over the cells gives the same label means
         assert all(np.allclose(means[label], m, atol=1e-6) for label, m in calibration.real_means.items())
     record = json.loads(h5py.File(out["candidates"], "r").attrs["params_json"])
     assert record["calibration"] == {cand.label_names[k]: f for k, f in calibration.record().items()}
+    assert record["calibration_cells"] == dict.fromkeys(cand.label_names, "held-out")
     filtered = read_candidates(steps.filter_candidates(out["candidates"], tmp_path / "a", "sim", FilterParams())["filtered"])
     kept = filtered.expected
     assert kept is not None and kept.shape == filtered.values.shape

@@ -41,7 +41,7 @@ from scmaskgan.method.device import select_device
 from scmaskgan.method.encode import FORMAT_VERSION, Encoding
 from scmaskgan.method.images_h5 import ImageStore
 from scmaskgan.method.model import Generator, expected_rate, observe, pixel_scaled
-from scmaskgan.method.train_data import read_cells
+from scmaskgan.method.train_data import read_cells, split_validation
 
 _STR = h5py.string_dtype("utf-8")
 
@@ -443,8 +443,11 @@ def generate_candidates(model_pt: Path, images_h5: Path, out_path: Path, params:
                     calibrator.add_label(label, views.expected, views.values, views.depth)
             real_means: dict[int, np.ndarray] | np.ndarray | None = None
             if calibrator is not None:  # the denoise prior: no invented structure, unbiased (one read of every cell)
-                calibrator.measure((v, lab, log_depth(lib)) for v, lab, lib in store.blocks())
+                calibrator.measure(
+                    ((v, lab, log_depth(lib)) for v, lab, lib in store.blocks()), _held_out_cells(model.train, store.labels)
+                )
                 record["calibration"] = {label_names[label]: kept for label, kept in calibrator.record().items()}
+                record["calibration_cells"] = {label_names[label]: on for label, on in calibrator.measured_on.items()}
                 real_means = calibrator.real_means
             elif params.recentre:
                 real_means = store.label_means()
@@ -457,6 +460,16 @@ def generate_candidates(model_pt: Path, images_h5: Path, out_path: Path, params:
             record["versions"] = package_versions()
             f.attrs["params_json"] = json.dumps(record)
     return {"per_label": dict(zip(label_names, per_label.tolist(), strict=True))}
+
+
+def _held_out_cells(train_record: Mapping[str, Any], labels: np.ndarray) -> np.ndarray | None:
+    """TRAIN's validation cells, which the generator never saw: its split recomputed from the
+    model's record (same labels, fraction and seed); ``None`` when the record cannot give it."""
+    params = train_record.get("params", {})
+    if "val_fraction" not in params or "seed" not in params:
+        return None
+    held_out = split_validation(labels, float(params["val_fraction"]), int(params["seed"]))
+    return held_out if int(held_out.sum()) == int(train_record.get("n_val_cells", -1)) else None
 
 
 def _label_rows(per_label: np.ndarray) -> Iterator[tuple[int, slice]]:
