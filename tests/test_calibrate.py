@@ -41,6 +41,9 @@ def test_shared_variance_is_zero_for_independent_genes_and_the_factor_variance_o
     result = shared.result()
     assert abs(result[0][0]) < 0.003 < _spread_along(independent, direction)  # noise alone shares nothing
     assert result[1][0] == pytest.approx(0.09, rel=0.15)  # 0.3^2, minus what the genes do alone
+    blockwise = SharedVariance({0: basis, 1: basis})  # summed a few rows at a time: the same sums
+    blockwise.add(np.vstack([independent, expected]), np.repeat([0, 1], 4000), block_rows=333)
+    assert all(np.allclose(blockwise.result()[label], result[label], rtol=1e-9, atol=1e-12) for label in (0, 1))
     assert shrink_factors(np.array([0.01, 0.5, np.nan]), np.array([0.05, 0.2, 0.1])) == pytest.approx([0.2, 1.0, 1.0])
 
 
@@ -65,6 +68,10 @@ def test_variation_the_real_cells_share_is_kept(direction):
     assert calibration.factors[0][0] > 0.8
     assert np.allclose(calibration.real_means[0], real.mean(0), atol=1e-6)  # the blocks' label mean
     assert _spread_along(expected, direction) > 0.75 * _spread_along(original, direction)
+    # applied a block of rows at a time in float32: the same as the whole projection in float64
+    mean, basis = calibration.directions[0]
+    whole = np.clip(original - (((original - mean) @ basis) * (1 - calibration.factors[0])) @ basis.T, 0, 1)
+    assert np.allclose(calibration.apply(0, original, block_rows=7), whole, atol=1e-5)
     mean, basis = principal_directions(original, rank=3)
     assert basis.shape == (N_GENES, 3) and abs(abs(float(basis[:, 0] @ direction)) - 1) < 0.01
     assert np.allclose(mean, original.mean(0))

@@ -441,6 +441,7 @@ def generate_candidates(model_pt: Path, images_h5: Path, out_path: Path, params:
                 if expected is not None and calibrator is not None and views.expected is not None:
                     expected[rows] = views.expected
                     calibrator.add_label(label, views.expected, views.values, views.depth)
+                del views  # not kept through the passes below
             real_means: dict[int, np.ndarray] | np.ndarray | None = None
             if calibrator is not None:  # the denoise prior: no invented structure, unbiased (one read of every cell)
                 calibrator.measure(
