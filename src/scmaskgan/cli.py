@@ -161,17 +161,24 @@ def _flat_options(steps: tuple[str, ...]) -> list[inspect.Parameter]:
 
 def impute_command(**kwargs: Any) -> None:
     """Impute one counts file: PREPARE, TRAIN, GENERATE, FILTER and IMPUTE (no QC) into one .h5ad."""
-    from scmaskgan.api import ScMaskGAN
-    from scmaskgan.io.counts import read_counts
-    from scmaskgan.pipeline.memory import return_large_blocks_to_the_system
+    import tempfile
+
+    from scmaskgan.fit_process import fit_in_own_process
 
     input_path, output = kwargs.pop("input_path"), kwargs.pop("output")
     read = {name: kwargs.pop(name) for name in IMPUTE_READ_FIELDS}
+    estimator = {"random_state": kwargs.pop("seed"), "label_key": read["label_key"], "mode": kwargs.pop("impute_mode"),
+                 "input_scale": read["input_scale"], **kwargs}
+    with tempfile.TemporaryDirectory(prefix="scmaskgan-fit-") as tmp:
+        # scmaskgan.impute in two halves: fitted in a process of its own (scmaskgan.fit_process),
+        # while this one waits holding nothing (torch, scanpy and the data are imported and read after)
+        saved = fit_in_own_process(Path(input_path), read, estimator, Path(tmp) / "fitted.pt")
+        from scmaskgan.api import ScMaskGAN
+        from scmaskgan.io.counts import read_counts
+        from scmaskgan.pipeline.memory import return_large_blocks_to_the_system
+
+        model = ScMaskGAN.load(saved)
     adata = read_counts(input_path, orientation=read["orientation"], input_scale=read["input_scale"])
-    model = ScMaskGAN(  # scmaskgan.impute in two halves, to tune this process's allocator between them
-        kwargs.pop("seed"), label_key=read["label_key"], mode=kwargs.pop("impute_mode"),
-        input_scale=read["input_scale"], **kwargs,
-    ).fit(adata)
     return_large_blocks_to_the_system()  # for IMPUTE only: training would pay page faults (scmaskgan.pipeline.memory)
     # the imputed matrices go into the file block by block, never whole in memory
     typer.echo(f"h5ad\t{model.write_transformed(adata, output)}")
