@@ -21,7 +21,7 @@ from typing import Annotated, Any
 import typer
 
 from scmaskgan.core.config import IMPUTE_CHAIN, STEP_PARAMS, flat_fields
-from scmaskgan.errors import EXIT_OUT_OF_MEMORY, InputError, ScMaskGANError
+from scmaskgan.errors import InputError, error_line
 from scmaskgan.pipeline import steps
 
 app = typer.Typer(
@@ -319,24 +319,12 @@ def main(argv: list[str] | None = None) -> int:
         app(args=argv, prog_name="scmaskgan", standalone_mode=True)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
-    except (ScMaskGANError, InputError) as exc:
+    except Exception as exc:  # errors the user can act on, and bugs: one line either way
         if os.environ.get("SCMASKGAN_DEBUG"):
             raise
-        typer.echo(f"scmaskgan: error: {exc}", err=True)
-        return exc.exit_code
-    except Exception as exc:  # a bug, or an error we did not anticipate: still one line
-        if os.environ.get("SCMASKGAN_DEBUG"):
-            raise
-        if type(exc).__name__ == "OutOfMemoryError":  # torch's, without importing torch here
-            typer.echo(f"scmaskgan: error: out of GPU memory ({exc}); retry on a larger GPU or with a "
-                       "smaller --batch-size", err=True)
-            return EXIT_OUT_OF_MEMORY
-        typer.echo(
-            f"scmaskgan: internal error: {type(exc).__name__}: {exc} "
-            "(set SCMASKGAN_DEBUG=1 for the traceback)",
-            err=True,
-        )
-        return 1
+        line, code = error_line(exc)
+        typer.echo(f"scmaskgan: {line}", err=True)
+        return code
     return 0
 
 

@@ -18,15 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from scmaskgan.errors import EXIT_OUT_OF_MEMORY, ScMaskGANError
-
-
-class FitProcessError(ScMaskGANError):
-    """An error of the fitting process, passed on with its message and exit status."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
+from scmaskgan.errors import PassedOnError, error_line
 
 
 def fit_in_own_process(
@@ -52,7 +44,7 @@ def fit_in_own_process(
 
     Raises
     ------
-    FitProcessError
+    PassedOnError
         With the child's one-line message and exit status when it failed.
     """
     job, error = model_path.with_suffix(".job.json"), model_path.with_suffix(".error.json")
@@ -64,8 +56,8 @@ def fit_in_own_process(
     if done.returncode != 0:
         if error.exists():
             failure = json.loads(error.read_text())
-            raise FitProcessError(failure["message"], int(failure["exit_code"]))
-        raise FitProcessError(f"the fitting process ended with status {done.returncode}", done.returncode or 1)
+            raise PassedOnError(failure["message"], int(failure["exit_code"]))
+        raise PassedOnError(f"error: the fitting process ended with status {done.returncode}", done.returncode or 1)
     return model_path
 
 
@@ -86,12 +78,7 @@ def _main(job_path: str) -> int:
     except Exception as exc:
         if os.environ.get("SCMASKGAN_DEBUG"):
             raise
-        if isinstance(exc, ScMaskGANError):
-            message, code = str(exc), exc.exit_code
-        elif type(exc).__name__ == "OutOfMemoryError":  # torch's: the pipeline retries on this status
-            message, code = f"out of GPU memory ({exc}); retry on a larger GPU or with a smaller --batch-size", EXIT_OUT_OF_MEMORY
-        else:  # a bug, or an error not anticipated: one line, as the CLI gives it
-            message, code = f"internal error while fitting: {type(exc).__name__}: {exc}", 1
+        message, code = error_line(exc)
         Path(job["error"]).write_text(json.dumps({"message": message, "exit_code": code}))
         return code
     return 0
