@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# one thread per pytest-xdist worker (`make test` runs two), two when run alone
+os.environ.setdefault("OMP_NUM_THREADS", "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2")
 
 
 @pytest.fixture(scope="session")

