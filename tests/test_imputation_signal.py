@@ -188,10 +188,9 @@ def test_the_nearest_candidates_of_a_cell_come_from_its_own_substate() -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 14 target not met: tuned denoise (k 39, shrinkage 0.88; 5 / 4 principal components) has "
-    "error against the truth (mcv_mse) 0.210 (substates) and 0.209 (trajectory); MAGIC 0.087 and 0.082. The "
-    "tuning objective (held-out MSE + Poisson) prefers light shrinkage (measured with 30 components, errors "
-    "0.217 and 0.270 then): among its own trials k 18 / shrinkage 43 "
+    reason="issue 14 target not met: tuned denoise (k 39 / 30, shrinkage 0.88 / 0.62) has error against "
+    "the truth (mcv_mse) 0.217 (substates) and 0.270 (trajectory); MAGIC 0.087 and 0.082. The tuning "
+    "objective (held-out MSE + Poisson) prefers light shrinkage: among its own trials k 18 / shrinkage 43 "
     "reaches 0.037 and k 20 / shrinkage 11 0.072. Tuning on the Poisson loss alone picks k 17 / shrinkage "
     "10.6 (0.064 and 0.065, below MAGIC) but then raises the null data's 95th percentile |r| by 33 %",
 )
@@ -215,9 +214,8 @@ def _inflation(halves: Halves, values: np.ndarray) -> dict[str, float]:
 def test_imputation_does_not_inflate_gene_correlations_on_null_data(mode: str, seed: int) -> None:
     halves, result = null(mode, seed)
     inflation = _inflation(halves, result.values)
-    # measured, 95th percentile of |r| raw -> imputed (seeds 0, 1, 2): zeros 0.118 -> 0.111, 0.118 -> 0.114,
-    # 0.115 -> 0.112; denoise 0.118 -> 0.101, 0.118 -> 0.119, 0.115 -> 0.119 (with all 30 principal components
-    # instead of the one above noise, the depth axis: 0.112, 0.114, 0.113; a log-scale prior mean: 0.198, 0.211, 0.219)
+    # measured, 95th percentile of |r| raw -> imputed (seeds 0, 1, 2): zeros 0.118 -> 0.108, 0.118 -> 0.111,
+    # 0.115 -> 0.110; denoise 0.118 -> 0.112, 0.118 -> 0.114, 0.115 -> 0.113 (a log-scale prior mean: 0.198, 0.211, 0.219)
     assert passes_null_check(inflation), inflation
 
 

@@ -17,7 +17,6 @@ from scmaskgan.method.neighbours import (
     Neighbours,
     encode_rows,
     find_neighbours,
-    fit_pca_space,
     select_neighbours,
 )
 
@@ -201,23 +200,6 @@ def test_neighbours_by_row_blocks_match_the_whole_encoded_matrix(monkeypatch: py
     np.testing.assert_allclose(blocks.sigma, whole.sigma, rtol=1e-6)
 
 
-def test_neighbour_space_keeps_the_components_above_noise_only() -> None:
-    """Parallel analysis: of the 30 components asked for, independent genes leave only one (the depth
-    axis, or the one kept at least); six cell types keep the directions between them. Encoded block by
-    block (``EncodedRows``) or whole, the space is the same."""
-    from scmaskgan.analysis.simulate import simulate_null
-
-    for seed in range(3):
-        null = sp.csr_matrix(simulate_null(600, 150, seed=seed).counts.astype(np.float32))
-        assert fit_pca_space(EncodedRows(null, fit_encoding(null)), 30, 0).components.shape[1] == 1
-        adata, _ = simulate_counts(n_cells=600, n_types=6, seed=seed)
-        enc = fit_encoding(adata.X)
-        space = fit_pca_space(EncodedRows(adata.X, enc), 30, 0)
-        assert 5 <= space.components.shape[1] <= 10
-        np.testing.assert_allclose(fit_pca_space(encode_rows(adata.X, enc)[0], 30, 0).components, space.components,
-                                   atol=1e-5)
-
-
 def test_lognorm_input_is_tuned_on_hidden_entries_and_returned_on_its_scale() -> None:
     adata, _ = simulate_counts(n_cells=200, n_genes=60, seed=2)
     counts = adata.X.toarray()
@@ -320,7 +302,6 @@ def test_impute_step_writes_the_contract_files(tmp_path) -> None:  # noqa: ANN00
     record = json.loads(out["json"].read_text())
     assert record["label_source"] == "obs:cell_type" and record["n_observed_changed"] == 0
     assert record["k"] == result.uns["scmaskgan"]["k"] and len(record["tuning"]["mse"]) == 3
-    assert 1 <= record["n_pcs_used"] == result.uns["scmaskgan"]["n_pcs_used"] <= ImputeParams().n_pcs
 
     other_genes = [f"OTHER{j}" for j in range(len(genes))]
     write_candidates(tmp_path / "t.candidates.h5", cand, labels, names, other_genes, enc, {})

@@ -268,12 +268,7 @@ class ImputeParams(_Validated):
         "sample's encoded cells; sampling noise of single genes averages out) or 'genes' (all genes).",
         ("pca", "genes"),
     )
-    n_pcs: int = _p(
-        30,
-        "Most principal components of the neighbour search (neighbour_space='pca'); of these, those whose "
-        "variance stands above that of the same cells with each gene permuted (parallel analysis) are used.",
-        ge=1,
-    )
+    n_pcs: int = _p(30, "Principal components of the neighbour search (neighbour_space='pca').", ge=1)
     n_trials: int = _p(25, "Optuna trials for tuning k, theta_sigma and (denoise) shrinkage.", ge=1)
     holdout_fraction: float = _p(
         0.1,

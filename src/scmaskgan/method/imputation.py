@@ -86,9 +86,6 @@ class ImputeSummary:
     neighbours_per_label
         ``(n_labels,)`` mean number of candidates a cell of each label was estimated from
         (``k`` or fewer: the threshold ``theta`` drops far ones); ``nan`` for a label without cells.
-    n_pcs
-        Principal components of the neighbour search (those above noise, see
-        :func:`~scmaskgan.method.neighbours.fit_pca_space`); 0 for ``neighbour_space='genes'``.
     """
 
     k: int
@@ -100,7 +97,6 @@ class ImputeSummary:
     fraction_zeros_filled: float = 0.0
     n_observed_changed: int = 0
     neighbours_per_label: np.ndarray = field(default_factory=lambda: np.empty(0))
-    n_pcs: int = 0
 
 
 @dataclass(kw_only=True)
@@ -506,7 +502,6 @@ class Imputation:
             raw_signal=float(chosen.get("raw_signal", math.nan) or math.nan),
             validation=kind,
             neighbours_per_label=np.where(cells_per_label > 0, used / np.maximum(cells_per_label, 1), np.nan),
-            n_pcs=0 if space is None else int(space.components.shape[1]),
         )
         self._done = False
 

@@ -85,10 +85,6 @@ class EncodedRows:
 
 #: Cells x genes the principal components of the neighbour space are fitted on (at most).
 _PCA_ENTRIES = 20_000_000
-#: A component of the neighbour space must carry this many times the variance that noise reaches
-#: (:func:`noise_variance`): that level varies by 2-3 % between permutations, and on null data the
-#: largest chance component came out up to 5 % above it (measured in ``docs/method.md``).
-NOISE_MARGIN = 1.1
 
 
 @dataclass(frozen=True)
@@ -112,61 +108,29 @@ class PCASpace:
 
 
 def fit_pca_space(cells: np.ndarray | EncodedRows, n_pcs: int, seed: int) -> PCASpace:
-    """Principal components of a sample's encoded cells that stand above noise (a seeded subsample of
-    at most 20 M entries).
+    """Principal components of a sample's encoded cells (a seeded subsample of at most 20 M entries).
 
     Distances between a cell and the candidates in this space average out the sampling
     noise of single genes, as kNN smoothing and MAGIC do; candidates are projected with
     the real cells' components, so the space is the data's, not the generator's.
-
-    Of the first ``n_pcs`` components, those whose variance exceeds :data:`NOISE_MARGIN` times the
-    largest variance of the same cells with every gene permuted on its own (parallel analysis,
-    Horn 1965: the variance pure sampling noise reaches) are kept, at least one. A component of chance
-    covariance would make a cell's neighbours share its own noise along it, and a denoise
-    prior built from them would carry that covariance into the output (measured in
-    ``docs/method.md``: gene-gene correlations on null data).
     """
     from sklearn.decomposition import PCA
 
     n, g = cells.shape
     n_fit = min(n, max(n_pcs + 1, _PCA_ENTRIES // max(g, 1)))
     rows = np.sort(np.random.default_rng(seed).choice(n, size=n_fit, replace=False))
-    k = max(1, min(n_pcs, n_fit - 1, g))
-    # copy=False: the sample is ours, PCA may overwrite it instead of working on a copy
-    pca = PCA(n_components=k, svd_solver="randomized", random_state=seed, copy=False).fit(_read_rows(cells, rows))
-    noise = NOISE_MARGIN * noise_variance(_read_rows(cells, rows), seed)
-    kept = max(1, int(np.sum(pca.explained_variance_ > noise)))
-    return PCASpace(pca.mean_.astype(np.float32), np.ascontiguousarray(pca.components_[:kept].T, dtype=np.float32))
-
-
-def _read_rows(cells: np.ndarray | EncodedRows, rows: np.ndarray) -> np.ndarray:
-    """A new array of the sorted ``rows`` of ``cells``, filled block by block (no list of blocks and its
-    concatenation; a contiguous read when ``rows`` are all the rows)."""
-    n, g = cells.shape
-    out: np.ndarray | None = None
-    filled = 0
-    for index in _index_blocks(rows, g):
-        block = cells[index] if len(rows) < n else cells[slice(index[0], index[-1] + 1)]
-        if out is None:
-            out = np.empty((len(rows), g), dtype=block.dtype)
-        out[filled:filled + len(block)] = block
+    blocks = (cells[index] if n_fit < n else cells[slice(index[0], index[-1] + 1)] for index in _index_blocks(rows, g))
+    first = next(blocks)
+    sample = np.empty((n_fit, g), dtype=first.dtype)  # filled block by block: no list of blocks and its concatenation
+    sample[:len(first)] = first
+    filled = len(first)
+    for block in blocks:
+        sample[filled:filled + len(block)] = block
         filled += len(block)
-    assert out is not None
-    return out
-
-
-def noise_variance(sample: np.ndarray, seed: int) -> float:
-    """The largest principal-component variance of ``sample`` (cells x genes) with each gene permuted
-    across cells on its own, seeded: the level that sampling noise reaches with these genes' values
-    and no covariance between them. ``sample`` is permuted and overwritten.
-    """
-    from sklearn.decomposition import PCA
-
-    rng = np.random.default_rng(seed + 1)
-    for column in range(sample.shape[1]):
-        sample[:, column] = sample[rng.permutation(sample.shape[0]), column]
-    null = PCA(n_components=1, svd_solver="randomized", random_state=seed, copy=False).fit(sample)
-    return float(null.explained_variance_[0])
+    k = max(1, min(n_pcs, n_fit - 1, g))
+    # copy=False: the sample is ours, PCA centres it in place instead of in a copy
+    pca = PCA(n_components=k, svd_solver="randomized", random_state=seed, copy=False).fit(sample)
+    return PCASpace(pca.mean_.astype(np.float32), np.ascontiguousarray(pca.components_.T, dtype=np.float32))
 
 
 def _index_blocks(rows: np.ndarray, n_genes: int) -> list[np.ndarray]:

@@ -59,7 +59,6 @@ def imputation_record(
         "validation": result.validation,
         "shrinkage": float(result.shrinkage),
         "raw_signal": float(result.raw_signal),
-        "n_pcs_used": int(result.n_pcs),
         # two lists, not a dict: h5ad turns a '/' in a key (label 'CD4+/CD25 T Reg') into nested groups
         "neighbours_per_label": {
             "label": [label_names[code] if label_names else str(code) for code in present],

@@ -270,8 +270,7 @@ def _tuning(ctx: ReportContext) -> str:
         used = s.get("neighbours_per_label") or {}
         per_label = dict(zip(used.get("label", []), used.get("mean_neighbours", []), strict=True))
         rows.append({"sample": sid, "k": s.get("k"), "theta_sigma": s.get("theta_sigma"),
-                     "principal components": s.get("n_pcs_used"), "validation": s.get("validation"),
-                     "trials": len(trials),
+                     "validation": s.get("validation"), "trials": len(trials),
                      "best validation mse": float(trials[score].min()) if score else None,
                      "neighbours used per label (mean)": ", ".join(f"{name} {n:g}" for name, n in per_label.items())})
         if not trials.empty and "k" in trials:
@@ -291,7 +290,7 @@ def _imputation(ctx: ReportContext) -> str:
                "fraction of zeros filled": s.get("fraction_zeros_filled"),
                "observed values changed": s.get("n_observed_changed")}
         row.update({k: v for k, v in flatten(s, skip=("params", "versions", "tuning", "k", "theta_sigma", "encoding",
-                                                                  "neighbours_per_label", "n_pcs_used")).items()
+                                                                  "neighbours_per_label")).items()
                     if k not in {"mode", "n_cells", "n_genes", "fraction_zeros_filled", "n_observed_changed"}})
         rows.append(row)
     parts = [table(rows)]
