@@ -11,7 +11,8 @@ JAR="$CACHE/language-server-all.jar"
 mkdir -p "$CACHE"
 # one download at a time (test workers run in parallel): the others wait, then find the jar
 exec 9>"$CACHE/.lock"
-if command -v flock >/dev/null; then flock 9; fi  # (macOS has no flock: one worker at a time there is luck)
+# (without flock, as on macOS, two first runs may both download; each writes the jar through a rename)
+if command -v flock >/dev/null; then flock 9; fi
 if [ ! -s "$JAR" ]; then
   PY="$REPO/.venv/bin/python"
   [ -x "$PY" ] || PY="$(command -v python3)"
