@@ -158,6 +158,21 @@ def test_cli_impute_writes_the_imputed_h5ad(sample, tmp_path: Path, capsys) -> N
     assert len(err) == 1 and err[0].startswith("scmaskgan: error:") and "nope" in err[0]
 
 
+def test_cli_impute_reports_a_killed_fitting_process_as_the_shell_would(
+    sample, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+) -> None:
+    """The kernel's OOM killer ends the fitting process with SIGKILL: one line and status 137
+    (128 + 9), as the same run in one process would end."""
+    import subprocess
+
+    src = tmp_path / "in.h5ad"
+    sample.write_h5ad(src)
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, -9))
+    assert main(["impute", str(src), "-o", str(tmp_path / "out.h5ad"), "--label-key", "cell_type"]) == 137
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["scmaskgan: error: the fitting process was killed by signal 9"]
+
+
 def test_the_estimator_follows_sklearn_conventions(fitted, sample) -> None:  # noqa: ANN001
     params = fitted.get_params()
     assert params["epochs"] == 1 and params["label_key"] == "cell_type" and params["impute_k"] is None

@@ -57,7 +57,11 @@ def fit_in_own_process(
         if error.exists():
             failure = json.loads(error.read_text())
             raise PassedOnError(failure["message"], int(failure["exit_code"]))
-        raise PassedOnError(f"error: the fitting process ended with status {done.returncode}", done.returncode or 1)
+        if done.returncode < 0:  # killed by a signal (SIGKILL from the kernel's OOM killer, a scheduler's limit):
+            # the shell's 128 + N, so that an exit status 137 reads as it would for a one-process run
+            raise PassedOnError(f"error: the fitting process was killed by signal {-done.returncode}",
+                                128 - done.returncode)
+        raise PassedOnError(f"error: the fitting process ended with status {done.returncode}", done.returncode)
     return model_path
 
 
