@@ -17,7 +17,7 @@ from scmaskgan.method import train_data
 from scmaskgan.method import trainer as trainer_module
 from scmaskgan.method.checkpoint import TrainState, check_compatible, load_model
 from scmaskgan.method.images_h5 import ImageStore
-from scmaskgan.method.losses import moment_loss, r1_penalty
+from scmaskgan.method.losses import moment_loss, r1_penalty, thin
 from scmaskgan.method.model import gene_mask
 from scmaskgan.method.train import _early_stopping
 from scmaskgan.method.train_data import (
@@ -59,9 +59,16 @@ def _losses(trainer: GanTrainer, batch: CellTensors) -> list[float]:
     return [float(out.loss_d.detach()), float(out.rec.detach()), float(adv.detach())]
 
 
-@pytest.mark.parametrize("rec_loss", ["moments", "inpaint"])
-def test_padding_and_dropout_pixels_never_change_a_loss(images: Path, rec_loss: str):
+def _augmented(images: Path, rec_loss: str, augment_p: float) -> tuple[GanTrainer, CellTensors]:
     trainer, cells = _trainer(images, rec_loss)
+    trainer.augment_p = augment_p
+    return trainer, cells
+
+
+@pytest.mark.parametrize("augment_p", [0.0, 0.5])
+@pytest.mark.parametrize("rec_loss", ["moments", "inpaint"])
+def test_padding_and_dropout_pixels_never_change_a_loss(images: Path, rec_loss: str, augment_p: float):
+    trainer, cells = _augmented(images, rec_loss, augment_p)
     batch = cells.subset(torch.arange(40))
     genes = gene_mask(trainer.cfg.side, 46)
     assert float(genes.sum()) == 46 and trainer.cfg.side == 7
@@ -70,13 +77,13 @@ def test_padding_and_dropout_pixels_never_change_a_loss(images: Path, rec_loss: 
     unobserved = (1 - batch.masks) * noise  # new values on dropouts and padding
     padding_on = (1 - genes).expand_as(batch.masks)  # padding claimed observed
     perturbed = CellTensors(batch.values + unobserved, torch.clamp(batch.masks + padding_on, max=1), batch.labels, batch.depth)
-    fresh, _ = _trainer(images, rec_loss)
+    fresh, _ = _augmented(images, rec_loss, augment_p)
     assert _losses(fresh, perturbed) == pytest.approx(reference, rel=1e-6, abs=1e-7)
     # an observed gene pixel does change the losses (the test can fail)
     changed = CellTensors(batch.values.clone(), batch.masks, batch.labels, batch.depth)
     observed = torch.nonzero(batch.masks[0] * genes)
     changed.values[0, observed[:, 0], observed[:, 1]] = 1.0
-    other, _ = _trainer(images, rec_loss)
+    other, _ = _augmented(images, rec_loss, augment_p)
     assert _losses(other, changed)[0] != pytest.approx(reference[0], rel=1e-6)
 
 
@@ -150,6 +157,41 @@ def test_lazy_r1_every_fourth_discriminator_step_and_generator_step_leaves_d_gra
     assert float(with_r1.detach()) > float(without.detach())
 
 
+def test_thinning_hides_the_asked_share_of_genes_and_lets_gradients_through():
+    values = torch.rand(4, 30, 30, requires_grad=True)
+    mask = torch.ones(4, 30, 30)
+    uniform = torch.rand(4, 30, 30, generator=torch.Generator().manual_seed(0))
+    assert thin(values, mask, 0.0, uniform) == (values, mask)
+    seen, seen_mask = thin(values, mask, 0.6, uniform)
+    assert float(seen_mask.mean()) == pytest.approx(0.4, abs=0.03)
+    assert torch.equal(seen[seen_mask == 0], torch.zeros(int((seen_mask == 0).sum())))
+    assert torch.equal(seen[seen_mask == 1], values[seen_mask == 1])
+    seen.sum().backward()
+    assert torch.equal(values.grad, seen_mask)  # the generator learns through the kept genes
+
+
+def test_augmentation_rises_while_the_discriminator_is_sure_of_real_cells_and_falls_below_target(images: Path):
+    trainer, _ = _trainer(images, "moments", augment_cells=1000)
+    trainer.load_state_dict({**trainer.state_dict(), "signs": [0.9 * 200, 200]})  # r_t 0.9 over 200 cells
+    assert trainer._adapt_augmentation() == pytest.approx(0.9)
+    assert trainer.augment_p == pytest.approx(0.2)  # 200 of the 1,000 cells it takes to move by 1
+    trainer.load_state_dict({**trainer.state_dict(), "signs": [0.1 * 100, 100]})
+    trainer._adapt_augmentation()
+    assert trainer.augment_p == pytest.approx(0.1)
+    for _ in range(10):  # never below 0, never above MAX_AUGMENT
+        trainer.load_state_dict({**trainer.state_dict(), "signs": [-100.0, 100]})
+        trainer._adapt_augmentation()
+    assert trainer.augment_p == 0.0
+    for _ in range(20):
+        trainer.load_state_dict({**trainer.state_dict(), "signs": [100.0, 100]})
+        trainer._adapt_augmentation()
+    assert trainer.augment_p == trainer_module.MAX_AUGMENT
+    off, _ = _trainer(images, "moments", augment_target=0.0)
+    off.load_state_dict({**off.state_dict(), "signs": [100.0, 100]})
+    off._adapt_augmentation()
+    assert off.augment_p == 0.0
+
+
 def test_validation_subset_is_stratified_seeded_and_keeps_every_label():
     labels = np.array([0] * 900 + [1] * 95 + [2] * 5)
     pick = stratified_subset(labels, 100, seed=0)
@@ -206,18 +248,23 @@ def test_same_seed_same_model_and_outputs_written(images: Path, tmp_path: Path):
     rows = list(csv.DictReader(a["log"].open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
     assert {"loss_d", "loss_g_adv", "loss_rec", "energy", "coverage", "c2st_auc", "val_score", "val_smoothed",
-            "d_accuracy", "seconds"} <= set(rows[0])
+            "d_accuracy", "d_sign_real", "augment_p", "seconds"} <= set(rows[0])
     assert a["png"].stat().st_size > 1000
 
 
 def test_resume_continues_from_the_checkpoint(images: Path, tmp_path: Path):
-    straight = _train(images, tmp_path / "straight", epochs=4, checkpoint_every=1)
-    _train(images, tmp_path / "resumed", epochs=2, checkpoint_every=1)
-    resumed = _train(images, tmp_path / "resumed", epochs=4, checkpoint_every=1, resume=True)
+    # fast augmentation: its strength and the signs counted since its last update (3 steps an
+    # epoch, an update every 4) must come back from the checkpoint too
+    fast = {"checkpoint_every": 1, "augment_target": 0.1, "augment_cells": 1000}
+    straight = _train(images, tmp_path / "straight", epochs=4, **fast)
+    _train(images, tmp_path / "resumed", epochs=2, **fast)
+    resumed = _train(images, tmp_path / "resumed", epochs=4, resume=True, **fast)
     s1, s2 = _state(straight["model"]), _state(resumed["model"])
     assert all(torch.equal(s1[k], s2[k]) for k in s1)
     log1, log2 = (list(csv.DictReader(p["log"].open())) for p in (straight, resumed))
     assert [r["loss_d"] for r in log1] == [r["loss_d"] for r in log2]
+    assert [r["augment_p"] for r in log1] == [r["augment_p"] for r in log2]
+    assert float(log1[-1]["augment_p"]) > 0
     with pytest.raises(InputError, match="other training parameters"):
         _train(images, tmp_path / "resumed", epochs=5, lr_g=0.5, resume=True)
 
@@ -231,7 +278,7 @@ def test_early_stopping_follows_the_smoothed_signal_with_patience(images: Path):
     for epoch in range(1, 8):
         if state.stopped:
             break
-        improved.append(_early_stopping(trainer, lambda g, d, dev: {"val_score": next(signal)}, state, {}, epoch, params))
+        improved.append(_early_stopping(trainer, lambda *_: {"val_score": next(signal)}, state, {}, epoch, params))
     # smoothed: 1, 0.85, 0.715, 0.7705, 0.809...: best at epoch 3, two worse epochs -> stop after epoch 5
     assert improved == [True, True, True, False, False]
     assert state.stopped and state.best.epoch == 3

@@ -190,6 +190,16 @@ class TrainParams(_Validated):
         "regularisation as in StyleGAN2): 4 makes a step about 20% cheaper, but on 300 PBMCs it left the "
         "discriminator weaker (loss_d 0.37 instead of 0.27), so it is off by default.", ge=1,
     )
+    augment_target: float = _p(
+        0.6,
+        "Adaptive discriminator augmentation (Karras et al. 2020): the discriminator sees real and generated "
+        "cells with a fraction p of their observed genes hidden (extra dropouts), p raised while the mean sign "
+        "of its output on real training cells is above this target (it is memorising them) and lowered below "
+        "it; 0 disables.", ge=0, lt=1,
+    )
+    augment_cells: int = _p(
+        20000, "Adaptive augmentation: training cells over which p can move from 0 to 1 (its speed).", ge=1,
+    )
     checkpoint_every: int = _p(10, "Write a checkpoint every this many epochs.", ge=1)
     resume: bool = _p(False, "Resume from the last checkpoint in the output folder.")
     device: str = _p("auto", "'auto' (CUDA, then MPS, then CPU), 'cpu', 'cuda', 'cuda:N' or 'mps'.")

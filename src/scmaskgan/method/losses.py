@@ -31,6 +31,22 @@ def sample_cells(
     return level * mask, mask
 
 
+def thin(values: torch.Tensor, mask: torch.Tensor, rate: float, uniform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hide a fraction ``rate`` of the pixels (observed genes become dropouts): the discriminator's
+    augmentation.
+
+    Differentiable in ``values`` and ``mask`` (a product with a 0/1 draw), so the generator
+    learns through it. Thinning keeps the distribution identifiable: the probability that a
+    set of genes is observed is multiplied by ``(1 - rate)`` to the set's size and values are
+    unchanged, so a generator whose thinned cells look real has real cells (the augmentation
+    does not leak into what it generates).
+    """
+    if rate <= 0.0:
+        return values, mask
+    keep = (uniform >= rate).to(values.dtype)
+    return values * keep, mask * keep
+
+
 def bce(logits: torch.Tensor, target: float) -> torch.Tensor:
     """Mean binary cross-entropy of per-cell logits ``(B,)`` against a constant target."""
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))

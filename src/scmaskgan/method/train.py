@@ -57,7 +57,7 @@ LOG_COLUMNS = (
     "epoch", "loss_d", "loss_g_adv", "loss_rec",
     "energy", "energy_real", "energy_gap", "precision", "recall", "recall_real", "coverage", "coverage_real",
     "c2st_auc", "c2st_auc_real", "gene_var_log2", "corr_agreement", "corr_agreement_real",
-    "val_score", "val_smoothed", "d_accuracy", "seconds",
+    "val_score", "val_smoothed", "d_accuracy", "d_sign_real", "augment_p", "seconds",
 )
 
 
@@ -115,13 +115,13 @@ def fit(
             validator = Validator(read_cells(store, np.flatnonzero(val_mask)), reference, pool, enc.n_genes, params)
         state = resume_state(paths, sample_id, params, cfg, trainer)
         if validator is not None and not state.initial:
-            state.initial = _overall(validator(trainer.generator, trainer.discriminator, trainer.device))
+            state.initial = _overall(validator(trainer.generator, trainer.discriminator, trainer.device, trainer.augment_p))
         _run_epochs(trainer, cells, validator, state, paths, sample_id, params, progress)
     meta = _train_meta(params, state, trainer, len(cells), int(val_mask.sum()))
     rows: list[dict[str, Any]] = []
     if validator is not None:
         trainer.generator.load_state_dict(state.best.weights["generator"])
-        rows = quality_rows(validator(trainer.generator, trainer.discriminator, trainer.device), state.initial,
+        rows = quality_rows(validator(trainer.generator, trainer.discriminator, trainer.device, trainer.augment_p), state.initial,
                             label_names)
         meta["quality"] = rows[0]
     save_model(paths["model"], trainer, enc, label_names, meta, state.best.weights)
@@ -183,12 +183,13 @@ def _run_epochs(
         started = time.perf_counter()
         gen = torch.Generator().manual_seed(_epoch_seed(params.seed, epoch))
         sums: dict[str, float] = {}
-        n_batches = 0
+        counts: dict[str, int] = {}
         for batch in cells.batches(batch_size, gen, per_epoch):
             for key, value in trainer.step(batch.to(trainer.device), gen).items():
                 sums[key] = sums.get(key, 0.0) + value
-            n_batches += 1
-        row: dict[str, float] = {"epoch": epoch, **{k: v / max(n_batches, 1) for k, v in sums.items()}}
+                counts[key] = counts.get(key, 0) + 1
+        row: dict[str, float] = {"epoch": epoch, **{k: v / counts[k] for k, v in sums.items()}}
+        row["augment_p"] = trainer.augment_p
         improved = _early_stopping(trainer, validator, state, row, epoch, params)
         row["seconds"] = time.perf_counter() - started
         state.history.append(row)
@@ -226,7 +227,7 @@ def _early_stopping(
     """
     if validator is None:
         return False
-    scores = validator(trainer.generator, trainer.discriminator, trainer.device)
+    scores = validator(trainer.generator, trainer.discriminator, trainer.device, trainer.augment_p)
     value = scores["val_score"]
     smoothed = value if state.smoothed is None else SMOOTHING * value + (1 - SMOOTHING) * state.smoothed
     state.smoothed = smoothed

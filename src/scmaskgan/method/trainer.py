@@ -8,6 +8,7 @@ are averaged only over patches that contain genes.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,9 +20,22 @@ from scmaskgan.core.config import TrainParams
 from scmaskgan.errors import StepError
 from scmaskgan.method.device import adam, amp_enabled, autocast, grad_scaler
 from scmaskgan.method.encode import Encoding
-from scmaskgan.method.losses import bce, inpaint_loss, inpaint_split, moment_loss, r1_penalty, sample_cells
+from scmaskgan.method.losses import (
+    bce,
+    inpaint_loss,
+    inpaint_split,
+    moment_loss,
+    r1_penalty,
+    sample_cells,
+    thin,
+)
 from scmaskgan.method.model import Discriminator, Generator, ModelConfig, gene_mask, observe
 from scmaskgan.method.train_data import CellTensors, LabelStats
+
+#: Discriminator steps between two updates of the augmentation strength (ADA's interval).
+AUGMENT_INTERVAL = 4
+#: Highest augmentation strength: at least this share of a cell's observed genes stays visible.
+MAX_AUGMENT = 0.8
 
 
 def model_config(params: TrainParams, encoding: Encoding, n_labels: int) -> ModelConfig:
@@ -87,6 +101,8 @@ class GanTrainer:
         self.genes = gene_mask(cfg.side, n_genes, device)
         self.stats = stats.to(device)
         self.d_steps = 0
+        self.augment_p = 0.0
+        self._signs = [0.0, 0]  # sum of sign(D(real training cell)) and cells since the last update of p
 
     def state_dict(self) -> dict[str, Any]:
         """Networks, optimisers and loss scalers (plain types and tensors)."""
@@ -98,6 +114,8 @@ class GanTrainer:
             "scaler_g": self.scaler_g.state_dict(),
             "scaler_d": self.scaler_d.state_dict(),
             "d_steps": self.d_steps,
+            "augment_p": self.augment_p,
+            "signs": list(self._signs),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -110,6 +128,8 @@ class GanTrainer:
             self.scaler_g.load_state_dict(state["scaler_g"])
             self.scaler_d.load_state_dict(state["scaler_d"])
         self.d_steps = int(state.get("d_steps", 0))
+        self.augment_p = float(state.get("augment_p", 0.0))
+        self._signs = list(state.get("signs", [0.0, 0]))
 
     def _noise(self, cells: CellTensors, gen: torch.Generator) -> dict[str, torch.Tensor]:
         b, side = len(cells), self.cfg.side
@@ -120,6 +140,9 @@ class GanTrainer:
         }
         if self.cfg.inpaint:
             draws["hide"] = torch.rand(b, side, side, generator=gen)
+        if self.params.augment_target > 0:
+            draws["thin_real"] = torch.rand(b, side, side, generator=gen)
+            draws["thin_fake"] = torch.rand(b, side, side, generator=gen)
         return {k: v.to(self.device) for k, v in draws.items()}
 
     def losses(self, cells: CellTensors, gen: torch.Generator, r1: bool = True) -> BatchLosses:
@@ -147,16 +170,22 @@ class GanTrainer:
             fake_values, fake_mask = sample_cells(noisy, logits, noise["detect"])
             fake_values, fake_mask = fake_values * self.genes, fake_mask * self.genes
             real_values = real.values.detach().requires_grad_(r1)
+            seen_values, seen_masks = real_values, real.masks
+            if self.augment_p > 0:
+                seen_values, seen_masks = thin(real_values, real.masks, self.augment_p, noise["thin_real"])
+                fake_values, fake_mask = thin(fake_values, fake_mask, self.augment_p, noise["thin_fake"])
             if r1:
-                d_real = self.discriminator(real_values, real.masks, onehot, real.depth).float()
+                d_real = self.discriminator(seen_values, seen_masks, onehot, real.depth).float()
                 d_fake = self.discriminator(fake_values.detach(), fake_mask.detach(), onehot, real.depth).float()
             else:
                 both = self.discriminator(
-                    torch.cat([real_values, fake_values.detach()]), torch.cat([real.masks, fake_mask.detach()]),
+                    torch.cat([seen_values, fake_values.detach()]), torch.cat([seen_masks, fake_mask.detach()]),
                     torch.cat([onehot, onehot]), torch.cat([real.depth, real.depth]),
                 ).float()
                 d_real, d_fake = both.split(len(real))
             loss_d = bce(d_real, 1.0) + bce(d_fake, 0.0)
+        self._signs[0] += float(torch.sign(d_real.detach()).sum())
+        self._signs[1] += len(d_real)
         if r1:
             gamma = self.params.r1_gamma * self.params.r1_interval
             loss_d = loss_d + gamma * r1_penalty(d_real, real_values, real.masks)
@@ -207,7 +236,22 @@ class GanTrainer:
             self._update(loss_g, self.opt_g, self.scaler_g, self.generator)
         finally:
             self.discriminator.requires_grad_(True)
-        return {"loss_d": float(out.loss_d.detach()), "loss_g_adv": float(adv.detach()), "loss_rec": float(out.rec.detach())}
+        losses = {"loss_d": float(out.loss_d.detach()), "loss_g_adv": float(adv.detach()), "loss_rec": float(out.rec.detach())}
+        if self.d_steps % AUGMENT_INTERVAL == 0:
+            losses["d_sign_real"] = self._adapt_augmentation()
+        return losses
+
+    def _adapt_augmentation(self) -> float:
+        """Move the augmentation strength ``p`` toward the level where the discriminator's mean sign on
+        the real training cells it saw since the last call is ``augment_target`` (ADA's overfitting
+        heuristic r_t); returns that mean sign. ``p`` moves by the cells seen / ``augment_cells``."""
+        total, n = self._signs
+        self._signs = [0.0, 0]
+        r_t = total / max(n, 1)
+        if self.params.augment_target > 0:
+            step = math.copysign(n / self.params.augment_cells, r_t - self.params.augment_target)
+            self.augment_p = min(max(self.augment_p + step, 0.0), MAX_AUGMENT)
+        return r_t
 
     def _update(self, loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: Any, net: nn.Module) -> None:
         if not torch.isfinite(loss):

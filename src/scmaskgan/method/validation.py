@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from scmaskgan.core.config import TrainParams
 from scmaskgan.method.depth import LabelDepths
 from scmaskgan.method.generate import Views, sample_views
+from scmaskgan.method.losses import thin
 from scmaskgan.method.model import Discriminator, Generator, pixel_scaled
 from scmaskgan.method.train_data import CellTensors
 
@@ -95,14 +96,21 @@ class Validator:
             depths=self.depths,
         )
 
-    def __call__(self, generator: Generator, discriminator: Discriminator, device: torch.device) -> dict[str, Any]:
+    def __call__(
+        self, generator: Generator, discriminator: Discriminator, device: torch.device, augment_p: float = 0.0
+    ) -> dict[str, Any]:
         """Quality scores of this epoch's candidates, ``val_score`` and ``d_accuracy``: the
-        discriminator's accuracy at telling held-out real cells from the candidates (0.5 = chance)."""
+        discriminator's accuracy at telling held-out real cells from the candidates (0.5 = chance),
+        both thinned as in training (``augment_p`` of their observed genes hidden, fixed draws): the
+        task it is trained on. Unthinned cells, which it never sees while ``augment_p`` > 0, would
+        measure how it extrapolates instead."""
         views = self.candidates(generator, device)
         scores = self.quality.score(views.values, self.cand_labels)
-        real_ok = self._judged(discriminator, self.real_values, self.labels, self.real_depth, device) > 0
+        real_ok = self._judged(discriminator, self.real_values, self.labels, self.real_depth, device, augment_p) > 0
         fake_depth = None if views.depth is None else torch.from_numpy(views.depth)
-        fake_ok = self._judged(discriminator, torch.from_numpy(views.values), self.cand_labels, fake_depth, device) < 0
+        fake_ok = self._judged(
+            discriminator, torch.from_numpy(views.values), self.cand_labels, fake_depth, device, augment_p
+        ) < 0
         scores["d_accuracy"] = 0.5 * (float(real_ok.float().mean()) + float(fake_ok.float().mean()))
         scores["val_score"] = validation_score(scores)
         return scores
@@ -115,18 +123,21 @@ class Validator:
         labels: np.ndarray,
         depth: torch.Tensor | None,
         device: torch.device,
+        augment_p: float,
     ) -> torch.Tensor:
-        """Discriminator logits of gene vectors (observed = positive) at log depths ``depth``, in
-        batches, in eval mode."""
+        """Discriminator logits of gene vectors (observed = positive) at log depths ``depth``, thinned
+        at ``augment_p`` (:func:`~scmaskgan.method.losses.thin`, seeded draws), in batches, in eval mode."""
         discriminator.eval()
         side, n_labels = discriminator.cfg.side, discriminator.cfg.n_labels
+        gen = torch.Generator().manual_seed(self.params.seed + 2)
         out = []
         for start in range(0, len(vectors), self.batch_size):
             part = vectors[start:start + self.batch_size]
-            images = F.pad(part, (0, side * side - part.shape[1])).view(-1, side, side).to(device)
+            images = F.pad(part, (0, side * side - part.shape[1])).view(-1, side, side)
+            images, mask = thin(images, (images > 0).float(), augment_p, torch.rand(images.shape, generator=gen))
             onehot = F.one_hot(torch.as_tensor(labels[start:start + self.batch_size]), n_labels).float().to(device)
             part_depth = None if depth is None else depth[start:start + self.batch_size]
-            out.append(discriminator(images, (images > 0).float(), onehot, part_depth).float().cpu())
+            out.append(discriminator(images.to(device), mask.to(device), onehot, part_depth).float().cpu())
         discriminator.train()
         return torch.cat(out)
 

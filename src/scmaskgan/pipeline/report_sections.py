@@ -125,8 +125,9 @@ def _qc(ctx: ReportContext) -> str:
     return "".join(parts)
 
 
-#: Columns of the training log drawn as the validation curves (beside any ``val*`` column).
-_VALIDATION_CURVES = ("c2st_auc", "recall", "coverage", "corr_agreement", "d_accuracy")
+#: Columns of the training log drawn as the validation curves (beside any ``val*`` column), with the
+#: discriminator's augmentation strength, on the same 0-1 scale.
+_VALIDATION_CURVES = ("c2st_auc", "recall", "coverage", "corr_agreement", "d_accuracy", "augment_p")
 
 
 def _training_figure(log_df: pd.DataFrame, sid: str) -> Figure:
@@ -136,7 +137,7 @@ def _training_figure(log_df: pd.DataFrame, sid: str) -> Figure:
     val = [c for c in numeric if c in _VALIDATION_CURVES or "val" in c.lower()]
     fig = Figure(figsize=(10, 3.4), layout="constrained")
     axes = fig.subplots(1, 2)
-    for ax, cols, title in ((axes[0], losses, "training losses"), (axes[1], val, "held-out candidate quality")):
+    for ax, cols, title in ((axes[0], losses, "training losses"), (axes[1], val, "held-out quality, D's augmentation")):
         for c in cols:
             ax.plot(x, log_df[c], label=c, lw=1.3)
         ax.set_title(f"{sid}: {title}")
