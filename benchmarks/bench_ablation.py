@@ -346,7 +346,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--small-data", action="store_true",
                         help="--quick's smaller data sets with the full training and tuning")
     parser.add_argument("--outdir", type=Path, default=Path(__file__).resolve().parent / "results")
-    parser.add_argument("--modes", default="zeros,denoise", help="imputation modes")
+    parser.add_argument("--modes", default="zeros,denoise,posterior", help="imputation modes")
     parser.add_argument("--sources", default="a,b,c,d", help="candidate sources, of a,b,c,d")
     parser.add_argument("--dropouts", choices=("sample", "expected"), default=None,
                         help="GENERATE's dropouts for (b) and (c); default: the pipeline's")

@@ -293,11 +293,12 @@ def test_mcv_rejects_bad_modes_and_dropped_cells(pbmc_counts):
 
 @pytest.mark.slow
 def test_mcv_with_scmaskgan_impute(pbmc_counts):
-    """The real public API in both modes (a tiny, briefly trained model)."""
+    """The real public API in every mode (a tiny, briefly trained model)."""
     quick = {"epochs": 2, "min_epochs": 1, "cells_per_epoch": 256, "impute_n_trials": 3, "min_candidates": 30, "device": "cpu",
              "threads": 1, "impute_mode": "ignored", "seed": 5}
     rows = {r["method"]: r for r in ev.run_mcv(
-        pbmc_counts[:200].copy(), label_key="cell_type", imputer=impute_copy, impute_kwargs=quick)}
+        pbmc_counts[:200].copy(), modes=ev.IMPUTE_MODES, label_key="cell_type", imputer=impute_copy,
+        impute_kwargs=quick)}
     none = rows["no denoising"]
     for mode in ev.IMPUTE_MODES:
         # filling zeros with neighbour estimates already beats the raw train counts on Poisson

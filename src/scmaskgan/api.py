@@ -85,8 +85,11 @@ class ScMaskGAN(BaseEstimator):
         Cell-type labels: an obs column, or a CSV file ``cell,label``. Unset: Leiden
         clusters (PREPARE's recipe).
     mode
-        ``'zeros'`` (the paper: only zeros are filled, observed values kept exactly) or
-        ``'denoise'`` (observed values are replaced by the neighbours' estimate too).
+        ``'zeros'`` (the paper: only zeros are filled, observed values kept exactly),
+        ``'denoise'`` (observed values are replaced by the neighbours' estimate too; lowest
+        log-scale MCV MSE) or ``'posterior'`` (the same with a prior unbiased for the counts and
+        a per-gene shrinkage estimated from the data; lowest Poisson loss and error against the
+        true expression).
     input_scale
         ``'counts'`` (non-negative integers) or ``'lognorm'`` (log1p of library-
         normalised values); the output is on the same scale.
@@ -467,8 +470,9 @@ def impute(
         Cell-type labels: an obs column or a CSV file ``cell,label``; unset: Leiden clusters.
     mode
         ``'zeros'`` (default, the paper: observed values are kept exactly, zeros are
-        filled with the neighbours' estimate given the zero) or ``'denoise'``
-        (observed values are replaced by the neighbours' estimate too).
+        filled with the neighbours' estimate given the zero), ``'denoise'``
+        (observed values are replaced by the neighbours' estimate too) or ``'posterior'``
+        (as ``'denoise'``, with an unbiased prior and a per-gene shrinkage; see ``docs/method.md``).
     random_state
         Seed of every step (``seed=`` in ``params`` is the same thing).
     input_scale

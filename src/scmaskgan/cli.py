@@ -270,7 +270,7 @@ def evaluate_command(
     imputed: Annotated[
         Path | None, typer.Argument(help="Imputed .h5ad (the IMPUTE step's {id}.imputed.h5ad); not with --mcv.")
     ] = None,
-    mcv: Annotated[bool, typer.Option("--mcv", help="Molecular cross-validation of ORIGINAL: split, impute (both modes), score.")] = False,
+    mcv: Annotated[bool, typer.Option("--mcv", help="Molecular cross-validation of ORIGINAL: split, impute (each of --modes), score.")] = False,
     outdir: Annotated[Path, typer.Option("--outdir", "-o", help="Output folder.")] = Path("."),
     sample_id: Annotated[str | None, typer.Option(help="Name used in output files (default: from the input's name).")] = None,
     label_key: Annotated[
@@ -280,7 +280,7 @@ def evaluate_command(
     genes: Annotated[str | None, typer.Option(help="Comma-separated genes of the gene-gene correlation (default: 30 most variable).")] = None,
     input_scale: Annotated[str, typer.Option(help="Scale of both inputs: counts or lognorm.")] = "counts",
     resolution: Annotated[float, typer.Option(help="Leiden resolution of the clusters scored against the labels.")] = 1.0,
-    modes: Annotated[str, typer.Option(help="--mcv: comma-separated imputation modes to score.")] = "zeros,denoise",
+    modes: Annotated[str, typer.Option(help="--mcv: comma-separated imputation modes to score (zeros, denoise, posterior).")] = "zeros,denoise",
     p_train: Annotated[float, typer.Option(help="--mcv: binomial probability of a molecule going to the train part.")] = 0.9,
     params_file: Annotated[
         Path | None, typer.Option(help="--mcv: keyword arguments of scmaskgan.impute (JSON/YAML).")

@@ -46,7 +46,9 @@ from scmaskgan.method import mcv
 from scmaskgan.method.quality import correlation_similarity
 
 #: Modes of ``scmaskgan.impute`` scored by :func:`run_mcv`.
-IMPUTE_MODES: tuple[str, ...] = ("zeros", "denoise")
+IMPUTE_MODES: tuple[str, ...] = ("zeros", "denoise", "posterior")
+#: Modes :func:`run_mcv` scores unless told (each is a whole fit).
+DEFAULT_MCV_MODES: tuple[str, ...] = ("zeros", "denoise")
 
 
 # ------------------------------------------------------------------ one pair
@@ -281,7 +283,7 @@ Imputer = Callable[..., ad.AnnData]
 def run_mcv(
     counts: ad.AnnData,
     *,
-    modes: Sequence[str] = IMPUTE_MODES,
+    modes: Sequence[str] = DEFAULT_MCV_MODES,
     label_key: str | None = None,
     p_train: float = 0.9,
     seed: int = 0,
@@ -300,7 +302,7 @@ def run_mcv(
     counts
         Integer counts in ``X`` (cells x genes).
     modes
-        Imputation modes to score (``'zeros'``, ``'denoise'``).
+        Imputation modes to score (of :data:`IMPUTE_MODES`).
     label_key
         obs column with labels, passed to the imputer.
     p_train, seed
@@ -398,7 +400,7 @@ def mcv_file(
     outdir: str | Path,
     name: str,
     *,
-    modes: Sequence[str] = IMPUTE_MODES,
+    modes: Sequence[str] = DEFAULT_MCV_MODES,
     label_key: str | None = None,
     p_train: float = 0.9,
     seed: int = 0,

@@ -255,9 +255,13 @@ class ImputeParams(_Validated):
 
     mode: str = _p(
         "zeros",
-        "'zeros' (the paper: only zero entries are filled, observed counts are kept) or "
-        "'denoise' (observed values are also replaced by their neighbour estimate).",
-        ("zeros", "denoise"),
+        "'zeros' (the paper: only zero entries are filled, observed counts are kept), "
+        "'denoise' (every value becomes a posterior mean between the cell's counts and its neighbours' "
+        "log-scale centre, shrinkage tuned on held-out molecules: the lowest log-scale MCV MSE) or "
+        "'posterior' (the same posterior mean with a prior unbiased for the counts and the shrinkage "
+        "estimated per gene: the lowest Poisson loss and error against the true expression, a higher "
+        "log-scale MCV MSE; docs/method.md).",
+        ("zeros", "denoise", "posterior"),
     )
     k: int | None = _p(None, "Nearest candidates per cell; tuned with Optuna when unset.", ge=1)
     k_max: int = _p(50, "Upper bound of the k search.", ge=1)
@@ -270,7 +274,9 @@ class ImputeParams(_Validated):
         None,
         "Denoise mode: shape alpha of the Gamma prior that the cell's neighbours give each gene "
         "(posterior mean (x + alpha) m / (m + alpha) for a count x and neighbour mean m). Small values "
-        "trust the cell's own counts, large ones its neighbours. Tuned when unset.", gt=0,
+        "trust the cell's own counts, large ones its neighbours. Unset: tuned (denoise) or estimated for "
+        "every gene from how far its counts scatter around their neighbours' mean beyond counting noise "
+        "(posterior; empirical Bayes).", gt=0,
     )
     neighbour_space: str = _p(
         "pca",

@@ -22,8 +22,10 @@ do not count as evidence of low expression (measured in ``docs/method.md``).
 
 ``k`` and ``theta_sigma`` are tuned with Optuna on a real validation: a binomial
 molecule split of a subsample of cells (train part imputed, held-out part scored
-with the log-normalised MSE of :mod:`scmaskgan.method.mcv`), or, for log-normalised input,
-a fraction of observed entries hidden before imputation. The reasoning and the
+with the log-normalised MSE and the Poisson loss of :mod:`scmaskgan.method.mcv`), or, for
+log-normalised input, a fraction of observed entries hidden before imputation. The denoise
+prior's shape ``alpha`` is estimated for every gene from the data (:func:`moment_shrinkage`)
+unless given. The reasoning and the
 measured alternatives are in ``docs/method.md`` ("Imputation"). The neighbour search is
 in :mod:`scmaskgan.method.neighbours`.
 """
@@ -60,6 +62,8 @@ from scmaskgan.method.neighbours import (
 _TUNE_ENTRIES, _TUNE_MIN_CELLS = 4_000_000, 100
 #: Objective penalty per unit of within-label signal lost against the seen counts.
 _SIGNAL_PENALTY = 10.0
+#: Imputation modes (:class:`~scmaskgan.core.config.ImputeParams` ``mode``).
+MODES = ("zeros", "denoise", "posterior")
 
 
 @dataclass(kw_only=True)
@@ -71,7 +75,10 @@ class ImputeSummary:
     k, theta_sigma
         The neighbourhood used (tuned or given).
     shrinkage
-        The denoise prior's ``alpha`` (tuned or given; ``nan`` in zeros mode).
+        The denoise prior's ``alpha``: given, or the median over genes of :attr:`shrinkage_per_gene`
+        (``nan`` in zeros mode).
+    shrinkage_per_gene
+        (n_genes,) the ``alpha`` every gene was denoised with (empty in zeros mode).
     tuning
         One dict per Optuna trial (``k``, ``theta_sigma``, ``shrinkage``, ``mse``, ``signal``,
         ``objective``); empty when not tuned.
@@ -91,6 +98,7 @@ class ImputeSummary:
     k: int
     theta_sigma: float
     shrinkage: float = math.nan
+    shrinkage_per_gene: np.ndarray = field(default_factory=lambda: np.empty(0))
     tuning: list[dict[str, float]] = field(default_factory=list)
     raw_signal: float = math.nan
     validation: str = "none"
@@ -124,7 +132,7 @@ def estimate(
     weights: np.ndarray,
     scale: float,
     mode: str,
-    shrinkage: float = 1.0,
+    shrinkage: float | np.ndarray = 1.0,
     background: np.ndarray | None = None,
 ) -> np.ndarray:
     """Neighbour estimates of every entry in the unit scale.
@@ -145,7 +153,7 @@ def estimate(
     mode
         ``'zeros'``: observed entries keep the cell's value and zero entries get the
         posterior mean given the zero (a mixture over the neighbours, each weighted by
-        the chance that it gives a zero at this depth). ``'denoise'``: every entry gets
+        the chance that it gives a zero at this depth). ``'denoise'`` and ``'posterior'``: every entry gets
         the posterior mean of a Gamma-Poisson model whose prior is centred on the
         neighbours: for the cell's count ``x`` and the neighbours' mean ``m`` (their mean
         normalised expression, with the sample's mean candidate as one more neighbour,
@@ -154,7 +162,8 @@ def estimate(
         weigh more where they carry more molecules (deep cells, high genes), so the
         estimate shrinks toward the neighbours without replacing the cell.
     shrinkage
-        ``alpha`` of the denoise prior (larger: nearer the neighbours).
+        ``alpha`` of the denoise prior (larger: nearer the neighbours), one for every gene
+        (``(n_genes,)``, see :func:`moment_shrinkage`) or one for all.
     background
         (n_genes,) :func:`mean_rate` of all ``candidates`` (denoise), computed here when not
         given; callers that estimate block by block compute it once.
@@ -163,33 +172,24 @@ def estimate(
     -------
     (n, n_genes) float32 unit-scale estimates.
     """
-    if mode not in ("zeros", "denoise"):
-        raise InputError(f"impute mode {mode!r} is not one of zeros, denoise")
+    if mode not in MODES:
+        raise InputError(f"impute mode {mode!r} is not one of {', '.join(MODES)}")
+    if uses_expected_values(mode):
+        if background is None:
+            background = mean_rate(candidates, scale)
+        m = torch.from_numpy(prior_molecules(depth, candidates, neigh, weights, scale, background))
+        alpha = torch.as_tensor(np.asarray(shrinkage, dtype=np.float32))
+        d = torch.from_numpy(depth.astype(np.float32))[:, None]
+        own = torch.expm1(torch.from_numpy(np.ascontiguousarray(cells, dtype=np.float32)) * scale) * d
+        post = (own + alpha) * m / (m + alpha)
+        return (torch.log1p(post / d.clamp_min(1e-12)) / scale).numpy()
     n, g = cells.shape
-    k = weights.shape[1]
     out = np.empty((n, g), dtype=np.float32)
-    idx_all = np.where(neigh.index[:, :k] >= 0, neigh.index[:, :k], 0)
-    cand = torch.from_numpy(np.ascontiguousarray(candidates, dtype=np.float32))
-    prior_background = None
-    if mode == "denoise":
-        prior_background = torch.from_numpy(mean_rate(candidates, scale) if background is None else background)
-    step = max(1, BLOCK_ELEMENTS // max(1, k * g))
-    for start in range(0, n, step):
-        sl = slice(start, start + step)
-        c = cand[torch.from_numpy(idx_all[sl])]  # (b, k, g)
-        w = torch.from_numpy(weights[sl])
-        d = torch.from_numpy(depth[sl].astype(np.float32))[:, None]
-        rates = torch.expm1(c * scale)
+    for sl, c, w, d in _neighbour_blocks(depth, candidates, neigh, weights):
+        lam = torch.expm1(c * scale) * d[:, :, None]  # each neighbour's expected molecules at the cell's depth
+        post0 = (torch.softmax(torch.log(w)[:, :, None] - lam, dim=1) * c).sum(1)  # log w: -inf for dropped ones
         own = torch.from_numpy(np.ascontiguousarray(cells[sl], dtype=np.float32))
-        if mode == "denoise":
-            m = denoise_prior(w, rates, prior_background) * d
-            post = (torch.expm1(own * scale) * d + shrinkage) * m / (m + shrinkage)
-            out[sl] = (torch.log1p(post / d.clamp_min(1e-12)) / scale).numpy()
-        else:
-            log_w = torch.log(w)[:, :, None]  # -inf for dropped neighbours
-            lam = rates * d[:, :, None]  # each neighbour's expected molecules at the cell's depth
-            post0 = (torch.softmax(log_w - lam, dim=1) * c).sum(1)
-            out[sl] = torch.where(torch.from_numpy(observed[sl]), own, post0).numpy()
+        out[sl] = torch.where(torch.from_numpy(observed[sl]), own, post0).numpy()
     return out
 
 
@@ -224,6 +224,109 @@ def denoise_prior(weights: torch.Tensor, rates: torch.Tensor, background: torch.
         return mean
     kept = (weights > 0).sum(1, keepdim=True).to(mean.dtype)
     return (kept * mean + background) / (kept + 1)
+
+
+#: Range of the moment estimate of ``alpha`` (a gene whose counts vary no more than Poisson noise
+#: around their prior means gets the upper bound: its estimate is the prior's centre).
+SHRINKAGE_RANGE = (0.05, 1e4)
+
+
+def moment_shrinkage(counts: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """Per-gene ``alpha`` of the denoise prior, estimated from the cells themselves (empirical Bayes).
+
+    Under the denoise model a count is Poisson with a Gamma-distributed mean whose centre is the
+    prior mean ``m`` and whose shape is ``alpha``: marginally negative binomial, with variance
+    ``m + m^2 / alpha``. The method-of-moments estimate over the cells is
+    ``1 / alpha = sum((x - m)^2 - m) / sum(m^2)``, clipped to :data:`SHRINKAGE_RANGE`. A gene whose
+    counts scatter around their neighbours' mean by more than counting noise (cell-to-cell
+    variation the neighbours do not explain) gets a small ``alpha`` and keeps more of each
+    cell's own counts; one that scatters by counting noise only is shrunk to the neighbours.
+
+    Parameters
+    ----------
+    counts
+        (n, n_genes) the cells' molecules.
+    prior
+        (n, n_genes) their prior means (:func:`prior_molecules`).
+
+    Returns
+    -------
+    (n_genes,) float32 ``alpha``.
+    """
+    counts, prior = np.asarray(counts, dtype=np.float64), np.asarray(prior, dtype=np.float64)
+    excess = ((counts - prior) ** 2 - prior).sum(0)
+    inverse = excess / np.maximum((prior**2).sum(0), 1e-12)
+    low, high = SHRINKAGE_RANGE
+    return np.clip(1.0 / np.maximum(inverse, 1.0 / high), low, high).astype(np.float32)
+
+
+def prior_molecules(
+    depth: np.ndarray, candidates: np.ndarray, neigh: Neighbours, weights: np.ndarray, scale: float,
+    background: np.ndarray,
+) -> np.ndarray:
+    """(n, n_genes) float32 centre of every cell's denoise prior (:func:`denoise_prior`) in molecules at
+    its depth, a row block at a time (arguments as for :func:`estimate`)."""
+    out = np.empty((len(depth), candidates.shape[1]), dtype=np.float32)
+    for sl, c, w, d in _neighbour_blocks(depth, candidates, neigh, weights):
+        out[sl] = (denoise_prior(w, torch.expm1(c * scale), torch.from_numpy(background)) * d).numpy()
+    return out
+
+
+def _neighbour_blocks(
+    depth: np.ndarray, candidates: np.ndarray, neigh: Neighbours, weights: np.ndarray
+) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """``(rows, neighbours' unit values (b, k, g), weights (b, k), depths (b, 1))`` of consecutive row
+    blocks of at most :data:`BLOCK_ELEMENTS` neighbour values."""
+    k, g = weights.shape[1], candidates.shape[1]
+    index = np.where(neigh.index[:, :k] >= 0, neigh.index[:, :k], 0)
+    cand = torch.from_numpy(np.ascontiguousarray(candidates, dtype=np.float32))
+    step = max(1, BLOCK_ELEMENTS // max(1, k * g))
+    for start in range(0, len(depth), step):
+        sl = slice(start, start + step)
+        d = torch.from_numpy(depth[sl].astype(np.float32))[:, None]
+        yield sl, cand[torch.from_numpy(index[sl])], torch.from_numpy(weights[sl]), d
+
+
+def label_mean_rates(x: np.ndarray | sp.spmatrix, labels: np.ndarray, enc: Encoding) -> dict[int, np.ndarray]:
+    """Each label's mean normalised expression (molecules per ``target_sum``, ``expm1`` of the unit
+    scale) over its cells in ``x``, a row block at a time: ``{label: (n_genes,) float64}``."""
+    totals: dict[int, np.ndarray] = {}
+    for sl in row_blocks(x.shape):
+        unit, _ = to_unit(x[sl], enc)
+        rates = np.expm1(unit.astype(np.float64) * enc.scale)
+        for label in np.unique(labels[sl]):
+            rows = labels[sl] == label
+            totals[int(label)] = totals.get(int(label), 0.0) + rates[rows].sum(0)
+    counts = np.bincount(labels)
+    return {label: total / counts[label] for label, total in totals.items()}
+
+
+#: Pseudo-rate added to both means of :func:`rate_recentre` (molecules per ``target_sum``): a gene
+#: that neither the cells nor the candidates of a label express keeps a ratio near 1.
+_RATE_FLOOR = 1e-3
+
+
+def rate_recentre(
+    values: np.ndarray, labels: np.ndarray, targets: dict[int, np.ndarray], scale: float
+) -> np.ndarray:
+    """Unit-scale candidates rescaled, gene by gene within each label, so that their mean *rate*
+    (``expm1(unit * scale)``, normalised expression) equals ``targets[label]``; a float32 copy.
+
+    Matching means on the log (unit) scale, as GENERATE does, leaves the mean rate of a gene
+    detected in a fraction of the cells far below the cells' (Jensen's inequality: 0.2-0.3 of
+    the molecules for the median gene, measured in ``docs/method.md``), and a prior centred
+    there is biased low. Every candidate's rate is multiplied by the same factor, so their
+    differences keep their relative size. Labels without a target keep their values.
+    """
+    out = np.array(values, dtype=np.float32)
+    for label, target in targets.items():
+        rows = labels == label
+        if not rows.any():
+            continue
+        rates = np.expm1(out[rows].astype(np.float64) * scale)
+        ratio = (target + _RATE_FLOOR) / (rates.mean(0) + _RATE_FLOOR)
+        out[rows] = np.log1p(rates * ratio) / scale
+    return out
 
 
 def mean_rate(values: np.ndarray, scale: float) -> np.ndarray:
@@ -315,8 +418,9 @@ def tune(
     space: PCASpace | None = None,
     source: np.ndarray | None = None,
     background: np.ndarray | None = None,
-) -> tuple[dict[str, float | None], list[dict[str, float]], str]:
-    """Choose ``k``, ``theta_sigma`` and (denoise) ``shrinkage`` with Optuna on a held-out validation.
+) -> tuple[dict[str, float | None], list[dict[str, float]], str, np.ndarray]:
+    """Choose ``k``, ``theta_sigma`` and (``denoise``) ``shrinkage`` with Optuna on a held-out validation;
+    (``posterior``) estimate the ``shrinkage`` of every gene.
 
     Neighbours are found among ``candidates``; estimates are computed from ``source``
     (:func:`estimation_values`; ``candidates`` when not given) with the denoise prior's
@@ -338,10 +442,17 @@ def tune(
     than the seen counts themselves is penalised by the shortfall: an imputation must
     not win the MSE by pulling cells onto their label's profile.
 
+    Without a given ``shrinkage``, ``mode='denoise'`` tunes one ``alpha`` with ``k`` and ``theta_sigma``;
+    ``mode='posterior'`` estimates every gene's ``alpha`` in each trial from the seen counts around
+    their prior means (:func:`moment_shrinkage`, empirical Bayes), and runs one trial when ``k`` and
+    ``theta_sigma`` are both given.
+
     Returns
     -------
-    ``(chosen, trials, validation kind)``: ``chosen`` holds ``k``, ``theta_sigma`` and
-    ``shrinkage``; every trial's values, ``mse``, ``signal`` and ``objective``.
+    ``(chosen, trials, validation kind, shrinkage per gene)``: ``chosen`` holds ``k``, ``theta_sigma``
+    and ``shrinkage`` (given, or the median over genes of the chosen trial's estimates); every
+    trial's values, ``mse``, ``signal`` and ``objective``; the chosen trial's ``alpha`` of every
+    gene (empty in zeros mode).
     """
     import optuna
 
@@ -354,22 +465,30 @@ def tune(
     neigh = find_neighbours(fold.unit, fold.labels, candidates, candidate_labels, k_hi, space=space)
     raw_signal = fold.signal(fold.seen)
     raw_scores = fold.scores(fold.seen, fold.unit * np.float32(enc.scale))
-    denoise = params.mode == "denoise"
+    denoise = uses_expected_values(params.mode)
     source = candidates if source is None else source
     if denoise and background is None:
         background = mean_rate(source, enc.scale)
 
+    per_gene: dict[int, np.ndarray] = {}
+    counts = np.expm1(fold.unit * np.float32(enc.scale)) * fold.depth[:, None].astype(np.float32)
+
     def objective(trial: optuna.Trial) -> float:
         k = params.k if params.k is not None else trial.suggest_int("k", 1, k_hi, log=True)
         t = params.theta_sigma if params.theta_sigma is not None else trial.suggest_float("theta_sigma", -3.0, 3.0)
-        alpha = params.shrinkage if params.shrinkage is not None or not denoise else trial.suggest_float(
-            "shrinkage", 0.05, 50.0, log=True
-        )
         w = select_neighbours(neigh, min(k, k_hi), t)
-        est = estimate(
-            fold.unit, fold.observed, fold.depth, source, neigh, w, enc.scale, params.mode, alpha or 1.0,
-            background,
-        )
+        alpha: float | np.ndarray = 1.0
+        if denoise:
+            assert background is not None
+            if params.shrinkage is not None:
+                alpha = params.shrinkage
+            elif params.mode == "posterior":
+                prior = prior_molecules(fold.depth, source, neigh, w, enc.scale, background)
+                alpha = per_gene[trial.number] = moment_shrinkage(counts, prior)
+                trial.set_user_attr("shrinkage", float(np.median(alpha)))
+            else:
+                alpha = trial.suggest_float("shrinkage", 0.05, 50.0, log=True)
+        est = estimate(fold.unit, fold.observed, fold.depth, source, neigh, w, enc.scale, params.mode, alpha, background)
         values, lognorm = _assemble(fold.seen, est, fold.lib, enc, params.mode)
         scores, signal = fold.scores(values, lognorm), fold.signal(values)
         for name, value in {**scores, "signal": signal}.items():
@@ -381,7 +500,8 @@ def tune(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.TPESampler(seed=params.seed)
     study = optuna.create_study(direction="minimize", sampler=sampler)
-    study.optimize(objective, n_trials=params.n_trials)
+    tuned = None in (params.k, params.theta_sigma) or (params.mode == "denoise" and params.shrinkage is None)
+    study.optimize(objective, n_trials=params.n_trials if tuned else 1)
     fixed: dict[str, float | None] = {"k": params.k, "theta_sigma": params.theta_sigma, "shrinkage": params.shrinkage}
 
     def values(trial: optuna.trial.FrozenTrial) -> dict[str, float]:
@@ -396,13 +516,16 @@ def tune(
     ]
     chosen: dict[str, float | None] = {**fixed, **values(study.best_trial), "raw_signal": raw_signal}
     chosen["k"] = min(int(chosen["k"] or 1), k_hi)
-    return chosen, trials, fold.kind
+    alpha = per_gene.get(study.best_trial.number, np.empty(0, dtype=np.float32))
+    if alpha.size:
+        chosen["shrinkage"] = float(np.median(alpha))
+    return chosen, trials, fold.kind, alpha
 
 
 def uses_expected_values(mode: str) -> bool:
     """Whether an imputation in ``mode`` estimates from the candidates' expected values (only
-    ``denoise``: ``zeros`` mode fills from the sampled candidates, see ``docs/method.md``)."""
-    return mode == "denoise"
+    ``denoise`` and ``posterior``: ``zeros`` mode fills from the sampled candidates, see ``docs/method.md``)."""
+    return mode in ("denoise", "posterior")
 
 
 def estimation_values(candidates: np.ndarray, expected: np.ndarray | None, mode: str) -> np.ndarray:
@@ -470,7 +593,9 @@ class Imputation:
             raise InputError("candidates contain NaN or inf")
         _check_params(params)
         self.source = estimation_values(candidates, expected, params.mode)  # checks expected's shape
-        denoise = params.mode == "denoise"
+        denoise = uses_expected_values(params.mode)
+        if params.mode == "posterior":
+            self.source = rate_recentre(self.source, candidate_labels, label_mean_rates(x, labels, enc), enc.scale)
         self.background = mean_rate(self.source, enc.scale) if denoise else None
 
         cells = EncodedRows(x, enc)
@@ -480,12 +605,15 @@ class Imputation:
         chosen: dict[str, float | None] = {
             "k": params.k, "theta_sigma": params.theta_sigma, "shrinkage": params.shrinkage,
         }
+        per_gene = np.empty(0, dtype=np.float32)
         if None in (params.k, params.theta_sigma) or (denoise and params.shrinkage is None):
-            chosen, trials, kind = tune(
+            chosen, trials, kind, per_gene = tune(
                 x, labels, candidates, candidate_labels, enc, params, space, self.source, self.background
             )
         k, theta_sigma = int(chosen["k"] or 1), float(chosen["theta_sigma"] or 0.0)
         shrinkage = float(chosen["shrinkage"]) if denoise and chosen["shrinkage"] is not None else math.nan
+        if denoise and not per_gene.size:
+            per_gene = np.full(enc.n_genes, shrinkage, dtype=np.float32)
 
         self.x, self.enc, self.mode = x, enc, params.mode
         self.depth = cell_depth(x, enc)
@@ -498,6 +626,7 @@ class Imputation:
             k=int(k),
             theta_sigma=float(theta_sigma),
             shrinkage=shrinkage,
+            shrinkage_per_gene=per_gene,
             tuning=trials,
             raw_signal=float(chosen.get("raw_signal", math.nan) or math.nan),
             validation=kind,
@@ -515,7 +644,7 @@ class Imputation:
         scale) and their log-normalised values. Counts what :meth:`summary` reports; runs once."""
         if self._done:
             raise StepError("an Imputation's blocks are computed once")
-        mode, shrinkage = self.mode, self._summary.shrinkage
+        mode, shrinkage = self.mode, self._summary.shrinkage_per_gene
         n_zeros = n_filled = n_changed = 0
         for sl in row_blocks(self.shape):
             rows = self.x[sl]
@@ -524,7 +653,7 @@ class Imputation:
             observed = block > 0
             est = estimate(
                 unit, observed, self.depth[sl], self.source, self.neigh.rows(sl), self.weights[sl],
-                self.enc.scale, mode, shrinkage if mode == "denoise" else 1.0, self.background,
+                self.enc.scale, mode, shrinkage if uses_expected_values(mode) else 1.0, self.background,
             )
             values, lognorm = _assemble(block, est, lib, self.enc, mode)
             n_zeros += int((~observed).sum())

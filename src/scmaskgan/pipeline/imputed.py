@@ -58,6 +58,11 @@ def imputation_record(
         "theta_sigma": float(result.theta_sigma),
         "validation": result.validation,
         "shrinkage": float(result.shrinkage),
+        # the denoise alpha of the genes (estimated per gene unless given): 5th, 50th, 95th percentile
+        "shrinkage_percentiles": [
+            float(v) for v in (np.percentile(result.shrinkage_per_gene, [5, 50, 95]) if result.shrinkage_per_gene.size
+                               else [np.nan] * 3)
+        ],
         "raw_signal": float(result.raw_signal),
         # two lists, not a dict: h5ad turns a '/' in a key (label 'CD4+/CD25 T Reg') into nested groups
         "neighbours_per_label": {

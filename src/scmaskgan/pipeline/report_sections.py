@@ -299,7 +299,9 @@ def _imputation(ctx: ReportContext) -> str:
         if s.get("mode") == "zeros" and s.get("n_observed_changed") not in (None, 0):
             parts.append(missing(f"{sid}: zeros mode changed {s['n_observed_changed']} observed values (expected 0)"))
     parts.append(note("zeros mode (the paper's): only zero entries are filled, so 'observed values changed' "
-                      "is 0; denoise mode also replaces observed values by their neighbour estimate."))
+                      "is 0; denoise and posterior modes also replace observed values by their posterior mean "
+                      "(posterior: a prior unbiased for the counts, shrinkage estimated per gene; the 'shrinkage' "
+                      "column is then the median over genes)."))
     return "".join(parts)
 
 
