@@ -223,6 +223,10 @@ class GanTrainer:
         pass on a fraction of the steps). The
         discriminator's weights are frozen during the generator's update: their gradients
         would be thrown away (the next discriminator update starts from zero gradients).
+        Both updates see real and generated cells thinned at the augmentation strength
+        ``augment_p`` (:func:`~scmaskgan.method.losses.thin`), which every
+        :data:`AUGMENT_INTERVAL` steps moves toward the level where the discriminator's mean
+        sign on real training cells is ``augment_target`` (returned as ``d_sign_real``).
         """
         self.generator.train()
         self.discriminator.train()
