@@ -36,7 +36,7 @@ from scmaskgan.analysis.imputation_metrics import (
     zscore_outlier_fraction,
     zscores,
 )
-from scmaskgan.core.config import IMPUTE_CHAIN, all_flat_names, flat_fields
+from scmaskgan.core.config import IMPUTE_CHAIN, IMPUTE_MODES, all_flat_names, flat_fields
 from scmaskgan.core.matrix import dense, lognormalise_nonnegative
 from scmaskgan.core.versions import package_versions
 from scmaskgan.errors import InputError, StepError
@@ -45,8 +45,6 @@ from scmaskgan.io.h5ad import read_h5ad
 from scmaskgan.method import mcv
 from scmaskgan.method.quality import correlation_similarity
 
-#: Modes of ``scmaskgan.impute`` scored by :func:`run_mcv`.
-IMPUTE_MODES: tuple[str, ...] = ("zeros", "denoise", "posterior")
 #: Modes :func:`run_mcv` scores unless told (each is a whole fit).
 DEFAULT_MCV_MODES: tuple[str, ...] = ("zeros", "denoise")
 

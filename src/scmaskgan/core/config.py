@@ -249,6 +249,10 @@ class FilterParams(_Validated):
     seed: int = _p(0, "Random seed.", ge=0)
 
 
+#: Imputation modes (``ImputeParams.mode``; ``scmaskgan.method.imputation`` documents each).
+IMPUTE_MODES: tuple[str, ...] = ("zeros", "denoise", "posterior")
+
+
 @dataclass
 class ImputeParams(_Validated):
     """Filling dropouts from the nearest retained candidates (IMPUTE step)."""
@@ -261,7 +265,7 @@ class ImputeParams(_Validated):
         "'posterior' (the same posterior mean with a prior unbiased for the counts and the shrinkage "
         "estimated per gene: the lowest Poisson loss and error against the true expression, a higher "
         "log-scale MCV MSE; docs/method.md).",
-        ("zeros", "denoise", "posterior"),
+        IMPUTE_MODES,
     )
     k: int | None = _p(None, "Nearest candidates per cell; tuned with Optuna when unset.", ge=1)
     k_max: int = _p(50, "Upper bound of the k search.", ge=1)

@@ -23,9 +23,11 @@ do not count as evidence of low expression (measured in ``docs/method.md``).
 ``k`` and ``theta_sigma`` are tuned with Optuna on a real validation: a binomial
 molecule split of a subsample of cells (train part imputed, held-out part scored
 with the log-normalised MSE and the Poisson loss of :mod:`scmaskgan.method.mcv`), or, for
-log-normalised input, a fraction of observed entries hidden before imputation. The denoise
-prior's shape ``alpha`` is estimated for every gene from the data (:func:`moment_shrinkage`)
-unless given. The reasoning and the
+log-normalised input, a fraction of observed entries hidden before imputation; in
+``mode='denoise'`` the prior's shape ``alpha`` is tuned with them. ``mode='posterior'``
+computes the same posterior mean with a prior unbiased for the counts (the expected values
+rescaled to each label's mean rate, :func:`rate_recentre`) and an ``alpha`` estimated for
+every gene from the data (:func:`moment_shrinkage`). The reasoning and the
 measured alternatives are in ``docs/method.md`` ("Imputation"). The neighbour search is
 in :mod:`scmaskgan.method.neighbours`.
 """
@@ -40,7 +42,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from scmaskgan.core.config import ImputeParams
+from scmaskgan.core.config import IMPUTE_MODES, ImputeParams
 from scmaskgan.core.matrix import dense, library_sizes
 from scmaskgan.errors import InputError, StepError
 from scmaskgan.method.encode import Encoding, decode, to_unit
@@ -62,8 +64,6 @@ from scmaskgan.method.neighbours import (
 _TUNE_ENTRIES, _TUNE_MIN_CELLS = 4_000_000, 100
 #: Objective penalty per unit of within-label signal lost against the seen counts.
 _SIGNAL_PENALTY = 10.0
-#: Imputation modes (:class:`~scmaskgan.core.config.ImputeParams` ``mode``).
-MODES = ("zeros", "denoise", "posterior")
 
 
 @dataclass(kw_only=True)
@@ -134,6 +134,7 @@ def estimate(
     mode: str,
     shrinkage: float | np.ndarray = 1.0,
     background: np.ndarray | None = None,
+    prior: np.ndarray | None = None,
 ) -> np.ndarray:
     """Neighbour estimates of every entry in the unit scale.
 
@@ -167,17 +168,22 @@ def estimate(
     background
         (n_genes,) :func:`mean_rate` of all ``candidates`` (denoise), computed here when not
         given; callers that estimate block by block compute it once.
+    prior
+        (n, n_genes) the prior's centres (:func:`prior_molecules`), when the caller has them
+        already (the denoise modes compute them here otherwise).
 
     Returns
     -------
     (n, n_genes) float32 unit-scale estimates.
     """
-    if mode not in MODES:
-        raise InputError(f"impute mode {mode!r} is not one of {', '.join(MODES)}")
+    if mode not in IMPUTE_MODES:
+        raise InputError(f"impute mode {mode!r} is not one of {', '.join(IMPUTE_MODES)}")
     if uses_expected_values(mode):
-        if background is None:
-            background = mean_rate(candidates, scale)
-        m = torch.from_numpy(prior_molecules(depth, candidates, neigh, weights, scale, background))
+        if prior is None:
+            if background is None:
+                background = mean_rate(candidates, scale)
+            prior = prior_molecules(depth, candidates, neigh, weights, scale, background)
+        m = torch.from_numpy(prior)
         alpha = torch.as_tensor(np.asarray(shrinkage, dtype=np.float32))
         d = torch.from_numpy(depth.astype(np.float32))[:, None]
         own = torch.expm1(torch.from_numpy(np.ascontiguousarray(cells, dtype=np.float32)) * scale) * d
@@ -471,24 +477,28 @@ def tune(
         background = mean_rate(source, enc.scale)
 
     per_gene: dict[int, np.ndarray] = {}
-    counts = np.expm1(fold.unit * np.float32(enc.scale)) * fold.depth[:, None].astype(np.float32)
+    estimated = params.mode == "posterior" and params.shrinkage is None
+    if estimated:  # the fold's molecules, which the moment estimate of alpha needs
+        counts = np.expm1(fold.unit * np.float32(enc.scale)) * fold.depth[:, None].astype(np.float32)
 
     def objective(trial: optuna.Trial) -> float:
         k = params.k if params.k is not None else trial.suggest_int("k", 1, k_hi, log=True)
         t = params.theta_sigma if params.theta_sigma is not None else trial.suggest_float("theta_sigma", -3.0, 3.0)
         w = select_neighbours(neigh, min(k, k_hi), t)
         alpha: float | np.ndarray = 1.0
-        if denoise:
+        prior = None
+        if estimated:
             assert background is not None
-            if params.shrinkage is not None:
-                alpha = params.shrinkage
-            elif params.mode == "posterior":
-                prior = prior_molecules(fold.depth, source, neigh, w, enc.scale, background)
-                alpha = per_gene[trial.number] = moment_shrinkage(counts, prior)
-                trial.set_user_attr("shrinkage", float(np.median(alpha)))
-            else:
-                alpha = trial.suggest_float("shrinkage", 0.05, 50.0, log=True)
-        est = estimate(fold.unit, fold.observed, fold.depth, source, neigh, w, enc.scale, params.mode, alpha, background)
+            prior = prior_molecules(fold.depth, source, neigh, w, enc.scale, background)
+            alpha = per_gene[trial.number] = moment_shrinkage(counts, prior)
+            trial.set_user_attr("shrinkage", float(np.median(alpha)))
+        elif denoise:
+            alpha = params.shrinkage if params.shrinkage is not None else trial.suggest_float(
+                "shrinkage", 0.05, 50.0, log=True
+            )
+        est = estimate(
+            fold.unit, fold.observed, fold.depth, source, neigh, w, enc.scale, params.mode, alpha, background, prior
+        )
         values, lognorm = _assemble(fold.seen, est, fold.lib, enc, params.mode)
         scores, signal = fold.scores(values, lognorm), fold.signal(values)
         for name, value in {**scores, "signal": signal}.items():
