@@ -11,7 +11,7 @@ import scmaskgan.method.imputation as imputation_module
 from scmaskgan.core.config import ImputeParams
 from scmaskgan.errors import InputError, StepError
 from scmaskgan.method.encode import fit_encoding, to_unit
-from scmaskgan.method.imputation import estimate, impute_matrix
+from scmaskgan.method.imputation import ImputeResult, estimate, impute_matrix
 from scmaskgan.method.mcv import mcv_mse, mcv_poisson, split_counts
 from scmaskgan.method.neighbours import (
     EncodedRows,
@@ -204,34 +204,32 @@ def test_neighbours_by_row_blocks_match_the_whole_encoded_matrix(monkeypatch: py
     np.testing.assert_allclose(blocks.sigma, whole.sigma, rtol=1e-6)
 
 
-def test_lognorm_input_is_tuned_on_hidden_entries_and_returned_on_its_scale() -> None:
+def _lognorm_impute(**params: object) -> tuple[np.ndarray, ImputeResult]:
+    """200 simulated cells x 60 genes given log-normalised: the imputed cells' input and the result."""
     adata, _ = simulate_counts(n_cells=200, n_genes=60, seed=2)
     counts = adata.X.toarray()
     lognorm = np.log1p(counts / counts.sum(1, keepdims=True) * 1e4).astype(np.float32)
     labels = adata.obs["cell_type"].cat.codes.to_numpy()
     enc = fit_encoding(lognorm, input_scale="lognorm")
     cells, cand, cand_labels = _stand_in(lognorm, labels, enc)
-    result = impute_matrix(lognorm[cells], labels[cells], cand, cand_labels, enc, ImputeParams(n_trials=4))
+    result = impute_matrix(lognorm[cells], labels[cells], cand, cand_labels, enc, ImputeParams(n_trials=4, **params))
+    return lognorm[cells], result
+
+
+def test_lognorm_input_is_tuned_on_hidden_entries_and_returned_on_its_scale() -> None:
+    x, result = _lognorm_impute()
     assert result.validation == "entries"
-    observed = lognorm[cells] > 0
-    assert np.array_equal(result.values[observed], lognorm[cells][observed])
+    observed = x > 0
+    assert np.array_equal(result.values[observed], x[observed])
     np.testing.assert_allclose(result.values, result.lognorm, rtol=1e-5, atol=1e-6)
     assert result.values[~observed].max() > 0
 
 
 def test_posterior_mode_on_lognorm_input_denoises_on_the_input_scale_with_an_alpha_per_gene() -> None:
-    adata, _ = simulate_counts(n_cells=200, n_genes=60, seed=2)
-    counts = adata.X.toarray()
-    lognorm = np.log1p(counts / counts.sum(1, keepdims=True) * 1e4).astype(np.float32)
-    labels = adata.obs["cell_type"].cat.codes.to_numpy()
-    enc = fit_encoding(lognorm, input_scale="lognorm")
-    cells, cand, cand_labels = _stand_in(lognorm, labels, enc)
-    result = impute_matrix(
-        lognorm[cells], labels[cells], cand, cand_labels, enc, ImputeParams(mode="posterior", n_trials=4)
-    )
+    x, result = _lognorm_impute(mode="posterior")
     assert result.validation == "entries" and np.all(np.isfinite(result.values))
     np.testing.assert_allclose(result.values, result.lognorm, rtol=1e-5, atol=1e-6)
-    assert result.n_observed_changed > 0.9 * np.count_nonzero(lognorm[cells])
+    assert result.n_observed_changed > 0.9 * np.count_nonzero(x)
     alpha = result.shrinkage_per_gene
     assert alpha.shape == (60,) and result.shrinkage == pytest.approx(float(np.median(alpha)))
     assert np.all((alpha >= imputation_module.SHRINKAGE_RANGE[0]) & (alpha <= imputation_module.SHRINKAGE_RANGE[1]))
