@@ -13,9 +13,10 @@ import scipy.sparse as sp
 from scmaskgan import api
 from scmaskgan.analysis import evaluate as ev
 from scmaskgan.analysis import imputation_metrics as im
+from scmaskgan.analysis.false_signal import correlation_inflation
 from scmaskgan.api import impute_copy
 from scmaskgan.cli import main
-from scmaskgan.core.matrix import lognormalise_nonnegative
+from scmaskgan.core.matrix import IMPUTED_LOGNORM, lognormalise_nonnegative
 from scmaskgan.errors import InputError, StepError
 from scmaskgan.method import mcv
 from scmaskgan.method.quality import correlation_similarity
@@ -204,6 +205,24 @@ def test_evaluate_reports_clustering_as_accuracy_only_without_given_labels(simul
     names = [row.split(",")[0] for row in paths["csv"].read_text().splitlines()]
     assert f"ari_imputed{suffix}" in names
     assert json.loads(paths["json"].read_text())["clustering"]["status"] == status
+
+
+def test_evaluate_reads_a_scmaskgan_output_through_its_own_log_normalised_layer(simulated):
+    """A scmaskgan output is log-normalised by each cell's observed library size (its
+    ``imputed_lognorm`` layer), any other output by its own totals."""
+    adata, _ = simulated
+    imputed = _noisy_fill(adata)
+    observed_lib = np.asarray(adata.X.sum(1)).ravel()
+    by_observed = np.log1p(imputed.X.toarray() / observed_lib[:, None] * 1e4)
+    genes = ["GENE5", "GENE6", "GENE7"]
+    plain = ev.evaluate_imputation(adata, imputed, genes=genes).metrics
+    imputed.layers[IMPUTED_LOGNORM] = by_observed
+    layered = ev.evaluate_imputation(adata, imputed, genes=genes).metrics
+    original = lognormalise_nonnegative(adata.X)
+    assert layered["abs_corr_p95_imputed"] == pytest.approx(correlation_inflation(original, by_observed)["abs_corr_p95_imputed"])
+    own_totals = correlation_inflation(original, lognormalise_nonnegative(imputed.X))["abs_corr_p95_imputed"]
+    assert plain["abs_corr_p95_imputed"] == pytest.approx(own_totals)
+    assert layered["abs_corr_p95_imputed"] != pytest.approx(own_totals)  # the fill changed the totals
 
 
 def test_evaluate_aligns_by_names_and_checks_inputs(simulated):

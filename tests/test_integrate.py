@@ -57,7 +57,7 @@ def write_imputed_samples(
         rows = assignment == s
         counts = np.round(dense[rows] * rng.lognormal(0.0, effect, size=pbmc.n_vars)).astype(np.float32)
         imputed = knn_fill_zeros(counts, seed=seed)
-        lib = imputed.sum(axis=1, keepdims=True)
+        lib = counts.sum(axis=1, keepdims=True)  # IMPUTE normalises by the observed library size
         sample = ad.AnnData(
             X=imputed,
             obs=pd.DataFrame({"scmaskgan_label": pbmc.obs["cell_type"].to_numpy()[rows]},
@@ -153,6 +153,9 @@ def test_integrated_h5ad_holds_both_analyses(integrated, pbmc_counts_session):
     cells = [f"{c}-P1" for c in first.obs_names]
     np.testing.assert_array_equal(adata[cells].layers["counts"].toarray(), first.layers["counts"].toarray())
     np.testing.assert_allclose(np.asarray(adata[cells].layers["imputed"]), first.X)
+    # both analyses normalise by the observed library size: for one sample, IMPUTE's own layer
+    np.testing.assert_allclose(adata[cells].X.toarray() if sp.issparse(adata.X) else adata[cells].X,
+                               first.layers["imputed_lognorm"], rtol=1e-5, atol=1e-5)
     info = adata.uns["scmaskgan_integrate"]
     assert info["labels_shared"] and info["corrected_key"] == "X_pca_harmony"
     assert "marker genes not found: NOT_A_GENE" in info["notes"]

@@ -331,7 +331,9 @@ class ScMaskGAN(BaseEstimator):
         -------
         The imputed AnnData, in the ``{id}.imputed.h5ad`` layout: ``X`` imputed (float32,
         input scale), ``layers['counts']`` the input (sparse input stays sparse there),
-        ``layers['imputed_lognorm']``, ``obs['scmaskgan_label']``, ``uns['scmaskgan']``;
+        ``layers['imputed_lognorm']`` (normalised by each cell's observed library size: analyse
+        this layer rather than ``normalize_total`` of ``X``, see
+        :data:`~scmaskgan.core.matrix.IMPUTED_LOGNORM`), ``obs['scmaskgan_label']``, ``uns['scmaskgan']``;
         with ``layer`` set, ``X`` and that layer are kept and the imputed values are in
         ``layers['imputed']``. Shape, cell and gene names are the input's; all-zero cells
         and genes unseen at fit stay 0 (their label is missing for all-zero cells).
@@ -490,7 +492,8 @@ def impute(
     -------
     ``None`` (``adata`` updated in place) or, with ``copy=True``, the imputed AnnData:
     ``X`` imputed (float32; ``layers['imputed']`` with ``layer``), ``layers['counts']``
-    the input (as given: sparse input stays sparse), ``layers['imputed_lognorm']``,
+    the input (as given: sparse input stays sparse), ``layers['imputed_lognorm']`` (the
+    imputed values log-normalised by the observed library size, the layer to analyse),
     ``obs['scmaskgan_label']``, ``uns['scmaskgan']`` (parameters, chosen k and theta
     multiplier, tuning curve, seed, versions, fraction of zeros filled, observed values
     changed).

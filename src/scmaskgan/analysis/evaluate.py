@@ -37,7 +37,7 @@ from scmaskgan.analysis.imputation_metrics import (
     zscores,
 )
 from scmaskgan.core.config import IMPUTE_CHAIN, IMPUTE_MODES, all_flat_names, flat_fields
-from scmaskgan.core.matrix import dense, lognormalise_nonnegative
+from scmaskgan.core.matrix import IMPUTED_LOGNORM, dense, lognormalise_nonnegative
 from scmaskgan.core.versions import package_versions
 from scmaskgan.errors import InputError, StepError
 from scmaskgan.io.atomic import atomic_path, write_text_atomic
@@ -67,6 +67,16 @@ class Evaluation:
     metrics: dict[str, float]
     info: dict[str, Any]
     arrays: dict[str, Any] = field(default_factory=dict)
+
+
+def _imputed_lognorm(imputed: ad.AnnData, scale: Callable[[Any], np.ndarray]) -> np.ndarray:
+    """The imputed values log-normalised: a scmaskgan output's own ``layers['imputed_lognorm']``
+    (normalised by each cell's observed library size, see
+    :data:`~scmaskgan.core.matrix.IMPUTED_LOGNORM`), any other
+    output's ``X`` by ``scale``."""
+    if IMPUTED_LOGNORM in imputed.layers:
+        return dense(imputed.layers[IMPUTED_LOGNORM])
+    return scale(imputed.X)
 
 
 def _align(original: ad.AnnData, imputed: ad.AnnData) -> tuple[ad.AnnData, ad.AnnData]:
@@ -135,7 +145,7 @@ def evaluate_imputation(
         original, imputed = original[keep], imputed[keep]
     labels, label_key = _labels(original, imputed, label_key)
     scale = lognormalise_nonnegative if input_scale == "counts" else dense
-    x_orig, x_imp = scale(original.X), scale(imputed.X)
+    x_orig, x_imp = scale(original.X), _imputed_lognorm(imputed, scale)
     gene_names = np.asarray(original.var_names)
     if genes:
         missing = sorted(set(genes) - set(gene_names))

@@ -33,7 +33,7 @@ from scmaskgan.analysis.integration_inputs import (
 )
 from scmaskgan.analysis.integration_metrics import SCORE_COLUMNS, integration_scores
 from scmaskgan.core.config import IntegrateParams
-from scmaskgan.core.matrix import dense, lognormalise_in_place
+from scmaskgan.core.matrix import dense, library_sizes, lognormalise_in_place
 from scmaskgan.errors import InputError
 from scmaskgan.io.layout import INTEGRATE_OUTPUTS
 from scmaskgan.method.labels import knn_transformer
@@ -50,11 +50,16 @@ _OPTIONAL = {"bbknn": "bbknn", "scanorama": "scanorama"}
 # ------------------------------------------------------------------ analysis
 def lognormalised_layer(adata: ad.AnnData, layer: str, input_scale: str = "counts") -> ad.AnnData:
     """A new AnnData (cells x all genes, obs copied) with X = log1p of ``layers[layer]``
-    normalised to :data:`TARGET_SUM` per cell (taken as is for ``input_scale='lognorm'``)."""
+    normalised to :data:`TARGET_SUM` per cell (taken as is for ``input_scale='lognorm'``).
+
+    Both layers are normalised by the library size of the observed counts (``layers['counts']``,
+    over the genes kept here): the imputed values were estimated for that depth, and their
+    own totals would add a size factor shared by every gene (:data:`~scmaskgan.core.matrix.IMPUTED_LOGNORM`).
+    """
     x = adata.layers[layer]
     x = x.astype(np.float32) if sp.issparse(x) else np.asarray(x, dtype=np.float32)
     work = ad.AnnData(X=x.copy(), obs=adata.obs.copy(), var=pd.DataFrame(index=adata.var_names))
-    lognormalise_in_place(work, TARGET_SUM, input_scale)
+    lognormalise_in_place(work, TARGET_SUM, input_scale, library=library_sizes(adata.layers["counts"]))
     return work
 
 

@@ -14,6 +14,12 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
+#: IMPUTE's layer of the imputed values log-normalised by each cell's *observed* library size,
+#: the depth the estimates were made for. Normalising the imputed values by their own totals
+#: instead divides every gene of a cell by one noisy sum (its few genes that keep their counts
+#: dominate it), which makes the shrunk genes co-vary (null data in ``docs/method.md``).
+IMPUTED_LOGNORM = "imputed_lognorm"
+
 
 def dense(x: Any, dtype: npt.DTypeLike = np.float64) -> np.ndarray:
     """A dense ``dtype`` array of a dense or sparse matrix (no copy when it already is one)."""
@@ -61,10 +67,21 @@ def lognormalise_nonnegative(x: Any, target_sum: float = 1e4) -> np.ndarray:
     return lognormalise(np.clip(dense(x), 0.0, None), target_sum)[0]
 
 
-def lognormalise_in_place(adata: ad.AnnData, target_sum: float, input_scale: str = "counts") -> None:
-    """scanpy's ``normalize_total`` and ``log1p`` on ``adata.X`` (skipped for ``input_scale='lognorm'``)."""
+def lognormalise_in_place(
+    adata: ad.AnnData, target_sum: float, input_scale: str = "counts", library: np.ndarray | None = None
+) -> None:
+    """scanpy's ``normalize_total`` and ``log1p`` on ``adata.X`` (skipped for ``input_scale='lognorm'``).
+
+    ``library``: each cell's library size to normalise by (default: the row sums of ``X``);
+    cells with 0 keep their values unscaled.
+    """
     import scanpy as sc
 
-    if input_scale != "lognorm":
+    if input_scale == "lognorm":
+        return
+    if library is None:
         sc.pp.normalize_total(adata, target_sum=target_sum)
-        sc.pp.log1p(adata)
+    else:
+        factors = (target_sum / np.where(library > 0, library, target_sum)).astype(np.float32)
+        adata.X = sp.csr_matrix(sp.diags(factors) @ adata.X) if sp.issparse(adata.X) else adata.X * factors[:, None]
+    sc.pp.log1p(adata)

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from scmaskgan.core.config import ImputeParams
+from scmaskgan.core.matrix import IMPUTED_LOGNORM
 from scmaskgan.core.versions import package_versions
 from scmaskgan.io.counts import LABEL_COLUMN
 from scmaskgan.method.encode import Encoding
@@ -95,15 +96,15 @@ def annotate(
     Without ``layer``: ``layers['counts']`` gets the original ``X`` and ``X`` the imputed
     values (float32, input scale). With ``layer`` (the input was ``layers[layer]``): ``X``
     and that layer are kept and the imputed values go to ``layers['imputed']``. Always:
-    ``layers['imputed_lognorm']`` the log-normalised imputed values,
-    ``obs['scmaskgan_label']`` the labels and ``uns['scmaskgan']`` the record.
+    ``layers['imputed_lognorm']`` the imputed values log-normalised by each cell's observed
+    library size (:data:`~scmaskgan.core.matrix.IMPUTED_LOGNORM`), ``obs['scmaskgan_label']`` the labels and ``uns['scmaskgan']`` the record.
     """
     if layer is None:
         adata.layers["counts"] = adata.X
         adata.X = np.asarray(values, dtype=np.float32)
     else:
         adata.layers["imputed"] = np.asarray(values, dtype=np.float32)
-    adata.layers["imputed_lognorm"] = np.asarray(lognorm, dtype=np.float32)
+    adata.layers[IMPUTED_LOGNORM] = np.asarray(lognorm, dtype=np.float32)
     adata.obs[LABEL_COLUMN] = pd.Categorical(labels)
     adata.uns["scmaskgan"] = record
 
@@ -166,7 +167,7 @@ def write_imputed(
         with h5py.File(tmp, "r+") as f:
             datasets = [
                 f.create_dataset(name, shape=adata.shape, dtype=np.float32)
-                for name in ("X" if layer is None else "layers/imputed", "layers/imputed_lognorm")
+                for name in ("X" if layer is None else "layers/imputed", f"layers/{IMPUTED_LOGNORM}")
             ]
             for dataset in datasets:
                 dataset.attrs.update(_DENSE_ARRAY)
