@@ -3,7 +3,8 @@
 The imputed samples are concatenated (obs ``sample``, ``batch`` and the samplesheet's
 metadata columns), then the same scanpy analysis runs twice -- on the imputed values
 and on the original counts -- so every result exists before and after imputation:
-library-size normalisation (10,000 per cell) and log1p, batch-aware highly variable
+library-size normalisation (10,000 per cell, both by the observed counts' library size)
+and log1p, batch-aware highly variable
 genes, scaling, PCA, batch correction (Harmony by default; BBKNN, Scanorama, ComBat
 selectable), neighbours, UMAP, Leiden clusters and Wilcoxon markers per cluster.
 Integration quality is scored before and after correction
