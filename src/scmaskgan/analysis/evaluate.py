@@ -129,7 +129,9 @@ def evaluate_imputation(
     genes
         Genes of the gene-gene correlation; default the 30 most variable original genes.
     input_scale
-        ``'counts'`` (log-normalised here) or ``'lognorm'`` (used as they are).
+        ``'counts'`` (log-normalised here) or ``'lognorm'`` (used as they are). Every metric
+        reads a scmaskgan output's imputed values from its ``layers['imputed_lognorm']``
+        (normalised by the observed library size) when it has one.
     max_cells
         Seeded subsample of cells above this size (UMAP and Leiden cost).
     resolution

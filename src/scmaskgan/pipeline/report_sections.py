@@ -362,15 +362,15 @@ def _evaluation(ctx: ReportContext) -> str:
     mcv_files = ctx.files.per_sample(".mcv.json")
     if not ctx.evaluations and not mcv_files:
         return missing("no {id}.evaluation.json (written by IMPUTE and scmaskgan evaluate) or {id}.mcv.json")
-    parts = [note("Metrics of the paper on log-normalised values: distances between the original and imputed "
+    parts = [note("Metrics of the paper on log-normalised values (the imputed ones from their layer imputed_lognorm, "
+                  "divided by each cell's observed library size): distances between the original and imputed "
                   "value distributions per gene (Wasserstein, Jensen-Shannon), per-cell Pearson correlation, "
                   "preservation of gene-gene correlations and of UMAP neighbourhoods, and clusters (Leiden) "
                   "against the labels (ACC with Hungarian matching, AUC, F1, ARI, NMI). Those scores are accuracy "
                   "only when the method computed its own labels and known types were kept aside for scoring; "
                   "with labels given to the method they are marked circular: the labels went in and came out. "
-                  "abs_corr: median and 95th percentile of |Pearson r| over gene pairs (the most expressed genes), "
-                  "the imputed values read from their layer imputed_lognorm (divided by each cell's observed "
-                  "library size); a rise (inflation) above the original's may be a false signal of smoothing.")]
+                  "abs_corr: median and 95th percentile of |Pearson r| over gene pairs (the most expressed genes); "
+                  "a rise (inflation) above the original's may be a false signal of smoothing.")]
     parts += [f"<h3>{esc(sid)}</h3>" + guarded(partial(_evaluation_sample, sid, p), p.name)
               for sid, p in sorted(ctx.evaluations.items())]
     if mcv_files:
