@@ -56,7 +56,7 @@ def test_candidates_take_real_depths_and_their_expected_values_one_depth_per_lab
     cfg = ModelConfig(side=5, n_labels=2, latent_dim=4, base_channels=8, depth_input=True)
     gen = Generator(cfg)
     with torch.no_grad():  # make the depth matter as a trained generator's would
-        gen.whole[0].weight[:, -1].mul_(1e3)
+        gen.whole[0].weight[:, -1].mul_(10.0)
         gen.whole[-1].weight.mul_(1e2)
     labels = np.repeat([0, 1], 20)
 

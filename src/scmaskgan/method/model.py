@@ -2,7 +2,11 @@
 
 Pure torch modules (no data handling, no IO). Images are ``(B, N, N)`` for any side N;
 internally the networks work on a side ``S = 4 * ceil(N / 4)`` and crop or pad at
-their boundaries, so N need not be a multiple of 4.
+their boundaries, so N need not be a multiple of 4. Their convolutions run at most at
+half that side: the generator's last convolution gives four sub-pixels per position
+(``pixel_shuffle``) and the discriminator's first one sees 2 x 2 pixels per position
+(``pixel_unshuffle``). Convolutions with a few channels over all N x N pixels had been most
+of a training step on CPU, and the pixels are unrelated genes, so no spatial detail is lost.
 
 The generator describes a cell by two maps: the *level* (sigmoid, the encoded value a
 gene has when it is detected) and the *detection* logit (the probability that the gene
@@ -48,8 +52,9 @@ class ModelConfig:
     latent_dim
         Noise dimension (the paper uses N).
     base_channels
-        Channels of the generator's first convolution block (paper: 32); later blocks
-        halve it, the discriminator uses ``base_channels // 2`` and ``// 4``.
+        Channels of the generator's first convolution block (paper: 32); its second
+        block and the discriminator use ``base_channels // 2``, the discriminator's
+        last blocks ``// 4``.
     label_channels
         Channels of the spatial label map (paper: 8).
     attn_side
@@ -282,8 +287,10 @@ class Generator(nn.Module):
     Two paths, summed in logit space with a learned per-label, per-gene bias:
 
     * the paper's convolutional path: Linear + BatchNorm + ReLU -> reshape
-      ``(cn1, N/4, N/4)`` -> Conv block -> two x2 upsampling blocks -> self-attention ->
-      concatenation with the spatial label map -> two 3x3 convolutions;
+      ``(cn1, N/4, N/4)`` -> Conv block -> a x2 upsampling block -> self-attention ->
+      concatenation with the spatial label map -> two 3x3 convolutions, the last giving the
+      four sub-pixels of each output position (the paper's second x2 upsampling, as a
+      sub-pixel convolution without a block at full resolution after it);
     * a whole-cell path: an MLP of the same input to ``global_rank`` factors, then one
       linear layer to every gene's (level, detection) logit. Genes on the N x N grid have
       no spatial neighbours, so co-expression programmes that span the whole cell are
@@ -298,7 +305,7 @@ class Generator(nn.Module):
         super().__init__()
         self.cfg = cfg
         c1 = cfg.base_channels
-        c2, c3 = max(c1 // 2, 4), max(c1 // 4, 4)
+        c2 = max(c1 // 2, 4)
         s0, s = cfg.base_side, cfg.work_side
         n_in = cfg.latent_dim + cfg.n_labels + cfg.code_dim + int(cfg.depth_input)
         self.project = nn.Sequential(
@@ -307,12 +314,12 @@ class Generator(nn.Module):
             nn.ReLU(),
         )
         self.conv0 = nn.Sequential(nn.Conv2d(c1, c1, 3, padding=1), nn.BatchNorm2d(c1), nn.ReLU())
-        self.up = nn.Sequential(UpBlock(c1, c2), UpBlock(c2, c3))
-        self.attention = SelfAttention(c3, cfg.attn_side)
-        self.label_map = LabelMap(cfg.n_labels, cfg.label_channels, s0, s)
+        self.up = UpBlock(c1, c2)
+        self.attention = SelfAttention(c2, cfg.attn_side)
+        self.label_map = LabelMap(cfg.n_labels, cfg.label_channels, s0, s // 2)
         self.head = nn.Sequential(
-            nn.Conv2d(c3 + cfg.label_channels, c3, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(c3, 2, 3, padding=1),
+            nn.Conv2d(c2 + cfg.label_channels, c2, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(c2, 2 * 4, 3, padding=1),  # (level, detection) x the 4 sub-pixels
         )
         nn.init.normal_(self.head[-1].weight, std=1e-3)  # type: ignore[arg-type]  # start close to the label bias
         self.whole = nn.Sequential(
@@ -370,7 +377,7 @@ class Generator(nn.Module):
         bias = (onehot @ self.label_bias.flatten(1)).view(-1, *self.label_bias.shape[1:])
         first, rest = self.head[0], self.head[1:]
         assert isinstance(first, nn.Conv2d)
-        out = (rest(conv_with_labels(first, h, self.label_map(onehot))) + bias)[:, :, :n, :n]
+        out = (F.pixel_shuffle(rest(conv_with_labels(first, h, self.label_map(onehot))), 2) + bias)[:, :, :n, :n]
         out = out + self.whole(inputs).view(-1, 2, n, n)
         return torch.sigmoid(out[:, 0]), out[:, 1]
 
@@ -495,7 +502,9 @@ class Discriminator(nn.Module):
     Two paths, as in the paper (a linear pre-layer and a fully connected head beside the
     convolutions):
 
-    * convolutional: Conv 3x3 + max-pool + residual block -> Conv 3x3 -> self-attention
+    * convolutional: space-to-depth (each 2 x 2 pixels as 8 channels: values and mask) +
+      Conv 3x3 (the paper's Conv + max-pool, one position per 2 x 2 pixels, without a
+      convolution at full resolution) + residual block -> Conv 3x3 -> self-attention
       -> concatenation with the spatial label map -> Conv 3x3, averaged over the patches
       that hold genes;
     * whole cell: a linear projection of the whole gene vector and a second fully
@@ -514,7 +523,7 @@ class Discriminator(nn.Module):
         c1, c2 = max(cfg.base_channels // 2, 4), max(cfg.base_channels // 4, 4)
         half = cfg.work_side // 2
         self.stem = nn.Sequential(
-            spectral_norm(nn.Conv2d(2, c1, 3, padding=1)), nn.LeakyReLU(0.2), nn.MaxPool2d(2), _Residual(c1),
+            nn.PixelUnshuffle(2), spectral_norm(nn.Conv2d(8, c1, 3, padding=1)), nn.LeakyReLU(0.2), _Residual(c1),
             spectral_norm(nn.Conv2d(c1, c2, 3, padding=1)), nn.LeakyReLU(0.2),
         )
         self.attention = SelfAttention(c2, cfg.attn_side)
