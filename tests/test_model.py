@@ -18,6 +18,25 @@ from scmaskgan.method.model import (
 )
 
 
+@pytest.mark.parametrize("inpaint", [False, True])
+def test_no_convolution_runs_at_full_resolution(inpaint: bool):
+    """Convolutions with a few channels over the N x N map were most of a CPU training step
+    (docs/method.md, "Speed and memory"); both networks compute at most at half the working side."""
+    cfg = ModelConfig(side=28, n_labels=3, latent_dim=28, base_channels=8, inpaint=inpaint)
+    gen, disc = Generator(cfg), Discriminator(cfg)
+    sides: list[int] = []
+    hooks = [m.register_forward_hook(lambda _m, _args, out: sides.append(out.shape[-1]))
+             for net in (gen, disc) for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    onehot = torch.eye(3)[[0, 1, 2, 0]]
+    cond = (torch.rand(4, 28, 28), torch.ones(4, 28, 28)) if inpaint else None
+    level, _ = gen(torch.randn(4, 28), onehot, cond)
+    disc.set_genes(700)
+    disc(level, torch.ones_like(level), onehot)
+    for hook in hooks:
+        hook.remove()
+    assert sides and max(sides) <= cfg.work_side // 2
+
+
 @pytest.mark.parametrize("side", [5, 13, 28, 30])
 @pytest.mark.parametrize("inpaint", [False, True])
 def test_shapes_for_any_side(side: int, inpaint: bool):
