@@ -315,6 +315,16 @@ def test_corrupt_model_file_is_an_input_error(images: Path, tmp_path: Path, dama
         load_model(bad)
 
 
+def test_model_file_of_another_format_version_says_to_train_again(images: Path, tmp_path: Path):
+    out = _train(images, tmp_path, epochs=1)
+    payload = torch.load(out["model"], weights_only=True)
+    old = tmp_path / "old.model.pt"
+    older = payload["format_version"] - 1
+    torch.save({**payload, "format_version": older}, old)
+    with pytest.raises(InputError, match=rf"old.model.pt: .*format_version {older}, .*train again"):
+        load_model(old)
+
+
 def test_truncated_images_file_is_an_input_error(images: Path, tmp_path: Path):
     bad = tmp_path / "cut.images.h5"
     bad.write_bytes(images.read_bytes()[:2000])

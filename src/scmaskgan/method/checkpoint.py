@@ -78,8 +78,13 @@ def _torch_load(path: Path, what: str) -> dict[str, Any]:
     except (RuntimeError, pickle.UnpicklingError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{path}: not a readable {what} (truncated or corrupt? {first})") from exc
-    if not isinstance(payload, dict) or payload.get("format_version") != MODEL_FORMAT:
+    if not isinstance(payload, dict) or "format_version" not in payload:
         raise InputError(f"{path}: not a scmaskgan {what} (format_version {MODEL_FORMAT} expected)")
+    if payload["format_version"] != MODEL_FORMAT:
+        raise InputError(
+            f"{path}: a {what} of format_version {payload['format_version']}, this scmaskgan reads "
+            f"{MODEL_FORMAT} (the networks changed): train again with this version"
+        )
     return payload
 
 
