@@ -76,6 +76,22 @@ def test_batches_stream_all_cells_once(written):
         )
 
 
+@pytest.mark.parametrize("reach_cells", [1, 7, 1000])
+def test_an_index_array_reads_exactly_those_cells_in_runs_of_any_length(written, monkeypatch, reach_cells):
+    """Runs of one cell, of a few (several per run and runs that skip cells) and the whole span at once."""
+    path, adata, enc, codes, _ = written
+    monkeypatch.setattr("scmaskgan.method.images_h5.SPAN_PIXELS", reach_cells * enc.side**2)
+    rng = np.random.default_rng(1)
+    with ImageStore(path) as store:
+        every_image, every_mask, _ = store.read(slice(None))
+        for index in (np.sort(rng.choice(adata.n_obs, 40, replace=False)), np.arange(5, 290), np.array([299]),
+                      np.array([], dtype=np.int64)):
+            images, masks, labels = store.read(index)
+            np.testing.assert_array_equal(images, every_image[index])
+            np.testing.assert_array_equal(masks, every_mask[index])
+            np.testing.assert_array_equal(labels, codes[index])
+
+
 def test_incomplete_writes_and_foreign_files_are_rejected(simulated, tmp_path):
     adata, _ = simulated
     enc = encode.fit_encoding(adata.X)

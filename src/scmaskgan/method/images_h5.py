@@ -97,6 +97,10 @@ class ImageWriter:
             self._file.close()
 
 
+#: :meth:`ImageStore.read` reads an index array in contiguous runs of at most this many pixels (16 MB of float32 images).
+SPAN_PIXELS = 1 << 22
+
+
 class ImageStore:
     """Read access to an images file.
 
@@ -139,9 +143,27 @@ class ImageStore:
     def read(self, index: slice | np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Images (float32), masks (uint8) and labels of the cells at ``index``.
 
-        ``index`` is a slice or a sorted integer array (h5py fancy indexing).
+        ``index`` is a slice or a sorted integer array. An array is read as contiguous runs
+        of at most :data:`SPAN_PIXELS` pixels, each from one wanted cell to the last wanted cell
+        within reach, and subset in memory: HDF5's point selection decompresses the same chunks
+        again and again (9,000 of 10,000 cells at 45 x 45: 2.4 s against 0.6 s).
         """
-        return self._file["images"][index], self._file["masks"][index], self.labels[index]
+        if isinstance(index, slice):
+            return self._file["images"][index], self._file["masks"][index], self.labels[index]
+        index = np.asarray(index, dtype=np.int64)
+        side = self.encoding.side
+        images = np.empty((index.size, side, side), dtype=np.float32)
+        masks = np.empty((index.size, side, side), dtype=np.uint8)
+        reach = max(1, SPAN_PIXELS // side**2)
+        pos = 0
+        while pos < index.size:
+            end = int(np.searchsorted(index, index[pos] + reach))
+            run = slice(int(index[pos]), int(index[end - 1]) + 1)
+            rows = index[pos:end] - index[pos]
+            images[pos:end] = self._file["images"][run][rows]
+            masks[pos:end] = self._file["masks"][run][rows]
+            pos = end
+        return images, masks, self.labels[index]
 
     def batches(
         self, batch_size: int, indices: np.ndarray | None = None
