@@ -245,7 +245,9 @@ class FilterParams(_Validated):
         "Anomaly-score threshold: candidates with s(x) > tau are dropped. Unset: "
         "tau = Q3 + 1.5 IQR of the label's scores (Tukey fence).",
     )
-    n_estimators: int = _p(200, "Trees per IsolationForest.", ge=1)
+    n_estimators: int = _p(
+        100, "Trees per IsolationForest (100: Liu et al. 2008's recommendation and scikit-learn's default).", ge=1
+    )
     max_features: float = _p(1.0, "Fraction of genes each tree draws from.", gt=0, le=1)
     seed: int = _p(0, "Random seed.", ge=0)
 
