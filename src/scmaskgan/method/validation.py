@@ -85,6 +85,9 @@ class Validator:
         budget = pixel_scaled(VALIDATION_CANDIDATES, side, floor=10 * len(present))
         per_label = max(10, min(per_label, budget // len(present)))
         self.cand_labels = np.repeat(present, per_label)
+        #: The candidates the discriminator judges for ``d_accuracy``: as many as the held-out cells
+        #: it judges, every label keeping its share (judging all 2,000 took a third of a validation).
+        self.judged_candidates = stratified_subset(self.cand_labels, len(self.labels), params.seed)
         self.batch_size = pixel_scaled(256, side)
 
     def candidates(self, generator: Generator, device: torch.device) -> Views:
@@ -107,9 +110,11 @@ class Validator:
         views = self.candidates(generator, device)
         scores = self.quality.score(views.values, self.cand_labels)
         real_ok = self._judged(discriminator, self.real_values, self.labels, self.real_depth, device, augment_p) > 0
-        fake_depth = None if views.depth is None else torch.from_numpy(views.depth)
+        judged = self.judged_candidates
+        fake_depth = None if views.depth is None else torch.from_numpy(views.depth[judged])
         fake_ok = self._judged(
-            discriminator, torch.from_numpy(views.values), self.cand_labels, fake_depth, device, augment_p
+            discriminator, torch.from_numpy(views.values[judged]), self.cand_labels[judged], fake_depth, device,
+            augment_p,
         ) < 0
         scores["d_accuracy"] = 0.5 * (float(real_ok.float().mean()) + float(fake_ok.float().mean()))
         scores["val_score"] = validation_score(scores)
