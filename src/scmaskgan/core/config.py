@@ -134,8 +134,9 @@ class TrainParams(_Validated):
     """Training the conditional masked GAN (TRAIN step)."""
 
     epochs: int = _p(
-        40, "Maximum number of epochs (early stopping usually ends training sooner); 0 keeps the initialised "
-        "generator (each label's profile; an ablation).", ge=0,
+        30, "Maximum number of epochs, each the same number of adversarial steps whatever the sample size "
+        "(early stopping may end training sooner; at 30 the held-out candidates still improve slowly, "
+        "docs/method.md); 0 keeps the initialised generator (each label's profile; an ablation).", ge=0,
     )
     batch_size: int = _p(
         64,
