@@ -196,6 +196,19 @@ def test_out_of_range_parameters_are_refused_at_fit_in_one_line(sample, name, va
         scmaskgan.ScMaskGAN(**{name: value}).fit(sample)
 
 
+def test_release_input_empties_the_counts_and_fits_the_same_model(fitted, sample) -> None:  # noqa: ANN001
+    data = sample.copy()
+    released = scmaskgan.ScMaskGAN(0, label_key="cell_type", **TINY).fit(data, release_input=True)
+    assert data.shape == sample.shape and data.X.nnz == 0  # the counts are gone, the names and labels kept
+    assert list(data.obs["cell_type"]) == list(sample.obs["cell_type"])
+    np.testing.assert_array_equal(released.candidates_, fitted.candidates_)
+    np.testing.assert_array_equal(released.labels_, fitted.labels_)
+    layered = sample.copy()
+    layered.layers["counts"] = layered.X.copy()
+    scmaskgan.ScMaskGAN(0, label_key="cell_type", layer="counts", **TINY).fit(layered, release_input=True)
+    assert layered.layers["counts"].nnz == 0 and layered.X.nnz == sample.X.nnz  # only the layer read is released
+
+
 def test_a_layer_is_read_instead_of_x_and_sparse_input_stays_sparse(fitted, sample, imputed) -> None:  # noqa: ANN001
     scanpy_like = sample.copy()
     scanpy_like.layers["counts"] = scanpy_like.X.copy()

@@ -71,7 +71,7 @@ def _fit(job: dict[str, Any]) -> None:
 
     adata = read_counts(job["input_path"], orientation=job["read"]["orientation"],
                         input_scale=job["read"]["input_scale"])
-    ScMaskGAN(**job["estimator"]).fit(adata).save(job["model"])
+    ScMaskGAN(**job["estimator"]).fit(adata, release_input=True).save(job["model"])
 
 
 def _main(job_path: str) -> int:
