@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 N_TOP_GENES = 2000
 N_NEIGHBORS = 15
+#: PCA densifies the log-normalised top genes up to this many entries (128 MB of float32).
+DENSE_PCA_ENTRIES = 1 << 25
 
 
 def pca_features(
@@ -62,6 +64,8 @@ def pca_features(
         sc.pp.highly_variable_genes(work, n_top_genes=N_TOP_GENES, flavor="seurat")
         work = work[:, work.var["highly_variable"].to_numpy()].copy()
     n_comps = max(1, min(n_pcs, work.n_obs - 1, work.n_vars - 1))
+    if sp.issparse(work.X) and work.n_obs * work.n_vars <= DENSE_PCA_ENTRIES:
+        work.X = work.X.toarray()  # scanpy's implicitly centred sparse PCA: 5.1 s at 10,000 x 2,000, dense 1.4 s
     sc.pp.pca(work, n_comps=n_comps, random_state=seed)
     return np.asarray(work.obsm["X_pca"], dtype=np.float64)
 
