@@ -90,6 +90,8 @@ def test_an_index_array_reads_exactly_those_cells_in_runs_of_any_length(written,
             np.testing.assert_array_equal(images, every_image[index])
             np.testing.assert_array_equal(masks, every_mask[index])
             np.testing.assert_array_equal(labels, codes[index])
+        with pytest.raises(ValueError, match="strictly increasing"):
+            store.read(np.array([5, 3]))
 
 
 def test_incomplete_writes_and_foreign_files_are_rejected(simulated, tmp_path):

@@ -151,6 +151,8 @@ class ImageStore:
         if isinstance(index, slice):
             return self._file["images"][index], self._file["masks"][index], self.labels[index]
         index = np.asarray(index, dtype=np.int64)
+        if np.any(np.diff(index) <= 0):
+            raise ValueError("ImageStore.read needs a slice or strictly increasing cell indices")
         side = self.encoding.side
         images = np.empty((index.size, side, side), dtype=np.float32)
         masks = np.empty((index.size, side, side), dtype=np.uint8)
