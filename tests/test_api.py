@@ -79,6 +79,8 @@ def test_the_record_says_what_was_done(imputed) -> None:  # noqa: ANN001
     assert 0.5 < rec["fraction_zeros_filled"] <= 1.0
     assert rec["n_empty_cells"] == 1 and rec["n_unused_genes"] == 1
     assert rec["fit_params"]["train"]["epochs"] == 1
+    assert set(rec["fit_seconds"]) == {"prepare", "train", "generate", "filter"}
+    assert all(seconds > 0 for seconds in rec["fit_seconds"].values())
     assert "torch" in rec["versions"]
 
 
