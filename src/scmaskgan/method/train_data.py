@@ -81,11 +81,7 @@ def read_cells(
     )
     for start in range(0, len(index), block):
         part = index[start:start + block]
-        sl = slice(int(part[0]), int(part[-1]) + 1)
-        if np.array_equal(part, np.arange(sl.start, sl.stop)):
-            images, masks, labels = store.read(sl)
-        else:
-            images, masks, labels = store.read(part)
+        images, masks, labels = store.read(part)  # contiguous runs, whatever the index (ImageStore.read)
         cells = clean_cells(images, masks, labels, store.library_size[part], n_genes)
         out.values[start:start + len(part)] = cells.values
         out.masks[start:start + len(part)] = cells.masks
