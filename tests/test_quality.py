@@ -109,13 +109,27 @@ def test_shifted_candidates_score_low_precision(setting):
     assert s["c2st_auc"] > 0.95 and s["gene_mean_abs_log2"] > 0.3
 
 
-def test_reference_energy_is_the_energy_distance(setting):
+def test_reference_energy_is_the_energy_distance_in_its_pca(setting):
     sample, held, held_labels, reference = setting
     cells, labels = sample(100)
     s = reference.score(cells, labels)
     for k in range(N_LABELS):
-        expected = q.energy_distance(held[held_labels == k].astype(np.float64), cells[labels == k].astype(np.float64))
-        assert s["per_label"][str(k)]["energy"] == pytest.approx(expected, rel=1e-6)
+        pcs = [reference.project(x[lab == k].astype(np.float64)) for x, lab in ((held, held_labels), (cells, labels))]
+        assert s["per_label"][str(k)]["energy"] == pytest.approx(q.energy_distance(*pcs), rel=1e-6)
+
+
+def test_energy_sees_missing_co_expression(setting):
+    """Real cells with every gene shuffled among their label's cells (right gene-wise
+    distributions, no co-expression) are far from the held-out cells; real cells are not."""
+    sample, _, _, reference = setting
+    cells, labels = sample(400)
+    rng = np.random.default_rng(5)
+    shuffled = cells.copy()
+    for k in range(N_LABELS):
+        rows = np.flatnonzero(labels == k)
+        shuffled[rows] = np.column_stack([rng.permutation(cells[rows, j]) for j in range(N_GENES)])
+    real_gap, shuffled_gap = reference.score(cells, labels)["energy_gap"], reference.score(shuffled, labels)["energy_gap"]
+    assert shuffled_gap > 0.05 > abs(real_gap)
 
 
 def test_reference_checks_its_inputs(setting):
@@ -132,4 +146,6 @@ def test_a_single_held_out_cell_gives_nan_not_an_error():
     rng = np.random.default_rng(4)
     reference = q.QualityReference(rng.random((1, 20)), ["a"], rng.random((10, 20)), ["a"] * 10, n_components=3)
     s = reference.score(rng.random((5, 20)), ["a"] * 5)
-    assert np.isnan(s["c2st_auc"]) and np.isnan(s["recall"]) and np.isfinite(s["energy"])
+    # one held-out cell has no within-sample distance: no energy either
+    assert np.isnan(s["c2st_auc"]) and np.isnan(s["recall"]) and np.isnan(s["energy"])
+    assert np.isfinite(s["gene_mean_abs_log2"])
