@@ -248,7 +248,7 @@ def test_same_seed_same_model_and_outputs_written(images: Path, tmp_path: Path):
     rows = list(csv.DictReader(a["log"].open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
     assert {"loss_d", "loss_g_adv", "loss_rec", "energy", "coverage", "c2st_auc", "val_score", "val_smoothed",
-            "d_accuracy", "d_sign_real", "augment_p", "seconds"} <= set(rows[0])
+            "d_accuracy", "d_auc", "d_sign_real", "augment_p", "seconds"} <= set(rows[0])
     assert a["png"].stat().st_size > 1000
 
 

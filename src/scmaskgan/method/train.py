@@ -52,12 +52,12 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 #: Columns of ``{id}.train_log.csv``: losses, the quality of the validation candidates (each
 #: quality score beside the level of real training cells, ``*_real``), the early-stopping
-#: score and its smoothed value, the discriminator's held-out accuracy, seconds.
+#: score and its smoothed value, the discriminator's held-out accuracy and AUC, seconds.
 LOG_COLUMNS = (
     "epoch", "loss_d", "loss_g_adv", "loss_rec",
     "energy", "energy_real", "energy_gap", "precision", "recall", "recall_real", "coverage", "coverage_real",
     "c2st_auc", "c2st_auc_real", "gene_var_log2", "corr_agreement", "corr_agreement_real",
-    "val_score", "val_smoothed", "d_accuracy", "d_sign_real", "augment_p", "seconds",
+    "val_score", "val_smoothed", "d_accuracy", "d_auc", "d_sign_real", "augment_p", "seconds",
 )
 
 

@@ -102,21 +102,27 @@ class Validator:
     def __call__(
         self, generator: Generator, discriminator: Discriminator, device: torch.device, augment_p: float = 0.0
     ) -> dict[str, Any]:
-        """Quality scores of this epoch's candidates, ``val_score`` and ``d_accuracy``: the
-        discriminator's accuracy at telling held-out real cells from the candidates (0.5 = chance),
-        both thinned as in training (``augment_p`` of their observed genes hidden, fixed draws): the
+        """Quality scores of this epoch's candidates, ``val_score``, ``d_accuracy`` and ``d_auc``: the
+        discriminator's accuracy at telling held-out real cells from the candidates at its own
+        threshold (logit 0; 0.5 = chance) and the ROC AUC of its logits (the same without the
+        threshold: a discriminator that ranks well but calls everything unseen fake scores an
+        accuracy of 0.5 and a high AUC), both thinned as in training (``augment_p`` of their observed genes hidden, fixed draws): the
         task it is trained on. Unthinned cells, which it never sees while ``augment_p`` > 0, would
         measure how it extrapolates instead."""
+        from scmaskgan.method.quality import auc
+
         views = self.candidates(generator, device)
         scores = self.quality.score(views.values, self.cand_labels)
-        real_ok = self._judged(discriminator, self.real_values, self.labels, self.real_depth, device, augment_p) > 0
+        real = self._judged(discriminator, self.real_values, self.labels, self.real_depth, device, augment_p)
         judged = self.judged_candidates
         fake_depth = None if views.depth is None else torch.from_numpy(views.depth[judged])
-        fake_ok = self._judged(
+        fake = self._judged(
             discriminator, torch.from_numpy(views.values[judged]), self.cand_labels[judged], fake_depth, device,
             augment_p,
-        ) < 0
-        scores["d_accuracy"] = 0.5 * (float(real_ok.float().mean()) + float(fake_ok.float().mean()))
+        )
+        scores["d_accuracy"] = 0.5 * (float((real > 0).float().mean()) + float((fake < 0).float().mean()))
+        logits = torch.cat([real, fake]).numpy()
+        scores["d_auc"] = auc(logits, np.arange(len(logits)) < len(real))
         scores["val_score"] = validation_score(scores)
         return scores
 

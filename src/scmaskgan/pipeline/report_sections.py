@@ -127,7 +127,7 @@ def _qc(ctx: ReportContext) -> str:
 
 #: Columns of the training log drawn as the validation curves (beside any ``val*`` column), with the
 #: discriminator's augmentation strength, on the same 0-1 scale.
-_VALIDATION_CURVES = ("c2st_auc", "recall", "coverage", "corr_agreement", "d_accuracy", "augment_p")
+_VALIDATION_CURVES = ("c2st_auc", "recall", "coverage", "corr_agreement", "d_accuracy", "d_auc", "augment_p")
 
 
 def _training_figure(log_df: pd.DataFrame, sid: str) -> Figure:
