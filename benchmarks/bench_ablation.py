@@ -49,7 +49,9 @@ Data sets (``--datasets``): ``pbmc`` (the demo's 700 real PBMCs), ``simulation``
 halves cells, and PREPARE would merge them), and so are genes without a train molecule in
 the fit cells.
 ``--quick`` uses a small run (3 epochs, 5 tuning trials, simulation 600 x 400, Zeisel
-800 cells x its 1,000 highest-mean genes) to finish in a few minutes.
+800 cells x its 1,000 highest-mean genes) to finish in a few minutes; ``--small-data`` the
+same data with the full training and tuning, and ``--zeisel-cells 3005`` every Zeisel cell
+(with its 1,000 highest-mean genes; results in ``results/ablation_zeisel_all_cells.md``).
 
 Example::
 
@@ -103,8 +105,9 @@ DATASETS = ("pbmc", "simulation", "zeisel")
 MIN_LABEL_CELLS = 10
 
 
-def load(name: str, quick: bool, seed: int) -> ad.AnnData:
-    """One benchmark data set: counts in X, ``obs['cell_type']``, the truth in ``layers['truth']`` if known."""
+def load(name: str, quick: bool, seed: int, zeisel_cells: int = ZEISEL_QUICK_CELLS) -> ad.AnnData:
+    """One benchmark data set: counts in X, ``obs['cell_type']``, the truth in ``layers['truth']`` if known
+    (``quick``: the smaller sets, Zeisel with ``zeisel_cells`` random cells)."""
     if name == "pbmc":
         return datasets.pbmc()
     if name == "simulation":
@@ -113,7 +116,7 @@ def load(name: str, quick: bool, seed: int) -> ad.AnnData:
         data = datasets.zeisel()
         if quick:
             rng = np.random.default_rng(seed)
-            cells = np.sort(rng.choice(data.n_obs, ZEISEL_QUICK_CELLS, replace=False))
+            cells = np.sort(rng.choice(data.n_obs, min(zeisel_cells, data.n_obs), replace=False))
             genes = np.sort(np.argsort(-np.asarray(data.X.mean(axis=0)).ravel())[:ZEISEL_QUICK_GENES])
             data = data[cells][:, genes].copy()
         return data
@@ -272,7 +275,7 @@ def reference_rows(bench: Bench, magic: bool) -> None:
 
 def run_dataset(name: str, args: argparse.Namespace) -> list[dict[str, object]]:
     """All rows of one data set."""
-    adata = load(name, args.quick or args.small_data, args.seed)
+    adata = load(name, args.quick or args.small_data, args.seed, args.zeisel_cells)
     bench = Bench.make(name, adata, args.seed, args.fit_on)
     print(f"## {name}: {int(bench.in_a.sum())} cells scored x {bench.train.shape[1]} genes, "
           f"{int(bench.fit_cells.sum())} fit cells", flush=True)
@@ -345,6 +348,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="small GAN, few epochs and trials, smaller data")
     parser.add_argument("--small-data", action="store_true",
                         help="--quick's smaller data sets with the full training and tuning")
+    parser.add_argument("--zeisel-cells", type=int, default=ZEISEL_QUICK_CELLS,
+                        help="Zeisel's cells with --quick or --small-data (3005: all of them, still 1,000 genes)")
     parser.add_argument("--outdir", type=Path, default=Path(__file__).resolve().parent / "results")
     parser.add_argument("--modes", default="zeros,denoise,posterior", help="imputation modes")
     parser.add_argument("--sources", default="a,b,c,d", help="candidate sources, of a,b,c,d")
