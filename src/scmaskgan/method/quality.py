@@ -336,12 +336,14 @@ class QualityReference:
         """PCA scores of cells x genes in the reference's space."""
         return (x - self.mean_) @ self.components_.T
 
-    def _label_scores(self, lab: _Label, fake: np.ndarray, fake_pcs: np.ndarray) -> dict[str, float]:
-        every_pcs = self.project(fake)
-        energy = 2.0 * pairwise_distances(lab.pcs, every_pcs).mean() - lab.within - _within(every_pcs)
+    def _label_scores(
+        self, lab: _Label, fake: np.ndarray, fake_pcs: np.ndarray, balanced: np.ndarray
+    ) -> dict[str, float]:
+        """One label's scores of ``fake`` (cells x genes, PCA scores ``fake_pcs``); k-NN scores on the ``balanced`` rows."""
+        energy = 2.0 * pairwise_distances(lab.pcs, fake_pcs).mean() - lab.within - _within(fake_pcs)
         return {
             "energy": float(energy) if len(lab.pcs) > 1 else float("nan"),
-            **prdc(lab.pcs, fake_pcs, self.k),
+            **prdc(lab.pcs, fake_pcs[balanced], self.k),
             **gene_ratios(lab.genes, fake),
             "corr_agreement": correlation_similarity(lab.corr, _corr(fake[:, self.genes_])),
         }
@@ -367,9 +369,9 @@ class QualityReference:
                 continue
             fake = cells[labels == name]
             ir, jf = _balanced(len(lab.pcs), len(fake), rng)
-            fake_pcs = self.project(fake[jf])
-            per_label[name] = self._label_scores(lab, fake, fake_pcs)
-            pooled.append((name, lab.pcs[ir] - lab.centre, fake_pcs - lab.centre))
+            fake_pcs = self.project(fake)
+            per_label[name] = self._label_scores(lab, fake, fake_pcs, jf)
+            pooled.append((name, lab.pcs[ir] - lab.centre, fake_pcs[jf] - lab.centre))
         if not per_label:
             raise InputError("no cells share a label with the held-out cells")
         tags = np.concatenate([np.full(len(r) + len(f), name) for name, r, f in pooled])

@@ -106,9 +106,9 @@ class Validator:
         discriminator's accuracy at telling held-out real cells from the candidates at its own
         threshold (logit 0; 0.5 = chance) and the ROC AUC of its logits (the same without the
         threshold: a discriminator that ranks well but calls everything unseen fake scores an
-        accuracy of 0.5 and a high AUC), both thinned as in training (``augment_p`` of their observed genes hidden, fixed draws): the
-        task it is trained on. Unthinned cells, which it never sees while ``augment_p`` > 0, would
-        measure how it extrapolates instead."""
+        accuracy of 0.5 and a high AUC). Both sets are thinned as in training (``augment_p`` of
+        their observed genes hidden, fixed draws): the task it is trained on. Unthinned cells,
+        which it never sees while ``augment_p`` > 0, would measure how it extrapolates instead."""
         from scmaskgan.method.quality import auc
 
         views = self.candidates(generator, device)
