@@ -79,6 +79,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import datasets  # noqa: E402
 from harness import machine, machine_markdown, markdown_table  # noqa: E402
+from methods import fit_scmaskgan_with_types  # noqa: E402
 
 from scmaskgan.core.config import ImputeParams  # noqa: E402
 from scmaskgan.io.atomic import write_text_atomic  # noqa: E402
@@ -214,23 +215,11 @@ def _real(bench: Bench, mean_only: bool, k_max: int) -> Candidates:
 
 def _gan(bench: Bench, epochs: int | None, fit: dict[str, object], seed: int) -> Candidates:
     """Sources (b) and (c): candidates of a ScMaskGAN fitted on the fit cells' train molecules."""
-    import scmaskgan
-
     cells = bench.fit_cells
-    data = ad.AnnData(
-        X=sp.csr_matrix(bench.train[cells], dtype=np.float32),
-        obs=pd.DataFrame({"cell_type": bench.names[cells]}, index=[f"c{i}" for i in np.flatnonzero(cells)]),
-        var=pd.DataFrame(index=[f"g{j}" for j in range(bench.train.shape[1])]),
-    )
     params = {**fit, "mode": "denoise"}  # keeps the candidates' expected values, which denoise estimates use
     if epochs is not None:
         params["epochs"] = epochs
-    start = time.perf_counter()
-    model = scmaskgan.ScMaskGAN(seed, label_key="cell_type", **params).fit(data)
-    fit_s = time.perf_counter() - start
-    meta = model.train_record_
-    note = (f"{meta.get('epochs_run')} epochs (best {meta.get('best_epoch')}), "
-            f"{len(model.candidates_)} candidates kept")
+    model, fit_s, note = fit_scmaskgan_with_types(bench.train[cells], bench.names[cells], seed, **params)
     return Candidates(model.candidates_, model.candidate_labels_, list(model.label_names_), model.encoding_,
                       fit_s, note, model.expected_candidates_)
 

@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import datasets  # noqa: E402
 from harness import machine, machine_markdown, markdown_table  # noqa: E402
+from methods import fit_scmaskgan_with_types  # noqa: E402
 
 from scmaskgan.io.demo_data import split_stratified  # noqa: E402
 from scmaskgan.method.encode import fit_encoding, to_unit  # noqa: E402
@@ -92,18 +93,10 @@ def reference_sets(unit: np.ndarray, labels: np.ndarray, per_label: int,
 def gan_candidates(counts: sp.csr_matrix, names: np.ndarray, epochs: int | None, threads: int,
                    seed: int) -> tuple[np.ndarray, np.ndarray, float, str]:
     """Candidates of ScMaskGAN fitted on ``counts`` (labels ``names``): values, label names, seconds, note."""
-    import scmaskgan
-
-    data = ad.AnnData(X=counts, obs=pd.DataFrame({"cell_type": names}, index=[f"c{i}" for i in range(len(names))]),
-                      var=pd.DataFrame(index=[f"g{j}" for j in range(counts.shape[1])]))
     params: dict[str, object] = {"threads": threads, "device": "cpu"}
     if epochs is not None:
         params["epochs"] = epochs
-    start = time.perf_counter()
-    model = scmaskgan.ScMaskGAN(seed, label_key="cell_type", **params).fit(data)
-    seconds = time.perf_counter() - start
-    record = model.train_record_
-    note = f"{record.get('epochs_run')} epochs (best {record.get('best_epoch')}), {len(model.candidates_)} candidates"
+    model, seconds, note = fit_scmaskgan_with_types(counts, names, seed, **params)
     return model.candidates_, np.asarray(model.label_names_)[model.candidate_labels_], seconds, note
 
 
