@@ -48,6 +48,7 @@ bench: bench-deps
 	$(BIN)/python benchmarks/bench_peers.py --outdir benchmarks/results
 	$(BIN)/python benchmarks/bench_ablation.py --outdir benchmarks/results
 	$(BIN)/python benchmarks/bench_quality.py --outdir benchmarks/results
+	$(BIN)/python benchmarks/bench_zeros_bound.py --outdir benchmarks/results
 
 bench-scale: bench-deps
 	$(BIN)/python benchmarks/bench_scale.py --outdir benchmarks/results
