@@ -10,7 +10,8 @@ to 1:
 * on the simulation, the **true expression** (``layers['truth']``, each cell's true means
   rescaled to its train library size): no imputer can know more;
 * on real data, **MAGIC's output** (``benchmarks/methods.py``, run on all cells' train
-  counts): it has the lowest Poisson loss of the peers there.
+  counts): the reference of the Poisson target, so a fill as good as MAGIC's
+  own is what the target asks for.
 
 Each row gives the MCV MSE and Poisson loss and the within-label signal, and whether it
 meets issue 14's three targets for ``zeros`` (MSE below no denoising, Poisson below MAGIC's
