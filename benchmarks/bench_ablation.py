@@ -118,8 +118,7 @@ def load(name: str, quick: bool, seed: int, zeisel_cells: int = ZEISEL_QUICK_CEL
         if quick:
             rng = np.random.default_rng(seed)
             cells = np.sort(rng.choice(data.n_obs, min(zeisel_cells, data.n_obs), replace=False))
-            genes = np.sort(np.argsort(-np.asarray(data.X.mean(axis=0)).ravel())[:ZEISEL_QUICK_GENES])
-            data = data[cells][:, genes].copy()
+            data = datasets.top_mean_genes(data, ZEISEL_QUICK_GENES)[cells].copy()
         return data
     raise ValueError(f"unknown data set {name!r}; choose from {', '.join(DATASETS)}")
 

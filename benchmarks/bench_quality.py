@@ -49,6 +49,7 @@ import datasets  # noqa: E402
 from harness import machine, machine_markdown, markdown_table  # noqa: E402
 from methods import fit_scmaskgan_with_types  # noqa: E402
 
+from scmaskgan.io.atomic import write_text_atomic  # noqa: E402
 from scmaskgan.io.demo_data import split_stratified  # noqa: E402
 from scmaskgan.method.encode import fit_encoding, to_unit  # noqa: E402
 from scmaskgan.method.quality import QualityReference, gap_closed  # noqa: E402
@@ -57,6 +58,8 @@ COLUMNS = ["dataset", "candidates", "energy", "energy_real", "energy_gap", "gap_
            "coverage", "coverage_real", "c2st_auc", "c2st_auc_real", "corr_agreement", "corr_agreement_real",
            "gene_var_log2", "seconds", "note"]
 MIN_LABEL_CELLS = 20
+#: Zeisel's genes of highest mean count that the benchmark keeps.
+ZEISEL_GENES = 1000
 
 
 def load(name: str) -> ad.AnnData:
@@ -64,7 +67,7 @@ def load(name: str) -> ad.AnnData:
     labels of fewer than :data:`MIN_LABEL_CELLS` cells (too few to hold any out) and genes without a count."""
     adata = datasets.pbmc() if name == "pbmc" else datasets.zeisel()
     if name != "pbmc":
-        adata = adata[:, np.sort(np.argsort(-np.asarray(adata.X.mean(axis=0)).ravel())[:1000])]
+        adata = datasets.top_mean_genes(adata, ZEISEL_GENES)
     sizes = adata.obs["cell_type"].value_counts()
     adata = adata[adata.obs["cell_type"].isin(sizes.index[sizes >= MIN_LABEL_CELLS])]
     return adata[:, np.asarray((adata.X > 0).sum(axis=0)).ravel() > 0].copy()
@@ -139,10 +142,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     rows = [row for name in args.datasets.split(",") for row in rows_for(name, args.per_label, args.threads, args.seed)]
     args.outdir.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows, columns=COLUMNS).to_csv(args.outdir / "quality.csv", index=False)
+    write_text_atomic(args.outdir / "quality.csv", pd.DataFrame(rows, columns=COLUMNS).to_csv(index=False))
     text = [f"# Generative quality of candidates\n\n{__doc__.split(chr(10) + chr(10), 1)[1].split('Writes')[0].strip()}\n",
             markdown_table(rows, COLUMNS), "\n## Machine\n", machine_markdown(machine(args.threads))]
-    (args.outdir / "quality.md").write_text("\n".join(text) + "\n")
+    write_text_atomic(args.outdir / "quality.md", "\n".join(text) + "\n")
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ from harness import machine, machine_markdown, markdown_table  # noqa: E402
 from methods import run_magic  # noqa: E402
 
 from scmaskgan.io.atomic import write_text_atomic  # noqa: E402
-from scmaskgan.method.mcv import score, within_label_signal  # noqa: E402
+from scmaskgan.method.mcv import poisson_losses, score, within_label_signal  # noqa: E402
 
 FACTORS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 DATASETS = ("pbmc", "simulation", "zeisel")
@@ -52,8 +52,7 @@ COLUMNS = ["dataset", "fill", "f", "mse", "poisson", "poisson_observed", "poisso
 def poisson_parts(train: np.ndarray, test: np.ndarray, values: np.ndarray) -> tuple[float, float]:
     """The MCV Poisson loss (:func:`scmaskgan.method.mcv.mcv_poisson`) summed over the observed
     and over the zero entries of ``train``, each divided by all entries (they add up to it)."""
-    pred = np.clip(values, 0.0, None) * (test.sum() / train.sum())
-    loss = pred - test * np.log(pred + 1e-6)
+    loss = poisson_losses(train, test, values)
     observed = train > 0
     return float(loss[observed].sum() / loss.size), float(loss[~observed].sum() / loss.size)
 
@@ -103,7 +102,8 @@ def main(argv: list[str] | None = None) -> None:
     for name in dict.fromkeys(str(r["dataset"]) for r in rows):
         parts.append(f"## {name}\n\n" + markdown_table([r for r in rows if r["dataset"] == name], COLUMNS))
     parts += ["## Machine\n\n" + machine_markdown(machine(1)),
-              "Command: `" + " ".join(["python", "benchmarks/bench_zeros_bound.py", *(argv or sys.argv[1:])]) + "`"]
+              "Command: `" + " ".join(["python", "benchmarks/bench_zeros_bound.py",
+                                             *(sys.argv[1:] if argv is None else argv)]) + "`"]
     write_text_atomic(args.outdir / "zeros_bound.md", "\n\n".join(parts) + "\n")
     print(f"wrote {args.outdir / 'zeros_bound.csv'} and {args.outdir / 'zeros_bound.md'}")
 

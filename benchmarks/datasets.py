@@ -143,6 +143,11 @@ def zeisel(cache: Path = CACHE) -> ad.AnnData:
     return adata
 
 
+def top_mean_genes(adata: ad.AnnData, n_genes: int) -> ad.AnnData:
+    """A view of ``adata`` with its ``n_genes`` genes of highest mean count, in their original order."""
+    return adata[:, np.sort(np.argsort(-np.asarray(adata.X.mean(axis=0)).ravel())[:n_genes])]
+
+
 def simulation(n_cells: int = 2000, n_genes: int = 1000, seed: int = 0, **kwargs: object) -> ad.AnnData:
     """:func:`scmaskgan.analysis.simulate.simulate` as an AnnData.
 

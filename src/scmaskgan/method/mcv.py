@@ -56,13 +56,21 @@ def mcv_mse(test: np.ndarray | sp.spmatrix, denoised: np.ndarray | sp.spmatrix) 
     return float(np.mean((lognormalise_nonnegative(test) - lognormalise_nonnegative(denoised)) ** 2))
 
 
+def poisson_losses(
+    train: np.ndarray | sp.spmatrix, test: np.ndarray | sp.spmatrix, denoised: np.ndarray | sp.spmatrix
+) -> np.ndarray:
+    """Every entry's Poisson loss of the denoised output rescaled to the test's total count
+    (cells x genes; :func:`mcv_poisson` is their mean)."""
+    pred = np.clip(dense(denoised), 0.0, None) * (float(test.sum()) / float(train.sum()))
+    t = dense(test)
+    return pred - t * np.log(pred + 1e-6)
+
+
 def mcv_poisson(
     train: np.ndarray | sp.spmatrix, test: np.ndarray | sp.spmatrix, denoised: np.ndarray | sp.spmatrix
 ) -> float:
     """Poisson loss of the denoised output rescaled to the test's total count."""
-    pred = np.clip(dense(denoised), 0.0, None) * (float(test.sum()) / float(train.sum()))
-    t = dense(test)
-    return float(np.mean(pred - t * np.log(pred + 1e-6)))
+    return float(np.mean(poisson_losses(train, test, denoised)))
 
 
 def score(
