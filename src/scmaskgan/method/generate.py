@@ -305,9 +305,9 @@ def write_candidates(
     input's, so the expected values are never in memory whole)."""
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         _write_index(f, labels, label_names, genes, encoding)
-        _create_matrix(f, "candidates", values.shape, compressed=True)[...] = np.asarray(values, dtype=np.float32)
+        _create_matrix(f, "candidates", values.shape)[...] = np.asarray(values, dtype=np.float32)
         if expected is not None:
-            copy = _create_matrix(f, "expected", expected.shape, compressed=False)
+            copy = _create_matrix(f, "expected", expected.shape)
             for start in range(0, expected.shape[0], _READ_BLOCK):
                 copy[start:start + _READ_BLOCK] = expected[start:start + _READ_BLOCK]
         for name, data in (extra or {}).items():
@@ -324,16 +324,16 @@ def _write_index(f: h5py.File, labels: np.ndarray, label_names: list[str], genes
     f.attrs["encoding_json"] = json.dumps(encoding.to_dict())
 
 
-def _create_matrix(f: h5py.File, name: str, shape: tuple[int, ...], compressed: bool) -> h5py.Dataset:
-    """An empty float32 ``(m, n_genes)`` dataset in chunks of 1,024 rows.
+def _create_matrix(f: h5py.File, name: str, shape: tuple[int, ...]) -> h5py.Dataset:
+    """An empty, uncompressed float32 ``(m, n_genes)`` dataset in chunks of 1,024 rows.
 
-    The sampled candidates are mostly dropout zeros: gzip makes them ~8x smaller for little
-    time (``compressed``); the expected values are dense floats, which it shrank by 11 % in
-    9 s (1,000 x 33,514).
+    Candidates files are intermediates that GENERATE writes twice and FILTER and IMPUTE read:
+    gzip (level 1) made the sampled candidates 2.6x smaller but cost ~3 s per write and ~1 s
+    per read of 20,000 x 2,000 values (10 s of the 10,000-cell run), the expected values (dense
+    floats) shrank by 11 % for 9 s per 33 million values.
     """
     chunk = (max(1, min(_READ_BLOCK, shape[0])), shape[1]) if shape[0] else None
-    gzip = {"compression": "gzip", "compression_opts": 1} if compressed and shape[0] else {}
-    return f.create_dataset(name, shape=shape, dtype=np.float32, chunks=chunk, **gzip)
+    return f.create_dataset(name, shape=shape, dtype=np.float32, chunks=chunk)
 
 
 #: Rows of a candidates dataset read or copied at once (the file's chunks are 1,024 rows).
@@ -430,8 +430,8 @@ def generate_candidates(model_pt: Path, images_h5: Path, out_path: Path, params:
         with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as f:
             _write_index(f, labels, label_names, list(store.genes), model.encoding)
             shape = (len(labels), model.encoding.n_genes)
-            sampled = _create_matrix(f, "candidates", shape, compressed=True)
-            expected = _create_matrix(f, "expected", shape, compressed=False) if with_expected else None
+            sampled = _create_matrix(f, "candidates", shape)
+            expected = _create_matrix(f, "expected", shape) if with_expected else None
             depth = f.create_dataset("depth", shape=(len(labels),), dtype=np.float32) if model.config.depth_input else None
             for label, rows in _label_rows(per_label):
                 views = sample(labels[rows], seed=_label_seed(params.seed, label))
