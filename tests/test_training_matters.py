@@ -1,11 +1,12 @@
 """Training must matter: a trained generator reproduces variation inside a label that the initialised one lacks.
 
-The simulation's labels hide two sub-states each (``scmaskgan.analysis.simulate``). The
-initialised generator produces each label's mean profile with independent dropouts, so
-its candidates barely spread along the axis between the two sub-states; a generator
-that learned the data spreads them as far as real cells do. Skipping training, or making
-the adversarial game inert (a discriminator that cannot learn, a generator whose
-whole-cell path is frozen), fails this test.
+The simulation's labels hide two sub-states each (``scmaskgan.analysis.simulate``). Without
+its data-initialised factor loadings (``factor_rank=0``), the initialised generator produces
+each label's mean profile with independent dropouts, so its candidates barely spread along
+the axis between the two sub-states; a generator that learned the data spreads them as far
+as real cells do. Skipping training, or making the adversarial game inert (a discriminator
+that cannot learn, a generator whose whole-cell path is frozen), fails this test. With the
+factor loadings (the default) the generator starts spread along that axis, from the data.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from scmaskgan.method.train_data import read_cells
 from scmaskgan.pipeline import steps
 
 SMALL = {"base_channels": 8, "batch_size": 32, "cells_per_epoch": 512, "device": "cpu", "threads": 1,
-         "val_fraction": 0.0, "seed": 0}
+         "val_fraction": 0.0, "seed": 0, "factor_rank": 0}
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +58,9 @@ def substate_spread(candidates: np.ndarray, candidate_labels: np.ndarray, real: 
     return np.array(ratios)
 
 
-def candidates_after(images: Path, folder: Path, epochs: int) -> tuple[np.ndarray, np.ndarray]:
+def candidates_after(images: Path, folder: Path, epochs: int, **extra: int) -> tuple[np.ndarray, np.ndarray]:
     folder.mkdir()
-    params = TrainParams(epochs=epochs, min_epochs=epochs, **SMALL)
+    params = TrainParams(epochs=epochs, min_epochs=epochs, **{**SMALL, **extra})
     model = steps.train(images, folder, "s", params)["model"]
     gen = GenerateParams(min_candidates=300, max_candidates=300, device="cpu")
     cand = read_candidates(steps.generate(model, images, folder, "s", gen)["candidates"])
@@ -73,3 +74,9 @@ def test_trained_candidates_spread_over_the_hidden_substates_the_initial_ones_mi
     assert np.all(initial < 0.5)  # the initialised generator: each label's profile, little spread
     assert np.all(trained > initial + 0.35), (initial, trained)
     assert np.all(trained < 2.0)  # not noise either
+
+
+def test_factor_loadings_start_the_generator_spread_over_the_hidden_substates(substates, tmp_path: Path):
+    images, real, labels, substate = substates
+    initial = substate_spread(*candidates_after(images, tmp_path / "e0", 0, factor_rank=16), real, labels, substate)
+    assert np.all((initial > 0.7) & (initial < 1.4)), initial  # as far as real cells, from the data alone

@@ -178,6 +178,13 @@ class TrainParams(_Validated):
         ge=1,
     )
     latent_dim: int | None = _p(None, "Noise dimension; the image side N when unset (as in the paper).", ge=1)
+    factor_rank: int = _p(
+        16,
+        "Most factors per label of the generator's data-initialised factor loadings: its first latent "
+        "coordinates start driving each label's significant within-label principal components (above the "
+        "Marchenko-Pastur edge, so independent genes get none), then train (docs/method.md); 0 disables. "
+        "At most latent_dim.", ge=0,
+    )
     patience: int = _p(
         6, "Early stopping: epochs without improvement of the smoothed held-out candidate quality.", ge=1,
     )

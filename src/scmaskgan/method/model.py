@@ -74,6 +74,10 @@ class ModelConfig:
     depth_input
         Both networks are given each cell's log depth (:mod:`scmaskgan.method.depth`); TRAIN
         turns it on for count input (model files written before it existed have it off).
+    factor_rank
+        Width of the generator's per-label factor loadings, driven by the first ``factor_rank``
+        latent coordinates (:mod:`scmaskgan.method.factors`; at most ``latent_dim``; 0: none,
+        as in model files written before they existed).
     """
 
     side: int
@@ -87,12 +91,15 @@ class ModelConfig:
     inpaint: bool = False
     level_noise: bool = True
     depth_input: bool = False
+    factor_rank: int = 0
 
     def __post_init__(self) -> None:
         if self.side < 1 or self.n_labels < 1 or self.latent_dim < 1:
             raise InputError(
                 f"model needs side, n_labels and latent_dim >= 1 (got {self.side}, {self.n_labels}, {self.latent_dim})"
             )
+        if not 0 <= self.factor_rank <= self.latent_dim:
+            raise InputError(f"factor_rank={self.factor_rank} must be between 0 and latent_dim={self.latent_dim}")
         if self.base_channels < 4:
             raise InputError(f"base_channels={self.base_channels} must be at least 4")
 
@@ -296,9 +303,13 @@ class Generator(nn.Module):
       no spatial neighbours, so co-expression programmes that span the whole cell are
       much easier to express as gene loadings than through 3x3 convolutions.
 
-    :meth:`init_label_bias` starts the bias at the training cells' label statistics and
-    both paths start near zero, so the network learns the variation around them. The
-    per-entry level noise of a sampled cell is :meth:`level_spread`; :func:`observe` draws it.
+    A third, linear path adds per-label *factor loadings* times the first ``factor_rank``
+    latent coordinates to both logits (:mod:`scmaskgan.method.factors`).
+
+    :meth:`init_label_bias` starts the bias at the training cells' label statistics,
+    :meth:`init_factors` the loadings at what the label's cells share, and the other paths
+    start near zero, so the network learns the variation around them. The per-entry level
+    noise of a sampled cell is :meth:`level_spread`; :func:`observe` draws it.
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -332,6 +343,8 @@ class Generator(nn.Module):
         nn.init.normal_(loadings.weight, std=1e-3)
         nn.init.zeros_(loadings.bias)
         self.label_bias = nn.Parameter(torch.zeros(cfg.n_labels, 2, s, s))
+        # (level, detection) loadings of each label on the first factor_rank latent coordinates
+        self.factors = nn.Parameter(torch.zeros(cfg.n_labels, cfg.factor_rank, 2, s, s)) if cfg.factor_rank else None
         self.log_spread: torch.Tensor | None
         # a buffer, not a parameter: the level noise is measured from the data (init_label_bias), not learned
         self.register_buffer("log_spread", torch.full((cfg.n_labels, s, s), -30.0) if cfg.level_noise else None)
@@ -379,6 +392,10 @@ class Generator(nn.Module):
         assert isinstance(first, nn.Conv2d)
         out = (F.pixel_shuffle(rest(conv_with_labels(first, h, self.label_map(onehot))), 2) + bias)[:, :, :n, :n]
         out = out + self.whole(inputs).view(-1, 2, n, n)
+        if self.factors is not None:  # z_r (x) onehot picks each cell's label's loadings (exact for one-hot rows)
+            r = self.cfg.factor_rank
+            coef = (onehot[:, :, None] * z[:, None, :r]).flatten(1)
+            out = out + (coef @ self.factors[..., :n, :n].reshape(-1, 2 * n * n)).view(-1, 2, n, n)
         return torch.sigmoid(out[:, 0]), out[:, 1]
 
     def level_spread(self, onehot: torch.Tensor) -> torch.Tensor:
@@ -409,6 +426,27 @@ class Generator(nn.Module):
         self.label_bias[:, 1, :n, :n] = torch.logit(detection)
         if self.log_spread is not None and spread is not None:
             self.log_spread[:, :n, :n] = torch.log(spread)
+
+
+    @torch.no_grad()
+    def init_factors(self, level: torch.Tensor, detection: torch.Tensor) -> None:
+        """Start the factor loadings at ``level`` and ``detection`` (``(L, r, N, N)``, ``r <= factor_rank``;
+        :func:`~scmaskgan.method.factors.label_factors`), after :meth:`init_label_bias`.
+
+        The level noise gives up the variance the level loadings explain: its SD becomes
+        ``sqrt(spread^2 - sum of squared loadings)``, at least half the spread, so that each
+        gene's detected values keep about their measured spread.
+        """
+        if self.factors is None:
+            raise ValueError("this generator has no factor loadings (factor_rank=0)")
+        n, r = self.cfg.side, level.shape[1]
+        self.factors.zero_()
+        self.factors[:, :r, 0, :n, :n] = level[..., :n, :n]
+        self.factors[:, :r, 1, :n, :n] = detection[..., :n, :n]
+        if self.log_spread is not None:
+            spread = torch.exp(self.log_spread[:, :n, :n])
+            explained = (level[..., :n, :n] ** 2).sum(1)
+            self.log_spread[:, :n, :n] = 0.5 * torch.log((spread**2 - explained).clamp_min((0.5 * spread) ** 2))
 
 
 def _depth_column(depth: torch.Tensor | None, centre_sd: torch.Tensor) -> torch.Tensor:

@@ -35,6 +35,7 @@ from scmaskgan.method.checkpoint import (
     save_model,
 )
 from scmaskgan.method.device import select_device, set_threads
+from scmaskgan.method.factors import label_factors
 from scmaskgan.method.images_h5 import ImageStore
 from scmaskgan.method.model import count_parameters, pixel_scaled
 from scmaskgan.method.train_data import TrainingCells, label_stats, read_cells, split_validation
@@ -104,8 +105,9 @@ def fit(
             raise StepError(f"{images_h5}: {len(cells)} training cell(s) after the validation split; need 2 or more")
         cfg = model_config(params, enc, len(label_names))
         stats = label_stats(cells, cfg.n_labels, enc.side)
+        factors = label_factors(cells, cfg.n_labels, cfg.factor_rank, params.seed) if cfg.factor_rank else None
         torch.manual_seed(params.seed)
-        trainer = GanTrainer(cfg, params, enc.n_genes, stats, device)
+        trainer = GanTrainer(cfg, params, enc.n_genes, stats, device, factors)
         validator = None
         if val_mask.any():
             pool = cells.cells if cfg.inpaint and cells.cells is not None else None
@@ -118,6 +120,8 @@ def fit(
             state.initial = _overall(validator(trainer.generator, trainer.discriminator, trainer.device, trainer.augment_p))
         _run_epochs(trainer, cells, validator, state, paths, sample_id, params, progress)
     meta = _train_meta(params, state, trainer, len(cells), int(val_mask.sum()))
+    if factors is not None:
+        meta["factor_ranks"] = dict(zip(label_names, factors.ranks, strict=True))
     rows: list[dict[str, Any]] = []
     if validator is not None:
         trainer.generator.load_state_dict(state.best.weights["generator"])

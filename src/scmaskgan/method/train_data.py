@@ -131,6 +131,12 @@ class TrainingCells:
     def __len__(self) -> int:
         return len(self.index)
 
+    def subset(self, rows: np.ndarray) -> CellTensors:
+        """The training cells at positions ``rows`` (sorted) as float32 tensors, from memory or the file."""
+        if self.cells is not None:
+            return self.cells.subset(torch.from_numpy(rows)).as_float()
+        return read_cells(self.store, self.index[rows])
+
     def blocks(self, gen: torch.Generator | None = None) -> Iterator[CellTensors]:
         """All training cells in blocks (one block when in memory); random block order with ``gen``."""
         if self.cells is not None:

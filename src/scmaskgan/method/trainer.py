@@ -20,6 +20,7 @@ from scmaskgan.core.config import TrainParams
 from scmaskgan.errors import StepError
 from scmaskgan.method.device import adam, amp_enabled, autocast, grad_scaler
 from scmaskgan.method.encode import Encoding
+from scmaskgan.method.factors import LabelFactors
 from scmaskgan.method.losses import (
     bce,
     inpaint_loss,
@@ -40,13 +41,15 @@ MAX_AUGMENT = 0.8
 
 def model_config(params: TrainParams, encoding: Encoding, n_labels: int) -> ModelConfig:
     """The network shapes for a sample and the training parameters."""
+    latent = params.latent_dim or encoding.side
     return ModelConfig(
         side=encoding.side,
         n_labels=n_labels,
-        latent_dim=params.latent_dim or encoding.side,
+        latent_dim=latent,
         base_channels=params.base_channels,
         inpaint=params.rec_loss == "inpaint",
         depth_input=encoding.input_scale == "counts",  # log-normalised input has no library sizes
+        factor_rank=min(params.factor_rank, latent),
     )
 
 
@@ -75,6 +78,9 @@ class GanTrainer:
         bias and the targets of ``rec_loss='moments'``.
     device
         Where to compute.
+    factors
+        The labels' factor loadings (:func:`~scmaskgan.method.factors.label_factors`), for a
+        generator with ``factor_rank`` > 0.
     """
 
     def __init__(
@@ -84,10 +90,13 @@ class GanTrainer:
         n_genes: int,
         stats: LabelStats,
         device: torch.device,
+        factors: LabelFactors | None = None,
     ) -> None:
         self.cfg, self.params, self.device = cfg, params, device
         self.generator = Generator(cfg)
         self.generator.init_label_bias(*stats.initial_profiles())
+        if factors is not None:
+            self.generator.init_factors(factors.level, factors.detection)
         self.discriminator = Discriminator(cfg)
         self.discriminator.set_genes(n_genes, *stats.gene_moments())
         for net in (self.generator, self.discriminator):
