@@ -97,7 +97,9 @@ def loadings(values: np.ndarray, masks: np.ndarray, scores: np.ndarray) -> tuple
     return level, detection
 
 
-def label_factors(cells: TrainingCells, n_labels: int, max_rank: int, seed: int) -> LabelFactors:
+def label_factors(
+    cells: TrainingCells, n_labels: int, max_rank: int, seed: int, depth_input: bool = True
+) -> LabelFactors:
     """Factor loadings of every label from its training cells (at most :data:`FACTOR_CELLS` each).
 
     Parameters
@@ -111,6 +113,10 @@ def label_factors(cells: TrainingCells, n_labels: int, max_rank: int, seed: int)
         Most factors per label (the width of the loadings).
     seed
         Seeds the subset of cells of large labels.
+    depth_input
+        The generator is given each cell's depth (count input), so the depth is regressed out
+        before the components are sought; a generator without it (log-normalised input) has to
+        produce what depth explains itself.
     """
     store = cells.store
     side, n_genes = store.encoding.side, store.encoding.n_genes
@@ -129,7 +135,7 @@ def label_factors(cells: TrainingCells, n_labels: int, max_rank: int, seed: int)
         part = cells.subset(rows)
         values = part.values.reshape(len(part), -1)[:, :n_genes].numpy()
         masks = part.masks.reshape(len(part), -1)[:, :n_genes].numpy()
-        scores = significant_scores(values, max_rank, part.depth.numpy())
+        scores = significant_scores(values, max_rank, part.depth.numpy() if depth_input else None)
         ranks.append(scores.shape[1])
         if scores.shape[1] == 0:
             continue

@@ -105,7 +105,7 @@ def fit(
             raise StepError(f"{images_h5}: {len(cells)} training cell(s) after the validation split; need 2 or more")
         cfg = model_config(params, enc, len(label_names))
         stats = label_stats(cells, cfg.n_labels, enc.side)
-        factors = label_factors(cells, cfg.n_labels, cfg.factor_rank, params.seed) if cfg.factor_rank else None
+        factors = label_factors(cells, cfg.n_labels, cfg.factor_rank, params.seed, cfg.depth_input) if cfg.factor_rank else None
         torch.manual_seed(params.seed)
         trainer = GanTrainer(cfg, params, enc.n_genes, stats, device, factors)
         validator = None
