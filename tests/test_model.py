@@ -21,12 +21,13 @@ from scmaskgan.method.model import (
 @pytest.mark.parametrize("inpaint", [False, True])
 def test_no_convolution_runs_at_full_resolution(inpaint: bool):
     """Convolutions with a few channels over the N x N map were most of a CPU training step
-    (docs/method.md, "Speed and memory"); both networks compute at most at half the working side."""
+    (docs/method.md, "Speed and memory"); the generator computes at most at half the working
+    side, the discriminator at a quarter."""
     cfg = ModelConfig(side=28, n_labels=3, latent_dim=28, base_channels=8, inpaint=inpaint)
     gen, disc = Generator(cfg), Discriminator(cfg)
-    sides: list[int] = []
-    hooks = [m.register_forward_hook(lambda _m, _args, out: sides.append(out.shape[-1]))
-             for net in (gen, disc) for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    sides: dict[str, list[int]] = {"gen": [], "disc": []}
+    hooks = [m.register_forward_hook(lambda _m, _args, out, name=name: sides[name].append(out.shape[-1]))
+             for name, net in (("gen", gen), ("disc", disc)) for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
     onehot = torch.eye(3)[[0, 1, 2, 0]]
     cond = (torch.rand(4, 28, 28), torch.ones(4, 28, 28)) if inpaint else None
     level, _ = gen(torch.randn(4, 28), onehot, cond)
@@ -34,7 +35,8 @@ def test_no_convolution_runs_at_full_resolution(inpaint: bool):
     disc(level, torch.ones_like(level), onehot)
     for hook in hooks:
         hook.remove()
-    assert sides and max(sides) <= cfg.work_side // 2
+    assert sides["gen"] and max(sides["gen"]) <= cfg.work_side // 2
+    assert sides["disc"] and max(sides["disc"]) <= cfg.work_side // 4
 
 
 @pytest.mark.parametrize("side", [5, 13, 28, 30])
@@ -64,12 +66,12 @@ def test_inpainting_generator_requires_its_condition():
 def test_discriminator_pools_only_patches_that_hold_genes():
     cfg = ModelConfig(side=10, n_labels=2, latent_dim=10, base_channels=8)
     disc = Discriminator(cfg)
-    disc.set_genes(21)  # genes fill rows 0-1 and one pixel of row 2
+    disc.set_genes(41)  # genes fill rows 0-3 and one pixel of row 4 (of a 12 x 12 working side)
     weights = disc.patches
-    assert weights.shape == (6, 6)
-    assert weights[0].tolist() == [1, 1, 1, 1, 1, 0]
-    assert weights[1].tolist() == [1, 0, 0, 0, 0, 0]
-    assert float(weights[2:].sum()) == 0
+    assert weights.shape == (3, 3)  # one patch per 4 x 4 pixels
+    assert weights[0].tolist() == [1, 1, 1]
+    assert weights[1].tolist() == [1, 0, 0]
+    assert float(weights[2].sum()) == 0
 
 
 def test_discriminator_sees_the_whole_cell_each_cell_on_its_own():

@@ -4,9 +4,10 @@ Pure torch modules (no data handling, no IO). Images are ``(B, N, N)`` for any s
 internally the networks work on a side ``S = 4 * ceil(N / 4)`` and crop or pad at
 their boundaries, so N need not be a multiple of 4. Their convolutions run at most at
 half that side: the generator's last convolution gives four sub-pixels per position
-(``pixel_shuffle``) and the discriminator's first one sees 2 x 2 pixels per position
-(``pixel_unshuffle``). Convolutions with a few channels over all N x N pixels had been most
-of a training step on CPU, and the pixels are unrelated genes, so no spatial detail is lost.
+(``pixel_shuffle``) and the discriminator's first one sees 4 x 4 pixels per position
+(``pixel_unshuffle``), so it computes at a quarter of the side. Convolutions with a few
+channels over many pixels had been most of a training step on CPU, and the pixels are
+unrelated genes, so no spatial detail is lost.
 
 The generator describes a cell by two maps: the *level* (sigmoid, the encoded value a
 gene has when it is detected) and the *detection* logit (the probability that the gene
@@ -540,8 +541,8 @@ class Discriminator(nn.Module):
     Two paths, as in the paper (a linear pre-layer and a fully connected head beside the
     convolutions):
 
-    * convolutional: space-to-depth (each 2 x 2 pixels as 8 channels: values and mask) +
-      Conv 3x3 (the paper's Conv + max-pool, one position per 2 x 2 pixels, without a
+    * convolutional: space-to-depth (each 4 x 4 pixels as 32 channels: values and mask) +
+      Conv 3x3 (the paper's Conv + max-pool, one position per 4 x 4 pixels, without a
       convolution at full resolution) + residual block -> Conv 3x3 -> self-attention
       -> concatenation with the spatial label map -> Conv 3x3, averaged over the patches
       that hold genes;
@@ -559,13 +560,13 @@ class Discriminator(nn.Module):
         super().__init__()
         self.cfg = cfg
         c1, c2 = max(cfg.base_channels // 2, 4), max(cfg.base_channels // 4, 4)
-        half = cfg.work_side // 2
+        quarter = cfg.base_side  # work_side // 4
         self.stem = nn.Sequential(
-            nn.PixelUnshuffle(2), spectral_norm(nn.Conv2d(8, c1, 3, padding=1)), nn.LeakyReLU(0.2), _Residual(c1),
+            nn.PixelUnshuffle(4), spectral_norm(nn.Conv2d(32, c1, 3, padding=1)), nn.LeakyReLU(0.2), _Residual(c1),
             spectral_norm(nn.Conv2d(c1, c2, 3, padding=1)), nn.LeakyReLU(0.2),
         )
         self.attention = SelfAttention(c2, cfg.attn_side)
-        self.label_map = LabelMap(cfg.n_labels, cfg.label_channels, cfg.base_side, half)
+        self.label_map = LabelMap(cfg.n_labels, cfg.label_channels, cfg.base_side, quarter)
         self.conv_head = nn.Sequential(
             spectral_norm(nn.Conv2d(c2 + cfg.label_channels, c2, 3, padding=1)), nn.LeakyReLU(0.2),
         )
@@ -580,7 +581,7 @@ class Discriminator(nn.Module):
         self.patches: torch.Tensor
         self.centre: torch.Tensor
         self.spread: torch.Tensor
-        self.register_buffer("patches", torch.ones(half, half), persistent=False)
+        self.register_buffer("patches", torch.ones(quarter, quarter), persistent=False)
         self.register_buffer("centre", torch.zeros(cfg.side * cfg.side))
         self.register_buffer("spread", torch.ones(cfg.side * cfg.side))
         self.depth_moments: torch.Tensor
@@ -595,7 +596,7 @@ class Discriminator(nn.Module):
         expressed genes start on an equal footing.
         """
         genes = gene_mask(self.cfg.side, n_genes, self.patches.device)
-        self.patches = F.max_pool2d(_pad_to(genes[None, None], self.cfg.work_side), 2)[0, 0]
+        self.patches = F.max_pool2d(_pad_to(genes[None, None], self.cfg.work_side), 4)[0, 0]
         if centre is not None and spread is not None:
             flat = genes.flatten()
             self.centre = centre.flatten().to(self.centre) * flat
