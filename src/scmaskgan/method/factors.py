@@ -10,8 +10,8 @@ and the independent noise, set at each gene's whole spread, stood in for it.
 :func:`label_factors` measures that shared variation on the training cells, label by label,
 as a factor model in the generator's own terms:
 
-* the label's significant principal components of its standardised encoded cells (each cell's
-  depth regressed out: the generator is given it): those whose variance exceeds the
+* the label's significant principal components of its standardised encoded cells (for count
+  input each cell's depth regressed out: the generator is given it): those whose variance exceeds the
   Marchenko-Pastur edge ``(1 + sqrt(genes / cells))^2``, the largest a component of independent
   genes reaches by chance (so a label of independent genes gets none and its candidates no
   invented correlations);
