@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.special import logit
 from sklearn.utils.extmath import randomized_svd
 
 from scmaskgan.method.train_data import TrainingCells
@@ -85,7 +86,7 @@ def loadings(values: np.ndarray, masks: np.ndarray, scores: np.ndarray) -> tuple
     ``values`` and ``masks`` are ``(cells, genes)``, values encoded in (0, 1) where observed.
     """
     r = scores.shape[1]
-    y = np.log(np.clip(values, _LOGIT_CLIP, 1 - _LOGIT_CLIP)) - np.log1p(-np.clip(values, _LOGIT_CLIP, 1 - _LOGIT_CLIP))
+    y = logit(np.clip(values, _LOGIT_CLIP, 1 - _LOGIT_CLIP))
     mean = (y * masks).sum(0) / np.maximum(masks.sum(0), 1.0)
     outer = (scores[:, :, None] * scores[:, None, :]).reshape(len(scores), r * r)
     normal = (masks.T @ outer).reshape(-1, r, r) + RIDGE * np.eye(r)[None]
@@ -93,7 +94,8 @@ def loadings(values: np.ndarray, masks: np.ndarray, scores: np.ndarray) -> tuple
     level = np.linalg.solve(normal, target[..., None])[..., 0].T
     p = masks.mean(0)
     slope = scores.T @ (masks - p) / len(masks)
-    detection = slope / (np.clip(p, *_P_CLIP) * (1 - np.clip(p, *_P_CLIP)))
+    clipped = np.clip(p, *_P_CLIP)
+    detection = slope / (clipped * (1 - clipped))
     return level, detection
 
 

@@ -428,7 +428,6 @@ class Generator(nn.Module):
         if self.log_spread is not None and spread is not None:
             self.log_spread[:, :n, :n] = torch.log(spread)
 
-
     @torch.no_grad()
     def init_factors(self, level: torch.Tensor, detection: torch.Tensor) -> None:
         """Start the factor loadings at ``level`` and ``detection`` (``(L, r, N, N)``, ``r <= factor_rank``;
