@@ -3,8 +3,8 @@
 Every count is split binomially (``scmaskgan.method.mcv.split_counts``, p_train = 0.9, seed 0):
 methods see the train part only. The cells are split in two halves, stratified by label
 (seeded): half A is imputed and scored, half B provides the candidates. IMPUTE
-(``scmaskgan.method.imputation.impute_matrix``, k and theta tuned as shipped) runs on A in both
-modes (``zeros``, ``denoise``) with four sources of candidates:
+(``scmaskgan.method.imputation.impute_matrix``, k and theta tuned as shipped) runs on A in every
+mode (``zeros``, ``denoise``, ``posterior``) with these sources of candidates:
 
 * **(a) label mean**: each label's mean encoded B cell (``scmaskgan.method.encode.to_unit``),
   repeated ``k_max`` times: no generator at all;
@@ -13,7 +13,19 @@ modes (``zeros``, ``denoise``) with four sources of candidates:
   (data-initialised label bias included), fitted in denoise mode so that the candidates'
   expected values are kept (denoise estimates from them; zeros mode ignores them);
 * **(c) trained GAN**: the same with the training epochs (defaults, or ``--quick``'s);
-* **(d) real cells**: B's own encoded cells, the ceiling of a perfect generator of B.
+* **(d) real cells**: B's own encoded cells, what a generator that copies real cells gives
+  (with their sampling noise: no ceiling for the denoise modes, which estimate from expected values);
+* **(e) true means** (simulation only): B's true expected expression, encoded, as candidates and as
+  their expected values: what a perfect generator of B's biological states gives, the ceiling.
+
+On the simulation, every GAN source also gets a row of where its candidates' expected values vary
+(``structure`` table, :func:`structure_row`), in the variance-stabilised scale ``sqrt`` of the
+normalised expression (where counting noise has the same variance at every level, so that
+genes too low to be measured do not dominate): per label, their variance along the two leading
+principal components of B's true means (the hidden sub-states and trajectory) as a share of the
+truth's variance there (``along_truth``; 1 = the hidden structure reproduced at its size), and their
+variance outside that plane as a share of the truth's total variance (``off_truth``; variation
+that no real state has), each the mean over the labels.
 
 ``--gan-seeds 0,1,2`` fits (b) and (c) once per seed on the same split and adds a table of
 each score's mean and range over the seeds: GAN training is chaotic, and even a change that
@@ -92,6 +104,8 @@ P_TRAIN = 0.9
 SEED_TAG = ", seed "
 #: Scores summarised over GAN seeds.
 SUMMARY_SCORES = ["mse", "poisson", "within_signal", "truth_mse", "truth_signal"]
+#: Columns of the ``structure`` rows (:func:`structure_row`).
+STRUCTURE_SCORES = ["along_truth", "off_truth"]
 COLUMNS = ["dataset", "source", "mode", "mse", "poisson", "within_signal", "truth_mse", "truth_signal", "k",
            "theta_sigma", "fit_s", "impute_s", "seconds", "note"]
 #: Settings of ``--quick``: GAN and tuning.
@@ -145,6 +159,7 @@ class Bench:
     fit_cells: np.ndarray
     truth: np.ndarray | None
     rows: list[dict[str, object]] = field(default_factory=list)
+    structure: list[dict[str, object]] = field(default_factory=list)
 
     @classmethod
     def make(cls, name: str, adata: ad.AnnData, seed: int, fit_on: str) -> Bench:
@@ -212,6 +227,48 @@ def _real(bench: Bench, mean_only: bool, k_max: int) -> Candidates:
     return Candidates(unit.astype(np.float32), labels, label_names, enc, time.perf_counter() - start)
 
 
+def _truth(bench: Bench) -> Candidates:
+    """Source (e): B's true expected expression, encoded with the fit cells' encoding, as candidates and as
+    their expected values (the simulation only)."""
+    assert bench.truth is not None
+    enc = fit_encoding(bench.train[bench.fit_cells])
+    b = ~bench.in_a
+    unit = to_unit(bench.truth[b], enc)[0].astype(np.float32)
+    label_names = sorted(set(bench.names))
+    return Candidates(unit, bench.codes(label_names, b), label_names, enc, 0.0, expected=unit)
+
+
+#: Leading principal components of a label's true means that span its hidden structure (two sub-states
+#: and a trajectory: two directions, see ``scmaskgan.analysis.simulate``).
+TRUTH_PCS = 2
+
+
+def structure_row(bench: Bench, source: str, cand: Candidates) -> dict[str, object]:
+    """Where a source's expected values vary against B's true means, label by label (module docstring):
+    ``along_truth`` and ``off_truth``, means over the labels."""
+    assert bench.truth is not None and cand.expected is not None
+    b = ~bench.in_a
+    scale = cand.encoding.scale
+
+    def stabilised(unit: np.ndarray) -> np.ndarray:
+        return np.sqrt(np.expm1(unit.astype(np.float64) * scale))
+
+    truth = stabilised(to_unit(bench.truth[b], cand.encoding)[0])
+    truth_labels = bench.codes(cand.label_names, b)
+    along, off = [], []
+    for label in np.unique(truth_labels):
+        t = truth[truth_labels == label]
+        centre = t.mean(axis=0)
+        plane = np.linalg.svd(t - centre, full_matrices=False)[2][:TRUTH_PCS]
+        e = stabilised(cand.expected[cand.labels == label])
+        e -= e.mean(axis=0)
+        inside = ((e @ plane.T) ** 2).mean(axis=0).sum()
+        along.append(inside / (((t - centre) @ plane.T) ** 2).mean(axis=0).sum())
+        off.append(((e**2).mean(axis=0).sum() - inside) / ((t - centre) ** 2).mean(axis=0).sum())
+    return {"dataset": bench.name, "source": source, "along_truth": float(np.mean(along)),
+            "off_truth": float(np.mean(off))}
+
+
 def _gan(bench: Bench, epochs: int | None, fit: dict[str, object], seed: int) -> Candidates:
     """Sources (b) and (c): candidates of a ScMaskGAN fitted on the fit cells' train molecules."""
     cells = bench.fit_cells
@@ -230,6 +287,8 @@ def ablation_rows(bench: Bench, sources: dict[str, Callable[[], Candidates]], mo
     for source, make in sources.items():
         cand = make()
         labels = bench.codes(cand.label_names, a)
+        if bench.truth is not None and cand.expected is not None:
+            bench.structure.append(structure_row(bench, source, cand))
         for mode in modes:
             params = dataclasses.replace(impute, mode=mode)
             start = time.perf_counter()
@@ -261,8 +320,8 @@ def reference_rows(bench: Bench, magic: bool) -> None:
         bench.add("truth (true means)", "–", bench.truth[a])
 
 
-def run_dataset(name: str, args: argparse.Namespace) -> list[dict[str, object]]:
-    """All rows of one data set."""
+def run_dataset(name: str, args: argparse.Namespace) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+    """All score rows of one data set, and its ``structure`` rows (the simulation's)."""
     adata = load(name, args.quick or args.small_data, args.seed, args.zeisel_cells)
     bench = Bench.make(name, adata, args.seed, args.fit_on)
     print(f"## {name}: {int(bench.in_a.sum())} cells scored x {bench.train.shape[1]} genes, "
@@ -278,11 +337,13 @@ def run_dataset(name: str, args: argparse.Namespace) -> list[dict[str, object]]:
             label = name if len(seeds) == 1 else f"{name}{SEED_TAG}{seed}"
             sources[label] = lambda epochs=epochs, seed=seed: _gan(bench, epochs, fit, seed)
     sources["(d) real cells (B)"] = lambda: _real(bench, False, impute.k_max)
+    if bench.truth is not None:
+        sources["(e) true means (B)"] = lambda: _truth(bench)
     chosen = {name: make for name, make in sources.items() if name[1] in args.sources.split(",")}
     ablation_rows(bench, chosen, args.modes.split(","), impute)
     for row in bench.rows:
         row.update(n_scored=int(bench.in_a.sum()), n_genes=bench.train.shape[1])
-    return bench.rows
+    return bench.rows, bench.structure
 
 
 def _magic_installed() -> bool:
@@ -293,17 +354,18 @@ def _magic_installed() -> bool:
     return True
 
 
-def seed_summary(rows: list[dict[str, object]]) -> list[dict[str, object]]:
-    """Rows of the GAN sources fitted with several seeds (``--gan-seeds``): per data set, source
-    and mode, each score's mean over the seeds and its range (``min–max``)."""
+def seed_summary(rows: list[dict[str, object]], scores: list[str] = SUMMARY_SCORES,
+                 keys: tuple[str, ...] = ("dataset", "source", "mode")) -> list[dict[str, object]]:
+    """Rows of the GAN sources fitted with several seeds (``--gan-seeds``): per ``keys`` (data set, source
+    and mode), each of ``scores``' mean over the seeds and its range (``min–max``)."""
     table = pd.DataFrame([r for r in rows if SEED_TAG in str(r["source"])])
     if table.empty:
         return []
     table["source"] = table["source"].str.split(SEED_TAG).str[0]
     out = []
-    for (dataset, source, mode), group in table.groupby(["dataset", "source", "mode"], sort=False):
-        row: dict[str, object] = {"dataset": dataset, "source": source, "mode": mode, "seeds": len(group)}
-        for column in SUMMARY_SCORES:
+    for values, group in table.groupby(list(keys), sort=False):
+        row: dict[str, object] = {**dict(zip(keys, values, strict=True)), "seeds": len(group)}
+        for column in scores:
             values = group[column].astype(float)
             row[column] = "–" if values.isna().all() else (
                 f"{values.mean():.4g} ({values.min():.4g}–{values.max():.4g})"
@@ -312,9 +374,12 @@ def seed_summary(rows: list[dict[str, object]]) -> list[dict[str, object]]:
     return out
 
 
-def write_results(rows: list[dict[str, object]], outdir: Path, info: dict[str, str], argv: list[str]) -> None:
-    """``ablation.csv`` and ``ablation.md``."""
+def write_results(rows: list[dict[str, object]], structure: list[dict[str, object]], outdir: Path,
+                  info: dict[str, str], argv: list[str]) -> None:
+    """``ablation.csv``, ``ablation_structure.csv`` (when there are structure rows) and ``ablation.md``."""
     write_text_atomic(outdir / "ablation.csv", pd.DataFrame(rows).to_csv(index=False))
+    if structure:
+        write_text_atomic(outdir / "ablation_structure.csv", pd.DataFrame(structure).to_csv(index=False))
     parts = ["# Ablation: where the candidates come from", (__doc__ or "").split("Example::")[0].strip()]
     for name in dict.fromkeys(str(r["dataset"]) for r in rows):
         sub = [r for r in rows if r["dataset"] == name]
@@ -324,6 +389,13 @@ def write_results(rows: list[dict[str, object]], outdir: Path, info: dict[str, s
         if summary:
             parts.append(f"### {name}: the GAN sources over {summary[0]['seeds']} training seeds, mean (range)\n\n"
                          + markdown_table(summary, ["source", "mode", "seeds", *SUMMARY_SCORES]))
+        varies = [r for r in structure if r["dataset"] == name]
+        if varies:
+            parts.append(f"### {name}: where the expected values vary (structure)\n\n"
+                         + markdown_table(varies, ["source", *STRUCTURE_SCORES]))
+            by_seed = seed_summary(varies, STRUCTURE_SCORES, ("dataset", "source"))
+            if by_seed:
+                parts.append(markdown_table(by_seed, ["source", "seeds", *STRUCTURE_SCORES]))
     parts += ["## Machine\n\n" + machine_markdown(info),
               "Command: `" + " ".join(["python", "benchmarks/bench_ablation.py", *argv]) + "`"]
     write_text_atomic(outdir / "ablation.md", "\n\n".join(parts) + "\n")
@@ -340,7 +412,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="Zeisel's cells with --quick or --small-data (3005: all of them, still 1,000 genes)")
     parser.add_argument("--outdir", type=Path, default=Path(__file__).resolve().parent / "results")
     parser.add_argument("--modes", default="zeros,denoise,posterior", help="imputation modes")
-    parser.add_argument("--sources", default="a,b,c,d", help="candidate sources, of a,b,c,d")
+    parser.add_argument("--sources", default="a,b,c,d,e", help="candidate sources, of a,b,c,d,e (e: the simulation only)")
     parser.add_argument("--dropouts", choices=("sample", "expected"), default=None,
                         help="GENERATE's dropouts for (b) and (c); default: the pipeline's")
     parser.add_argument("--epochs", type=int, default=None, help="epochs of source (c); default: training's")
@@ -358,10 +430,13 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(args.threads)
     rows: list[dict[str, object]] = []
+    structure: list[dict[str, object]] = []
     for name in args.datasets.split(","):
-        rows += run_dataset(name.strip(), args)
+        scored, varies = run_dataset(name.strip(), args)
+        rows += scored
+        structure += varies
     args.outdir.mkdir(parents=True, exist_ok=True)
-    write_results(rows, args.outdir, machine(args.threads), sys.argv[1:] if argv is None else argv)
+    write_results(rows, structure, args.outdir, machine(args.threads), sys.argv[1:] if argv is None else argv)
     print(f"wrote {args.outdir / 'ablation.csv'} and {args.outdir / 'ablation.md'}")
 
 
