@@ -261,6 +261,9 @@ def test_resume_continues_from_the_checkpoint(images: Path, tmp_path: Path):
     resumed = _train(images, tmp_path / "resumed", epochs=4, resume=True, **fast)
     s1, s2 = _state(straight["model"]), _state(resumed["model"])
     assert all(torch.equal(s1[k], s2[k]) for k in s1)
+    # the factor loadings came from the checkpoint, not measured again; their ranks are still recorded
+    ranks = [torch.load(p["model"], weights_only=True)["train"].get("factor_ranks") for p in (straight, resumed)]
+    assert ranks[0] and ranks[0] == ranks[1]
     log1, log2 = (list(csv.DictReader(p["log"].open())) for p in (straight, resumed))
     assert [r["loss_d"] for r in log1] == [r["loss_d"] for r in log2]
     assert [r["augment_p"] for r in log1] == [r["augment_p"] for r in log2]

@@ -159,6 +159,9 @@ class TrainState:
     initial
         The untrained generator's overall quality on the held-out cells (empty until measured,
         or without held-out cells).
+    factor_ranks
+        Factors of each label its generator started from (:func:`~scmaskgan.method.factors.label_factors`;
+        empty without them): a resumed run takes them from here instead of measuring them again.
     """
 
     epoch: int = 0
@@ -168,12 +171,14 @@ class TrainState:
     stopped: bool = False
     best: BestEpoch = field(default_factory=BestEpoch)
     initial: dict[str, Any] = field(default_factory=dict)
+    factor_ranks: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types and tensors, as the checkpoint stores them (``weights_only`` loadable)."""
         best = {"epoch": self.best.epoch, "score": self.best.score, "weights": self.best.weights or None}
         state = {"epoch": self.epoch, "history": self.history, "smoothed": self.smoothed,
-                 "bad_epochs": self.bad_epochs, "stopped": self.stopped, "best": best}
+                 "bad_epochs": self.bad_epochs, "stopped": self.stopped, "best": best,
+                 "factor_ranks": self.factor_ranks}
         return {**state, "initial": self.initial} if self.initial else state
 
     @classmethod
@@ -184,8 +189,13 @@ class TrainState:
             epoch=state["epoch"], history=list(state["history"]), smoothed=state["smoothed"],
             bad_epochs=state["bad_epochs"], stopped=state["stopped"],
             best=BestEpoch(best["epoch"], best["score"], best["weights"] or {}),
-            initial=dict(state.get("initial", {})),
+            initial=dict(state.get("initial", {})), factor_ranks=list(state.get("factor_ranks", [])),
         )
+
+
+def resumes(paths: dict[str, Path], sample_id: str, params: TrainParams) -> bool:
+    """Whether training starts from a checkpoint (``params.resume`` and one exists beside the model)."""
+    return params.resume and checkpoint_path(paths["model"].parent, sample_id).exists()
 
 
 def resume_state(
@@ -199,9 +209,9 @@ def resume_state(
     InputError
         The checkpoint was made with other data, model settings or training parameters.
     """
-    ckpt = checkpoint_path(paths["model"].parent, sample_id)
-    if not (params.resume and ckpt.exists()):
+    if not resumes(paths, sample_id, params):
         return TrainState()
+    ckpt = checkpoint_path(paths["model"].parent, sample_id)
     payload = _torch_load(ckpt, "training checkpoint")
     if payload.get("kind") != "scmaskgan-checkpoint" or payload.get("config") != cfg.to_dict():
         raise InputError(f"{ckpt} was made with other data or model settings; delete it or drop --resume")

@@ -31,6 +31,7 @@ from scmaskgan.method.checkpoint import (
     checkpoint_path,
     cpu_weights,
     resume_state,
+    resumes,
     save_checkpoint,
     save_model,
 )
@@ -105,7 +106,10 @@ def fit(
             raise StepError(f"{images_h5}: {len(cells)} training cell(s) after the validation split; need 2 or more")
         cfg = model_config(params, enc, len(label_names))
         stats = label_stats(cells, cfg.n_labels, enc.side)
-        factors = label_factors(cells, cfg.n_labels, cfg.factor_rank, params.seed, cfg.depth_input) if cfg.factor_rank else None
+        # a resumed run's loadings come from the checkpoint, which overwrites the generator's
+        factors = None
+        if cfg.factor_rank and not resumes(paths, sample_id, params):
+            factors = label_factors(cells, cfg.n_labels, cfg.factor_rank, params.seed, cfg.depth_input)
         torch.manual_seed(params.seed)
         trainer = GanTrainer(cfg, params, enc.n_genes, stats, device, factors)
         validator = None
@@ -116,12 +120,14 @@ def fit(
             reference = cells.cells if cells.cells is not None else read_cells(store, train_index[:4000])
             validator = Validator(read_cells(store, np.flatnonzero(val_mask)), reference, pool, enc.n_genes, params)
         state = resume_state(paths, sample_id, params, cfg, trainer)
+        if factors is not None:
+            state.factor_ranks = factors.ranks
         if validator is not None and not state.initial:
             state.initial = _overall(validator(trainer.generator, trainer.discriminator, trainer.device, trainer.augment_p))
         _run_epochs(trainer, cells, validator, state, paths, sample_id, params, progress)
     meta = _train_meta(params, state, trainer, len(cells), int(val_mask.sum()))
-    if factors is not None:
-        meta["factor_ranks"] = dict(zip(label_names, factors.ranks, strict=True))
+    if state.factor_ranks:
+        meta["factor_ranks"] = dict(zip(label_names, state.factor_ranks, strict=True))
     rows: list[dict[str, Any]] = []
     if validator is not None:
         trainer.generator.load_state_dict(state.best.weights["generator"])
