@@ -10,10 +10,10 @@ and the independent noise, set at each gene's whole spread, stood in for it.
 :func:`label_factors` measures that shared variation on the training cells, label by label,
 as a factor model in the generator's own terms:
 
-* the label's significant principal components of its standardised encoded cells (for count
-  input each cell's depth regressed out: the generator is given it): those whose variance exceeds the
-  Marchenko-Pastur edge ``(1 + sqrt(genes / cells))^2``, the largest a component of independent
-  genes reaches by chance (so a label of independent genes gets none and its candidates no
+* the label's significant principal components of its encoded cells (for count input each
+  cell's depth regressed out: the generator is given it): those whose variance exceeds, by a
+  margin, the largest a component reaches when every gene is permuted across the cells on its
+  own (parallel analysis; so a label of independent genes gets none and its candidates no
   invented correlations);
 * their unit-variance scores ``t`` per cell, and, gene by gene, the regression on ``t`` of the
   level logit where the gene is observed (ridge, in the masked cells only) and of the detection
@@ -38,6 +38,15 @@ from scmaskgan.method.train_data import TrainingCells
 
 #: Most cells of one label the factors are measured on (a seeded random subset beyond).
 FACTOR_CELLS = 2000
+#: Fewest training cells a label needs for factors: fewer cannot tell shared variation from chance
+#: (a label of 6 cells passed 2 components).
+MIN_FACTOR_CELLS = 30
+#: Gene-wise permutations of a label's cells whose largest component sets the noise level.
+PERMUTATIONS = 2
+#: A component counts when its variance exceeds the noise level by this factor (the permuted level
+#: varies by 2-3 % between permutations, and a chance component of null data came out up to 5 %
+#: above it, docs/method.md).
+MARGIN = 1.1
 #: Ridge added to the per-gene normal equations of the level regression (in units of cells).
 RIDGE = 1.0
 #: Detection rates are clipped to this range before the slope is divided by ``p (1 - p)``.
@@ -55,28 +64,38 @@ class LabelFactors:
     ranks: list[int]
 
 
-def significant_scores(x: np.ndarray, max_rank: int, depth: np.ndarray | None = None) -> np.ndarray:
-    """Unit-variance scores ``(cells, r)`` of the principal components of ``x`` (cells x genes, each
-    gene standardised) whose variance exceeds the Marchenko-Pastur edge, at most ``max_rank``.
+def significant_scores(x: np.ndarray, max_rank: int, depth: np.ndarray | None = None, seed: int = 0) -> np.ndarray:
+    """Unit-variance scores ``(cells, r)`` of the principal components of ``x`` (cells x genes, on
+    the encoded scale, centred) that stand above noise, at most ``max_rank``.
+
+    A component stands above noise when its variance exceeds :data:`MARGIN` times that of the
+    largest component of the same cells with every gene permuted across cells on its own
+    (:data:`PERMUTATIONS` times, the largest kept): parallel analysis (Horn 1965). The
+    permutation keeps each gene's distribution and breaks only what genes share, so the level
+    holds for genes of any noise, unlike the Marchenko-Pastur edge, which needs every gene
+    standardised to unit variance, and standardising weighs a gene that barely varies as much
+    as one that carries a sub-state (measured in ``docs/method.md``).
 
     With ``depth`` (each cell's log depth) its linear effect is removed from every gene first:
     the generator is given each cell's depth, and how many genes a deeper cell detects is not a
     factor it should learn again.
     """
     n = len(x)
-    sd = x.std(0)
-    used = sd > 0
+    used = x.std(0) > 0
     if n < 3 or used.sum() < 2 or max_rank < 1:
         return np.zeros((n, 0))
-    z = (x[:, used] - x[:, used].mean(0)) / sd[used]
+    z = x[:, used] - x[:, used].mean(0)
     if depth is not None and np.ptp(depth) > 0:
         c = (depth - depth.mean()) / np.linalg.norm(depth - depth.mean())
-        z = z - np.outer(c, c @ z)
+        z -= np.outer(c, c @ z).astype(z.dtype)
     k = min(max_rank, n - 1, int(used.sum()) - 1)
     u, s, _ = randomized_svd(z, k, n_iter=4, random_state=0)
-    variance = s**2 / (n - 1)
-    edge = (1.0 + np.sqrt(used.sum() / n)) ** 2
-    rank = int((variance > edge).sum())
+    rng = np.random.default_rng(seed)
+    noise = 0.0
+    for _ in range(PERMUTATIONS):  # permuted in place: the cells' copy is not needed any more
+        rng.permuted(z, axis=0, out=z)
+        noise = max(noise, float(randomized_svd(z, 1, n_iter=4, random_state=0)[1][0]) ** 2)
+    rank = int((s**2 > MARGIN * noise).sum())
     return u[:, :rank] * np.sqrt(n - 1)
 
 
@@ -131,13 +150,13 @@ def label_factors(
         rows = np.flatnonzero(labels == label)
         if len(rows) > FACTOR_CELLS:
             rows = np.sort(rng.choice(rows, FACTOR_CELLS, replace=False))
-        if len(rows) < 3:
+        if len(rows) < MIN_FACTOR_CELLS:
             ranks.append(0)
             continue
         part = cells.subset(rows)
         values = part.values.reshape(len(part), -1)[:, :n_genes].numpy()
         masks = part.masks.reshape(len(part), -1)[:, :n_genes].numpy()
-        scores = significant_scores(values, max_rank, part.depth.numpy() if depth_input else None)
+        scores = significant_scores(values, max_rank, part.depth.numpy() if depth_input else None, seed)
         ranks.append(scores.shape[1])
         if scores.shape[1] == 0:
             continue
