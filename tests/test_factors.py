@@ -11,7 +11,7 @@ import torch
 from conftest import write_images
 
 from scmaskgan.errors import InputError
-from scmaskgan.method.factors import label_factors, significant_scores
+from scmaskgan.method.factors import MIN_FACTOR_CELLS, label_factors, significant_scores
 from scmaskgan.method.images_h5 import ImageStore
 from scmaskgan.method.model import Generator, ModelConfig
 from scmaskgan.method.train_data import TrainingCells
@@ -76,6 +76,21 @@ def test_label_factors_load_the_state_genes(tmp_path):
         assert float(detection[:40].mean()) > 3 * float(detection[40:].mean())
 
 
+def test_a_label_of_few_cells_gets_no_factor(tmp_path):
+    counts, _ = _two_states()
+    few = MIN_FACTOR_CELLS - 1
+    adata = ad.AnnData(
+        X=sp.csr_matrix(counts.astype(np.float32)),
+        obs={"cell_type": ["few"] * few + ["many"] * (len(counts) - few)},
+    )
+    adata.obs_names = [f"c{i}" for i in range(adata.n_obs)]
+    adata.var_names = [f"g{j}" for j in range(adata.n_vars)]
+    with ImageStore(write_images(tmp_path / "s.images.h5", adata)) as store:
+        factors = label_factors(TrainingCells(store, np.arange(store.n_cells)), 2, 16, seed=0)
+        ranks = dict(zip(store.label_names, factors.ranks, strict=True))
+    assert ranks["few"] == 0 and ranks["many"] >= 1
+
+
 def test_first_latent_coordinates_drive_the_loadings_and_the_level_noise_gives_way():
     cfg = ModelConfig(side=4, n_labels=2, latent_dim=3, factor_rank=2)
     generator = Generator(cfg).eval()
@@ -100,6 +115,8 @@ def test_first_latent_coordinates_drive_the_loadings_and_the_level_noise_gives_w
     assert torch.isclose(spread[0, 0, 1], torch.tensor((0.25 - 0.09) ** 0.5))
     assert torch.isclose(spread[0, 0, 0], torch.tensor(0.25))  # floored at half the spread
     assert torch.allclose(spread[1], torch.full((4, 4), 0.5))
+    # measured from the data and kept through training, as the level noise is: the optimiser never sees them
+    assert all(p is not generator.factors for p in generator.parameters())
 
 
 def test_factor_rank_is_bounded_by_the_latent_code_and_absent_in_old_model_files():

@@ -21,8 +21,9 @@ as a factor model in the generator's own terms:
 
 The generator adds ``loadings @ u`` to its level and detection logits, ``u`` being the first
 ``rank`` coordinates of its latent code (:class:`~scmaskgan.method.model.Generator`); the
-loadings are trained from there like its other weights, and the level noise keeps the variance
-the factors do not explain.
+loadings are kept through training, as the level noise is (trained, the adversarial term wore
+the hidden structure they carry down, ``docs/method.md``), the generator's other paths learn
+around them, and the level noise keeps the variance the factors do not explain.
 """
 
 from __future__ import annotations

@@ -308,8 +308,9 @@ class Generator(nn.Module):
     latent coordinates to both logits (:mod:`scmaskgan.method.factors`).
 
     :meth:`init_label_bias` starts the bias at the training cells' label statistics,
-    :meth:`init_factors` the loadings at what the label's cells share, and the other paths
-    start near zero, so the network learns the variation around them. The per-entry level
+    :meth:`init_factors` sets the loadings at what the label's cells share (kept fixed in
+    training, like the level noise), and the other paths start near zero, so the network
+    learns the variation around them. The per-entry level
     noise of a sampled cell is :meth:`level_spread`; :func:`observe` draws it.
     """
 
@@ -344,8 +345,11 @@ class Generator(nn.Module):
         nn.init.normal_(loadings.weight, std=1e-3)
         nn.init.zeros_(loadings.bias)
         self.label_bias = nn.Parameter(torch.zeros(cfg.n_labels, 2, s, s))
-        # (level, detection) loadings of each label on the first factor_rank latent coordinates
-        self.factors = nn.Parameter(torch.zeros(cfg.n_labels, cfg.factor_rank, 2, s, s)) if cfg.factor_rank else None
+        # (level, detection) loadings of each label on the first factor_rank latent coordinates: a buffer,
+        # not a parameter: measured from the data (init_factors) and kept, as the level noise is; trained,
+        # the adversarial term wore down the hidden structure they carry (docs/method.md)
+        self.factors: torch.Tensor | None
+        self.register_buffer("factors", torch.zeros(cfg.n_labels, cfg.factor_rank, 2, s, s) if cfg.factor_rank else None)
         self.log_spread: torch.Tensor | None
         # a buffer, not a parameter: the level noise is measured from the data (init_label_bias), not learned
         self.register_buffer("log_spread", torch.full((cfg.n_labels, s, s), -30.0) if cfg.level_noise else None)
@@ -430,8 +434,8 @@ class Generator(nn.Module):
 
     @torch.no_grad()
     def init_factors(self, level: torch.Tensor, detection: torch.Tensor) -> None:
-        """Start the factor loadings at ``level`` and ``detection`` (``(L, r, N, N)``, ``r <= factor_rank``;
-        :func:`~scmaskgan.method.factors.label_factors`), after :meth:`init_label_bias`.
+        """Set the factor loadings to ``level`` and ``detection`` (``(L, r, N, N)``, ``r <= factor_rank``;
+        :func:`~scmaskgan.method.factors.label_factors`), after :meth:`init_label_bias`; training keeps them.
 
         The level noise gives up the variance the level loadings explain: its SD becomes
         ``sqrt(spread^2 - sum of squared loadings)``, at least half the spread, so that each
