@@ -49,6 +49,7 @@ bench: bench-deps
 	$(BIN)/python benchmarks/bench_ablation.py --outdir benchmarks/results
 	$(BIN)/python benchmarks/bench_quality.py --outdir benchmarks/results
 	$(BIN)/python benchmarks/bench_zeros_bound.py --outdir benchmarks/results
+	$(BIN)/python benchmarks/bench_null.py --outdir benchmarks/results
 
 bench-scale: bench-deps
 	$(BIN)/python benchmarks/bench_scale.py --outdir benchmarks/results
