@@ -15,8 +15,11 @@ mode (``zeros``, ``denoise``, ``posterior``) with these sources of candidates:
 * **(c) trained GAN**: the same with the training epochs (defaults, or ``--quick``'s);
 * **(d) real cells**: B's own encoded cells, what a generator that copies real cells gives
   (with their sampling noise: no ceiling for the denoise modes, which estimate from expected values);
-* **(e) true means** (simulation only): B's true expected expression, encoded, as candidates and as
-  their expected values: what a perfect generator of B's biological states gives, the ceiling.
+* **(e) true means** (simulation only): B's encoded cells as the candidates, with their true expected
+  expression as the candidates' expected values: a generator that draws cells exactly as the data
+  were drawn and knows each one's expected value: the ceiling of posterior mode (zeros mode is
+  near it; denoise mode's tuning picks 3-10 of B's few cells a label as neighbours and scores worse
+  than the GAN sources, whose candidates are more numerous).
 
 On the simulation, every GAN source also gets a row of where its candidates' expected values vary
 (``structure`` table, :func:`structure_row`), in the variance-stabilised scale ``sqrt`` of the
@@ -228,14 +231,12 @@ def _real(bench: Bench, mean_only: bool, k_max: int) -> Candidates:
 
 
 def _truth(bench: Bench) -> Candidates:
-    """Source (e): B's true expected expression, encoded with the fit cells' encoding, as candidates and as
-    their expected values (the simulation only)."""
+    """Source (e): B's encoded cells as the candidates, with their true expected expression (encoded with
+    the same encoding) as the candidates' expected values (the simulation only)."""
     assert bench.truth is not None
-    enc = fit_encoding(bench.train[bench.fit_cells])
-    b = ~bench.in_a
-    unit = to_unit(bench.truth[b], enc)[0].astype(np.float32)
-    label_names = sorted(set(bench.names))
-    return Candidates(unit, bench.codes(label_names, b), label_names, enc, 0.0, expected=unit)
+    cells = _real(bench, False, 0)
+    expected = to_unit(bench.truth[~bench.in_a], cells.encoding)[0].astype(np.float32)
+    return dataclasses.replace(cells, expected=expected)
 
 
 #: Leading principal components of a label's true means that span its hidden structure (two sub-states
