@@ -181,9 +181,9 @@ class TrainParams(_Validated):
     factor_rank: int = _p(
         16,
         "Most factors per label of the generator's data-initialised factor loadings: its first latent "
-        "coordinates start driving each label's significant within-label principal components (above those "
-        "of its cells with every gene permuted on its own, so independent genes get none), then train "
-        "(docs/method.md); 0 disables. "
+        "coordinates drive each label's significant within-label principal components (above those of its "
+        "cells with every gene permuted on its own, so independent genes get none), kept fixed while the "
+        "other paths train (docs/method.md); 0 disables. "
         "At most latent_dim.", ge=0,
     )
     patience: int = _p(

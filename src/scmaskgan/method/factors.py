@@ -67,7 +67,7 @@ class LabelFactors:
 
 def significant_scores(x: np.ndarray, max_rank: int, depth: np.ndarray | None = None, seed: int = 0) -> np.ndarray:
     """Unit-variance scores ``(cells, r)`` of the principal components of ``x`` (cells x genes, on
-    the encoded scale, centred) that stand above noise, at most ``max_rank``.
+    the encoded scale; centred here) that stand above noise, at most ``max_rank``.
 
     A component stands above noise when its variance exceeds :data:`MARGIN` times that of the
     largest component of the same cells with every gene permuted across cells on its own
