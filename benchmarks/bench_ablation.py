@@ -94,7 +94,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import datasets  # noqa: E402
 from harness import machine, machine_markdown, markdown_table  # noqa: E402
-from methods import fit_scmaskgan_with_types  # noqa: E402
+from methods import METHODS, fit_scmaskgan_with_types  # noqa: E402
 
 from scmaskgan.core.config import ImputeParams  # noqa: E402
 from scmaskgan.io.atomic import write_text_atomic  # noqa: E402
@@ -330,7 +330,7 @@ def run_dataset(name: str, args: argparse.Namespace) -> tuple[list[dict[str, obj
     impute = ImputeParams(n_trials=QUICK_TRIALS if args.quick else ImputeParams().n_trials, seed=args.seed)
     fit = {**(QUICK_FIT if args.quick else {}), "device": "cpu", "threads": args.threads,
            **({"dropouts": args.dropouts} if args.dropouts else {})}
-    reference_rows(bench, magic=args.magic and _magic_installed())
+    reference_rows(bench, magic=args.magic and METHODS["magic"].unavailable() is None)
     seeds = [int(s) for s in args.gan_seeds.split(",")] if args.gan_seeds else [args.seed]
     sources: dict[str, Callable[[], Candidates]] = {"(a) label mean": lambda: _real(bench, True, impute.k_max)}
     for epochs, name in ((0, "(b) GAN, 0 epochs"), (args.epochs, "(c) GAN, trained")):
@@ -347,14 +347,6 @@ def run_dataset(name: str, args: argparse.Namespace) -> tuple[list[dict[str, obj
     return bench.rows, bench.structure
 
 
-def _magic_installed() -> bool:
-    try:
-        import magic  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def seed_summary(rows: list[dict[str, object]], scores: list[str] = SUMMARY_SCORES,
                  keys: tuple[str, ...] = ("dataset", "source", "mode")) -> list[dict[str, object]]:
     """Rows of the GAN sources fitted with several seeds (``--gan-seeds``): per ``keys`` (data set, source
@@ -364,8 +356,8 @@ def seed_summary(rows: list[dict[str, object]], scores: list[str] = SUMMARY_SCOR
         return []
     table["source"] = table["source"].str.split(SEED_TAG).str[0]
     out = []
-    for values, group in table.groupby(list(keys), sort=False):
-        row: dict[str, object] = {**dict(zip(keys, values, strict=True)), "seeds": len(group)}
+    for key, group in table.groupby(list(keys), sort=False):
+        row: dict[str, object] = {**dict(zip(keys, key, strict=True)), "seeds": len(group)}
         for column in scores:
             values = group[column].astype(float)
             row[column] = "–" if values.isna().all() else (

@@ -33,8 +33,8 @@ import scipy.sparse as sp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import machine, machine_markdown, markdown_table  # noqa: E402
+from methods import METHODS, fit_scmaskgan_with_types, run_magic  # noqa: E402
 
-from scmaskgan import ScMaskGAN  # noqa: E402
 from scmaskgan.analysis.false_signal import correlation_inflation, passes_null_check  # noqa: E402
 from scmaskgan.analysis.simulate import simulate_null  # noqa: E402
 from scmaskgan.core.config import IMPUTE_MODES, ImputeParams  # noqa: E402
@@ -60,38 +60,22 @@ def _row(seed: int, method: str, counts_lognorm: np.ndarray, output_lognorm: np.
 def run_seed(seed: int, cells: int, genes: int, threads: int, magic: bool) -> list[dict[str, object]]:
     """All rows of one seed: the method's modes and MAGIC."""
     counts = simulate_null(cells, genes, seed=seed).counts.astype(np.float32)
-    adata = ad.AnnData(X=sp.csr_matrix(counts), obs=pd.DataFrame({"cell_type": ["A"] * cells},
-                                                                  index=[f"c{i}" for i in range(cells)]))
-    adata.var_names = [f"g{j}" for j in range(genes)]
     reference = lognormalise_nonnegative(counts)
-    start = time.perf_counter()
-    model = ScMaskGAN(label_key="cell_type", mode="denoise", random_state=seed, device="cpu",
-                      threads=threads).fit(adata)
-    fit_s = time.perf_counter() - start
-    record = model.train_record_
-    note = f"fit {fit_s:.0f} s, {record.get('epochs_run')} epochs (best {record.get('best_epoch')})"
+    model, fit_s, note = fit_scmaskgan_with_types(counts, np.full(cells, "A"), seed, mode="denoise", device="cpu",
+                                                  threads=threads)
+    note = f"fit {fit_s:.0f} s, {note}"
     rows = []
     labels = np.zeros(cells, dtype=np.int64)
     for mode in IMPUTE_MODES:
         start = time.perf_counter()
-        result = impute_matrix(adata.X, labels, model.candidates_, model.candidate_labels_, model.encoding_,
+        result = impute_matrix(counts, labels, model.candidates_, model.candidate_labels_, model.encoding_,
                                ImputeParams(mode=mode, seed=seed), model.expected_candidates_)
         rows.append(_row(seed, f"scmaskgan {mode}", reference, result.lognorm, time.perf_counter() - start, note))
     if magic:
-        from methods import run_magic
-
         start = time.perf_counter()
-        out = run_magic(adata)
+        out = run_magic(ad.AnnData(X=sp.csr_matrix(counts)))
         rows.append(_row(seed, "MAGIC", reference, lognormalise_nonnegative(out), time.perf_counter() - start))
     return rows
-
-
-def _magic_installed() -> bool:
-    try:
-        import magic  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -108,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    magic = args.magic and _magic_installed()
+    magic = args.magic and METHODS["magic"].unavailable() is None
     rows = [row for seed in args.seeds.split(",") for row in run_seed(int(seed), args.cells, args.genes,
                                                                          args.threads, magic)]
     args.outdir.mkdir(parents=True, exist_ok=True)
