@@ -74,6 +74,30 @@ def test_label_factors_load_the_state_genes(tmp_path):
         detection = factors.detection[states, 0].flatten()[:120].abs()
         assert float(level[:40].mean()) > 3 * float(level[40:].mean())
         assert float(detection[:40].mean()) > 3 * float(detection[40:].mean())
+        # the bank keeps every cell's scores: two states, so the first factor's scores are two clumps
+        # near +-1, where a normal distribution puts 38 % of its draws within 0.5 of 0
+        assert int(factors.counts[states]) == len(counts) and int(factors.counts[1 - states]) == 0
+        first = factors.scores[states, :len(counts), 0]
+        assert float((first.abs() < 0.5).float().mean()) < 0.2  # 0.125 here
+
+
+def test_latent_draws_the_factor_coordinates_from_the_training_cells_scores():
+    cfg = ModelConfig(side=4, n_labels=2, latent_dim=4, factor_rank=2, score_bank=5)
+    generator = Generator(cfg)
+    level = torch.zeros(2, 2, 4, 4)
+    level[1, 0] = 0.3  # label 1 has one factor, label 0 none
+    scores = torch.zeros(2, 5, 2)
+    scores[1, :3, 0] = torch.tensor([-1.0, 1.0, 2.0])  # three cells of label 1
+    generator.init_factors(level, torch.zeros_like(level), scores, torch.tensor([0, 3]))
+    z = torch.randn(300, 4, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 1] * 150)
+    drawn = generator.latent(z, labels, torch.rand(300, generator=torch.Generator().manual_seed(1)))
+    ones = labels == 1
+    assert set(drawn[ones, 0].tolist()) == {-1.0, 1.0, 2.0}  # every real cell drawn, no other value
+    assert torch.equal(drawn[ones, 1:], z[ones, 1:])  # the label's second factor is empty: normal
+    assert torch.equal(drawn[~ones], z[~ones])  # a label without factors keeps the normal code
+    plain = Generator(ModelConfig(side=4, n_labels=2, latent_dim=4, factor_rank=2))  # no bank (old files)
+    assert plain.factor_scores is None and torch.equal(plain.latent(z, labels, torch.rand(300)), z)
 
 
 def test_a_label_of_few_cells_gets_no_factor(tmp_path):

@@ -183,7 +183,7 @@ class TrainParams(_Validated):
         "Most factors per label of the generator's data-initialised factor loadings: its first latent "
         "coordinates drive each label's significant within-label principal components (above those of its "
         "cells with every gene permuted on its own, so independent genes get none), kept fixed while the "
-        "other paths train (docs/method.md); 0 disables. "
+        "other paths train, and are drawn from the training cells' own scores on them (docs/method.md); 0 disables. "
         "At most latent_dim.", ge=0,
     )
     patience: int = _p(

@@ -58,11 +58,15 @@ _LOGIT_CLIP = 1e-4
 @dataclass
 class LabelFactors:
     """Per-label factor loadings ``(n_labels, rank, N, N)`` on the level and on the detection
-    logit (zero beyond each label's significant components, ``ranks``)."""
+    logit (zero beyond each label's significant components, ``ranks``), and the training cells'
+    unit-variance scores on them, ``scores`` ``(n_labels, FACTOR_CELLS, rank)`` (the first
+    ``counts[label]`` rows of each label filled)."""
 
     level: torch.Tensor
     detection: torch.Tensor
     ranks: list[int]
+    scores: torch.Tensor
+    counts: torch.Tensor
 
 
 def significant_scores(x: np.ndarray, max_rank: int, depth: np.ndarray | None = None, seed: int = 0) -> np.ndarray:
@@ -144,6 +148,8 @@ def label_factors(
     side, n_genes = store.encoding.side, store.encoding.n_genes
     level = torch.zeros(n_labels, max_rank, side, side)
     detection = torch.zeros_like(level)
+    bank = torch.zeros(n_labels, FACTOR_CELLS, max_rank)
+    counts = torch.zeros(n_labels, dtype=torch.long)
     ranks = []
     rng = np.random.default_rng(seed)
     labels = store.labels[cells.index]
@@ -165,4 +171,6 @@ def label_factors(
         r = scores.shape[1]
         level[label, :r].view(r, -1)[:, :n_genes] = torch.from_numpy(lv).float()
         detection[label, :r].view(r, -1)[:, :n_genes] = torch.from_numpy(det).float()
-    return LabelFactors(level, detection, ranks)
+        bank[label, :len(rows), :r] = torch.from_numpy(scores).float()
+        counts[label] = len(rows)
+    return LabelFactors(level, detection, ranks, bank, counts)

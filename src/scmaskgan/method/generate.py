@@ -129,6 +129,8 @@ def sample_views(
         part = slice(start, start + batch_size)
         lab = labels_t[start:start + batch_size]
         z = torch.randn(len(lab), cfg.latent_dim, generator=gen)
+        if generator.factor_scores is not None:
+            z = generator.latent(z.to(device), lab.to(device), torch.rand(len(lab), generator=gen)).cpu()
         uniform = torch.rand(len(lab), cfg.side, cfg.side, generator=gen)
         cond = None
         if cond_rows is not None:

@@ -79,6 +79,10 @@ class ModelConfig:
         Width of the generator's per-label factor loadings, driven by the first ``factor_rank``
         latent coordinates (:mod:`scmaskgan.method.factors`; at most ``latent_dim``; 0: none,
         as in model files written before they existed).
+    score_bank
+        Training cells per label whose factor scores the generator keeps and draws its first
+        ``factor_rank`` latent coordinates from (:meth:`Generator.latent`; 0: they are drawn
+        from a standard normal, as in model files written before the bank existed).
     """
 
     side: int
@@ -93,6 +97,7 @@ class ModelConfig:
     level_noise: bool = True
     depth_input: bool = False
     factor_rank: int = 0
+    score_bank: int = 0
 
     def __post_init__(self) -> None:
         if self.side < 1 or self.n_labels < 1 or self.latent_dim < 1:
@@ -350,6 +355,13 @@ class Generator(nn.Module):
         # the adversarial term wore down the hidden structure they carry (docs/method.md)
         self.factors: torch.Tensor | None
         self.register_buffer("factors", torch.zeros(cfg.n_labels, cfg.factor_rank, 2, s, s) if cfg.factor_rank else None)
+        # the training cells' scores on those factors, which the first factor_rank latent coordinates are drawn
+        # from (latent), and how many rows of each label's bank are filled for each of its factors (0: none)
+        self.factor_scores: torch.Tensor | None
+        self.factor_cells: torch.Tensor | None
+        banked = cfg.factor_rank and cfg.score_bank
+        self.register_buffer("factor_scores", torch.zeros(cfg.n_labels, cfg.score_bank, cfg.factor_rank) if banked else None)
+        self.register_buffer("factor_cells", torch.zeros(cfg.n_labels, cfg.factor_rank, dtype=torch.long) if banked else None)
         self.log_spread: torch.Tensor | None
         # a buffer, not a parameter: the level noise is measured from the data (init_label_bias), not learned
         self.register_buffer("log_spread", torch.full((cfg.n_labels, s, s), -30.0) if cfg.level_noise else None)
@@ -403,6 +415,24 @@ class Generator(nn.Module):
             out = out + (coef @ self.factors[..., :n, :n].reshape(-1, 2 * n * n)).view(-1, 2, n, n)
         return torch.sigmoid(out[:, 0]), out[:, 1]
 
+    def latent(self, z: torch.Tensor, labels: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+        """The latent codes to generate from: ``z`` (``(B, latent_dim)``, standard normal) with each
+        factor coordinate of a cell's label replaced by that factor's score of one random training
+        cell of the label (``uniform``, ``(B,)`` in [0, 1), picks the cell; ``labels`` ``(B,)``).
+
+        The factor loadings were fitted to those scores (:mod:`scmaskgan.method.factors`): drawn
+        from them, generated cells vary along the factors as the real cells do, sub-states and
+        clusters included, not as a normal distribution of the same variance would. Coordinates
+        of labels without factors, and every other coordinate, stay normal.
+        """
+        if self.factor_scores is None or self.factor_cells is None:
+            return z
+        r = self.cfg.factor_rank
+        cells = self.factor_cells[labels]  # (B, r)
+        row = (uniform.to(z.device) * cells.max(1).values).long().clamp(0, self.cfg.score_bank - 1)
+        drawn = self.factor_scores[labels, row]
+        return torch.cat([torch.where(cells > 0, drawn, z[:, :r]), z[:, r:]], dim=1)
+
     def level_spread(self, onehot: torch.Tensor) -> torch.Tensor:
         """``(B, N, N)`` SD of the per-entry level noise (logit scale) of each cell's label (0 without it)."""
         n = self.cfg.side
@@ -433,9 +463,14 @@ class Generator(nn.Module):
             self.log_spread[:, :n, :n] = torch.log(spread)
 
     @torch.no_grad()
-    def init_factors(self, level: torch.Tensor, detection: torch.Tensor) -> None:
+    def init_factors(
+        self, level: torch.Tensor, detection: torch.Tensor, scores: torch.Tensor | None = None,
+        cells: torch.Tensor | None = None,
+    ) -> None:
         """Set the factor loadings to ``level`` and ``detection`` (``(L, r, N, N)``, ``r <= factor_rank``;
         :func:`~scmaskgan.method.factors.label_factors`), after :meth:`init_label_bias`; training keeps them.
+        ``scores`` ``(L, rows, r)`` and ``cells`` ``(L,)`` (filled rows per label) fill the score bank
+        :meth:`latent` draws from (ignored without one).
 
         The level noise gives up the variance the level loadings explain: its SD becomes
         ``sqrt(spread^2 - sum of squared loadings)``, at least half the spread, so that each
@@ -447,6 +482,13 @@ class Generator(nn.Module):
         self.factors.zero_()
         self.factors[:, :r, 0, :n, :n] = level[..., :n, :n]
         self.factors[:, :r, 1, :n, :n] = detection[..., :n, :n]
+        if self.factor_scores is not None and self.factor_cells is not None and scores is not None and cells is not None:
+            rows = min(scores.shape[1], self.cfg.score_bank)
+            self.factor_scores.zero_()
+            self.factor_scores[:, :rows, :r] = scores[:, :rows, :r]
+            used = level.flatten(2).abs().amax(2) + detection.flatten(2).abs().amax(2) > 0  # (L, r)
+            self.factor_cells.zero_()
+            self.factor_cells[:, :r] = torch.where(used, cells.clamp_max(rows)[:, None], 0)
         if self.log_spread is not None:
             spread = torch.exp(self.log_spread[:, :n, :n])
             explained = (level[..., :n, :n] ** 2).sum(1)

@@ -20,7 +20,7 @@ from scmaskgan.core.config import TrainParams
 from scmaskgan.errors import StepError
 from scmaskgan.method.device import adam, amp_enabled, autocast, grad_scaler
 from scmaskgan.method.encode import Encoding
-from scmaskgan.method.factors import LabelFactors
+from scmaskgan.method.factors import FACTOR_CELLS, LabelFactors
 from scmaskgan.method.losses import (
     bce,
     inpaint_loss,
@@ -50,6 +50,7 @@ def model_config(params: TrainParams, encoding: Encoding, n_labels: int) -> Mode
         inpaint=params.rec_loss == "inpaint",
         depth_input=encoding.input_scale == "counts",  # log-normalised input has no library sizes
         factor_rank=min(params.factor_rank, latent),
+        score_bank=FACTOR_CELLS if params.factor_rank else 0,
     )
 
 
@@ -96,7 +97,7 @@ class GanTrainer:
         self.generator = Generator(cfg)
         self.generator.init_label_bias(*stats.initial_profiles())
         if factors is not None:
-            self.generator.init_factors(factors.level, factors.detection)
+            self.generator.init_factors(factors.level, factors.detection, factors.scores, factors.counts)
         self.discriminator = Discriminator(cfg)
         self.discriminator.set_genes(n_genes, *stats.gene_moments())
         for net in (self.generator, self.discriminator):
@@ -147,6 +148,8 @@ class GanTrainer:
             "detect": torch.rand(b, side, side, generator=gen),
             "level": torch.randn(b, side, side, generator=gen),
         }
+        if self.generator.factor_scores is not None:
+            draws["pick"] = torch.rand(b, generator=gen)
         if self.cfg.inpaint:
             draws["hide"] = torch.rand(b, side, side, generator=gen)
         if self.params.augment_target > 0:
@@ -173,7 +176,8 @@ class GanTrainer:
             cond = (real.values * kept, kept)
         r1 = r1 and self.params.r1_gamma > 0
         with autocast(self.device, self.amp):
-            level, logits = self.generator(noise["z"], onehot, cond, real.depth)
+            z = self.generator.latent(noise["z"], real.labels, noise["pick"]) if "pick" in noise else noise["z"]
+            level, logits = self.generator(z, onehot, cond, real.depth)
             level, logits = level.float(), logits.float()
             noisy = observe(level, self.generator.level_spread(onehot).float(), noise["level"])
             fake_values, fake_mask = sample_cells(noisy, logits, noise["detect"])
