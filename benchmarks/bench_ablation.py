@@ -158,6 +158,7 @@ class Bench:
     train: np.ndarray
     test: np.ndarray
     names: np.ndarray
+    given: np.ndarray
     in_a: np.ndarray
     fit_cells: np.ndarray
     truth: np.ndarray | None
@@ -165,7 +166,7 @@ class Bench:
     structure: list[dict[str, object]] = field(default_factory=list)
 
     @classmethod
-    def make(cls, name: str, adata: ad.AnnData, seed: int, fit_on: str) -> Bench:
+    def make(cls, name: str, adata: ad.AnnData, seed: int, fit_on: str, labels: str = "types") -> Bench:
         names = adata.obs["cell_type"].astype(str).to_numpy()
         sizes = pd.Series(names).value_counts()
         kept = np.isin(names, sizes.index[sizes >= MIN_LABEL_CELLS])
@@ -175,15 +176,16 @@ class Bench:
         fit_cells = ~in_a if fit_on == "other" else np.ones_like(in_a)
         genes = np.asarray(train[fit_cells].getnnz(axis=0) > 0)
         truth = np.asarray(adata.layers["truth"])[:, genes] if "truth" in adata.layers else None
-        return cls(name, train[:, genes].toarray(), test[:, genes].toarray(), names, in_a, fit_cells, truth)
+        given = names if labels == "types" else np.full(len(names), "all cells")
+        return cls(name, train[:, genes].toarray(), test[:, genes].toarray(), names, given, in_a, fit_cells, truth)
 
     def codes(self, label_names: list[str], which: np.ndarray) -> np.ndarray:
         """Integer labels of the cells ``which`` in the order of ``label_names``."""
         index = {n: i for i, n in enumerate(label_names)}
-        missing = sorted(set(self.names[which]) - set(index))
+        missing = sorted(set(self.given[which]) - set(index))
         if missing:
             raise RuntimeError(f"{self.name}: labels {missing[:3]} have no candidates (merged by PREPARE?)")
-        return np.array([index[n] for n in self.names[which]], dtype=np.int64)
+        return np.array([index[n] for n in self.given[which]], dtype=np.int64)
 
     def add(self, source: str, mode: str, values: np.ndarray, **extra: object) -> None:
         """Score an output of the cells A and keep the row."""
@@ -221,7 +223,7 @@ def _real(bench: Bench, mean_only: bool, k_max: int) -> Candidates:
     enc = fit_encoding(bench.train[bench.fit_cells])
     b = ~bench.in_a
     unit, _ = to_unit(bench.train[b], enc)
-    label_names = sorted(set(bench.names))
+    label_names = sorted(set(bench.given))
     labels = bench.codes(label_names, b)
     if mean_only:
         present = np.unique(labels)
@@ -276,7 +278,7 @@ def _gan(bench: Bench, epochs: int | None, fit: dict[str, object], seed: int) ->
     params = {**fit, "mode": "denoise"}  # keeps the candidates' expected values, which denoise estimates use
     if epochs is not None:
         params["epochs"] = epochs
-    model, fit_s, note = fit_scmaskgan_with_types(bench.train[cells], bench.names[cells], seed, **params)
+    model, fit_s, note = fit_scmaskgan_with_types(bench.train[cells], bench.given[cells], seed, **params)
     return Candidates(model.candidates_, model.candidate_labels_, list(model.label_names_), model.encoding_,
                       fit_s, note, model.expected_candidates_)
 
@@ -308,8 +310,8 @@ def reference_rows(bench: Bench, magic: bool) -> None:
     lib = x.sum(axis=1, keepdims=True)
     fit = bench.train[bench.fit_cells]
     freq = fit / np.maximum(fit.sum(axis=1, keepdims=True), 1.0)
-    means = {n: freq[bench.names[bench.fit_cells] == n].mean(axis=0) for n in set(bench.names)}
-    bench.add("label-mean baseline", "–", np.stack([means[n] for n in bench.names[a]]) * lib)
+    means = {n: freq[bench.given[bench.fit_cells] == n].mean(axis=0) for n in set(bench.given)}
+    bench.add("label-mean baseline", "–", np.stack([means[n] for n in bench.given[a]]) * lib)
     if magic:
         from methods import run_magic
 
@@ -324,12 +326,13 @@ def reference_rows(bench: Bench, magic: bool) -> None:
 def run_dataset(name: str, args: argparse.Namespace) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
     """All score rows of one data set, and its ``structure`` rows (the simulation's)."""
     adata = load(name, args.quick or args.small_data, args.seed, args.zeisel_cells)
-    bench = Bench.make(name, adata, args.seed, args.fit_on)
+    bench = Bench.make(name, adata, args.seed, args.fit_on, args.labels)
     print(f"## {name}: {int(bench.in_a.sum())} cells scored x {bench.train.shape[1]} genes, "
           f"{int(bench.fit_cells.sum())} fit cells", flush=True)
     impute = ImputeParams(n_trials=QUICK_TRIALS if args.quick else ImputeParams().n_trials, seed=args.seed)
     fit = {**(QUICK_FIT if args.quick else {}), "device": "cpu", "threads": args.threads,
-           **({"dropouts": args.dropouts} if args.dropouts else {})}
+           **({"dropouts": args.dropouts} if args.dropouts else {}),
+           **({"rec_loss": args.rec_loss} if args.rec_loss else {})}
     reference_rows(bench, magic=args.magic and METHODS["magic"].unavailable() is None)
     seeds = [int(s) for s in args.gan_seeds.split(",")] if args.gan_seeds else [args.seed]
     sources: dict[str, Callable[[], Candidates]] = {"(a) label mean": lambda: _real(bench, True, impute.k_max)}
@@ -409,8 +412,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dropouts", choices=("sample", "expected"), default=None,
                         help="GENERATE's dropouts for (b) and (c); default: the pipeline's")
     parser.add_argument("--epochs", type=int, default=None, help="epochs of source (c); default: training's")
+    parser.add_argument("--rec-loss", choices=("moments", "inpaint", "none"), default=None,
+                        help="reconstruction term of (b) and (c) (TrainParams.rec_loss); default: training's")
     parser.add_argument("--fit-on", choices=("other", "all"), default="other",
                         help="cells the GAN is fitted on: the other half B (default) or all cells")
+    parser.add_argument("--labels", choices=("types", "one"), default="types",
+                        help="labels the candidate sources are given: the known cell types (default) or one label "
+                             "for every cell (labels far too coarse; scores still use the types)")
     parser.add_argument("--no-magic", dest="magic", action="store_false", help="leave out the MAGIC row")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--seed", type=int, default=0, help="seed of the splits, tuning and (default) the GAN")
