@@ -100,7 +100,7 @@ from scmaskgan.core.config import ImputeParams  # noqa: E402
 from scmaskgan.io.atomic import write_text_atomic  # noqa: E402
 from scmaskgan.method.encode import Encoding, fit_encoding, to_unit  # noqa: E402
 from scmaskgan.method.imputation import impute_matrix  # noqa: E402
-from scmaskgan.method.mcv import mcv_mse, score, split_counts, within_label_signal  # noqa: E402
+from scmaskgan.method.mcv import cell_scores, mcv_mse, split_counts, within_label_signal  # noqa: E402
 
 P_TRAIN = 0.9
 #: Marks the seed in the source name of a GAN fitted with several seeds.
@@ -164,6 +164,8 @@ class Bench:
     truth: np.ndarray | None
     rows: list[dict[str, object]] = field(default_factory=list)
     structure: list[dict[str, object]] = field(default_factory=list)
+    #: Every cell's (MCV MSE, Poisson) of each scored (source, mode), for the paired comparisons.
+    per_cell: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     @classmethod
     def make(cls, name: str, adata: ad.AnnData, seed: int, fit_on: str, labels: str = "types") -> Bench:
@@ -190,9 +192,10 @@ class Bench:
     def add(self, source: str, mode: str, values: np.ndarray, **extra: object) -> None:
         """Score an output of the cells A and keep the row."""
         a = self.in_a
-        s = score(self.train[a], self.test[a], values)
+        mse, poisson = self.per_cell[(source, mode)] = cell_scores(self.train[a], self.test[a], values)
         row: dict[str, object] = {
-            "dataset": self.name, "source": source, "mode": mode, "mse": s.mse, "poisson": s.poisson,
+            "dataset": self.name, "source": source, "mode": mode, "mse": float(mse.mean()),
+            "poisson": float(poisson.mean()),
             "within_signal": within_label_signal(self.test[a], values, self.names[a]),
             "truth_mse": float("nan"), "truth_signal": float("nan"), **extra,
         }
@@ -323,8 +326,9 @@ def reference_rows(bench: Bench, magic: bool) -> None:
         bench.add("truth (true means)", "–", bench.truth[a])
 
 
-def run_dataset(name: str, args: argparse.Namespace) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
-    """All score rows of one data set, and its ``structure`` rows (the simulation's)."""
+def run_dataset(name: str, args: argparse.Namespace) -> Bench:
+    """One data set with every row scored: its score rows, ``structure`` rows (the simulation's) and
+    the cells' scores of every row."""
     adata = load(name, args.quick or args.small_data, args.seed, args.zeisel_cells)
     bench = Bench.make(name, adata, args.seed, args.fit_on, args.labels)
     print(f"## {name}: {int(bench.in_a.sum())} cells scored x {bench.train.shape[1]} genes, "
@@ -347,7 +351,48 @@ def run_dataset(name: str, args: argparse.Namespace) -> tuple[list[dict[str, obj
     ablation_rows(bench, chosen, args.modes.split(","), impute)
     for row in bench.rows:
         row.update(n_scored=int(bench.in_a.sum()), n_genes=bench.train.shape[1])
-    return bench.rows, bench.structure
+    return bench
+
+
+#: Paired comparisons of candidate sources: (name, first source, second source), by the sources' prefixes.
+COMPARISONS = [("trained - initialised", "(c)", "(b)"), ("initialised - label mean", "(b)", "(a)"),
+               ("trained - label mean", "(c)", "(a)")]
+#: Bootstrap resamples of the cells for the paired comparisons' intervals.
+BOOTSTRAP = 2000
+
+
+def _source_cells(bench: Bench, prefix: str, mode: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """Every cell's (MSE, Poisson) of the source starting with ``prefix`` in ``mode``, averaged over its
+    training seeds (``None`` when it was not run)."""
+    runs = [scores for (source, m), scores in bench.per_cell.items() if m == mode and source.startswith(prefix)]
+    if not runs:
+        return None
+    return np.mean([r[0] for r in runs], axis=0), np.mean([r[1] for r in runs], axis=0)
+
+
+def paired_rows(bench: Bench, modes: list[str], seed: int = 0) -> list[dict[str, object]]:
+    """The :data:`COMPARISONS` of ``bench``: for every mode and score, the mean over the scored cells of
+    the first source's score minus the second's (each averaged over its training seeds), with a 95 %
+    bootstrap interval over the cells and a verdict (``lower``/``higher`` when the interval excludes 0,
+    else ``level``). The interval is the cells' scatter only; the spread over training seeds is in the
+    seed table."""
+    rng = np.random.default_rng(seed)
+    n = int(bench.in_a.sum())
+    draws = rng.integers(0, n, size=(BOOTSTRAP, n))
+    out: list[dict[str, object]] = []
+    for name, first, second in COMPARISONS:
+        for mode in modes:
+            x, y = _source_cells(bench, first, mode), _source_cells(bench, second, mode)
+            if x is None or y is None:
+                continue
+            for score_name, a, b in (("mse", x[0], y[0]), ("poisson", x[1], y[1])):
+                diff = a - b
+                low, high = np.quantile(diff[draws].mean(axis=1), [0.025, 0.975])
+                verdict = "lower" if high < 0 else "higher" if low > 0 else "level"
+                out.append({"dataset": bench.name, "comparison": name, "mode": mode, "score": score_name,
+                            "difference": float(diff.mean()), "ci_low": float(low), "ci_high": float(high),
+                            "verdict": verdict})
+    return out
 
 
 def seed_summary(rows: list[dict[str, object]], scores: list[str] = SUMMARY_SCORES,
@@ -370,12 +415,14 @@ def seed_summary(rows: list[dict[str, object]], scores: list[str] = SUMMARY_SCOR
     return out
 
 
-def write_results(rows: list[dict[str, object]], structure: list[dict[str, object]], outdir: Path,
-                  info: dict[str, str], argv: list[str]) -> None:
-    """``ablation.csv``, ``ablation_structure.csv`` (when there are structure rows) and ``ablation.md``."""
+def write_results(rows: list[dict[str, object]], structure: list[dict[str, object]], pairs: list[dict[str, object]],
+                  outdir: Path, info: dict[str, str], argv: list[str]) -> None:
+    """``ablation.csv``, ``ablation_structure.csv`` and ``ablation_pairs.csv`` (when there are such rows) and
+    ``ablation.md``."""
     write_text_atomic(outdir / "ablation.csv", pd.DataFrame(rows).to_csv(index=False))
-    if structure:
-        write_text_atomic(outdir / "ablation_structure.csv", pd.DataFrame(structure).to_csv(index=False))
+    for suffix, extra in (("structure", structure), ("pairs", pairs)):
+        if extra:
+            write_text_atomic(outdir / f"ablation_{suffix}.csv", pd.DataFrame(extra).to_csv(index=False))
     parts = ["# Ablation: where the candidates come from", (__doc__ or "").split("Example::")[0].strip()]
     for name in dict.fromkeys(str(r["dataset"]) for r in rows):
         sub = [r for r in rows if r["dataset"] == name]
@@ -392,6 +439,12 @@ def write_results(rows: list[dict[str, object]], structure: list[dict[str, objec
             by_seed = seed_summary(varies, STRUCTURE_SCORES, ("dataset", "source"))
             if by_seed:
                 parts.append(markdown_table(by_seed, ["source", "seeds", *STRUCTURE_SCORES]))
+        paired = [r for r in pairs if r["dataset"] == name]
+        if paired:
+            parts.append(f"### {name}: paired differences of the sources (negative: the first scores lower, "
+                         f"better), 95 % bootstrap interval over the cells\n\n"
+                         + markdown_table(paired, ["comparison", "mode", "score", "difference", "ci_low", "ci_high",
+                                                   "verdict"]))
     parts += ["## Machine\n\n" + machine_markdown(info),
               "Command: `" + " ".join(["python", "benchmarks/bench_ablation.py", *argv]) + "`"]
     write_text_atomic(outdir / "ablation.md", "\n\n".join(parts) + "\n")
@@ -432,12 +485,14 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     rows: list[dict[str, object]] = []
     structure: list[dict[str, object]] = []
+    pairs: list[dict[str, object]] = []
     for name in args.datasets.split(","):
-        scored, varies = run_dataset(name.strip(), args)
-        rows += scored
-        structure += varies
+        bench = run_dataset(name.strip(), args)
+        rows += bench.rows
+        structure += bench.structure
+        pairs += paired_rows(bench, args.modes.split(","), args.seed)
     args.outdir.mkdir(parents=True, exist_ok=True)
-    write_results(rows, structure, args.outdir, machine(args.threads), sys.argv[1:] if argv is None else argv)
+    write_results(rows, structure, pairs, args.outdir, machine(args.threads), sys.argv[1:] if argv is None else argv)
     print(f"wrote {args.outdir / 'ablation.csv'} and {args.outdir / 'ablation.md'}")
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from scmaskgan.analysis.simulate import simulate
 from scmaskgan.errors import InputError
-from scmaskgan.method.mcv import split_counts, within_label_signal
+from scmaskgan.method.mcv import cell_scores, score, split_counts, within_label_signal
 
 
 @pytest.fixture(scope="module")
@@ -56,3 +56,16 @@ def test_labels_of_any_type_and_bad_shapes(split) -> None:
         within_label_signal(test, train[:, :-1], sim.labels)
     with pytest.raises(InputError):
         within_label_signal(test, train, sim.labels[:-1])
+
+
+def test_cell_scores_average_to_the_mcv_scores_and_rank_cells(split) -> None:
+    sim, train, test = split
+    mse, poisson = cell_scores(train, test, sim.truth)
+    whole = score(train, test, sim.truth)
+    assert mse.shape == poisson.shape == (len(train),)
+    assert mse.mean() == pytest.approx(whole.mse) and poisson.mean() == pytest.approx(whole.poisson)
+    # the truth beats the label mean on the Poisson loss in most cells, not just on average
+    _, label_mean = cell_scores(train, test, _label_mean_output(train, sim.labels))
+    assert (poisson < label_mean).mean() > 0.5
+    with pytest.raises(InputError, match="shape"):
+        cell_scores(train, test, sim.truth[:, :-1])

@@ -82,6 +82,21 @@ def score(
     return MCVScore(mcv_mse(test, denoised), mcv_poisson(train, test, denoised))
 
 
+def cell_scores(
+    train: np.ndarray | sp.spmatrix, test: np.ndarray | sp.spmatrix, denoised: np.ndarray | sp.spmatrix
+) -> tuple[np.ndarray, np.ndarray]:
+    """Both MCV scores of every cell: ``(mse, poisson)``, each ``(cells,)``, whose means are :func:`score`'s.
+
+    For paired comparisons of two outputs on the same cells (a bootstrap over cells of the
+    difference, as ``benchmarks/bench_ablation.py`` reports): a difference of the means says
+    nothing of whether it stands above the cell-to-cell scatter.
+    """
+    if denoised.shape != test.shape:
+        raise InputError(f"denoised shape {denoised.shape} differs from the counts' {test.shape}")
+    mse = ((lognormalise_nonnegative(test) - lognormalise_nonnegative(denoised)) ** 2).mean(axis=1)
+    return mse, poisson_losses(train, test, denoised).mean(axis=1)
+
+
 def within_label_signal(
     test: np.ndarray | sp.spmatrix, denoised: np.ndarray | sp.spmatrix, labels: np.ndarray
 ) -> float:
