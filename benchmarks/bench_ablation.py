@@ -35,6 +35,16 @@ each score's mean and range over the seeds: GAN training is chaotic, and even a 
 only rounds differently (the same layer computed in another order) moves a trained row by
 about as much as the differences between sources.
 
+Every data set also gets a table of **paired differences** (:func:`paired_rows`): trained minus
+initialised, initialised minus label mean and trained minus label mean, per mode and score, each
+GAN source averaged over its seeds cell by cell, with a 95 % bootstrap interval over the scored
+cells and a verdict (``lower``, ``higher``, or ``level`` when the interval holds 0): whether a
+difference of the means stands above the cells' scatter.
+
+``--labels one`` gives every cell the same label (labels far too coarse: the candidate sources
+must find the cell types themselves; the label mean is then the sample's mean); the scores
+keep the known types (results in ``results/ablation_one_label/``).
+
 ``--fit-on all`` fits (b) and (c) on all cells instead (as the pipeline does; the
 generator then saw A's train molecules too), (a) and (d) still use B only.
 
