@@ -141,6 +141,11 @@ def test_first_latent_coordinates_drive_the_loadings_and_the_level_noise_gives_w
     assert torch.allclose(spread[1], torch.full((4, 4), 0.5))
     # measured from the data and kept through training, as the level noise is: the optimiser never sees them
     assert all(p is not generator.factors for p in generator.parameters())
+    # the factor coordinates reach the output through the loadings only, so that the learned paths cannot
+    # learn to cancel them: without loadings they change nothing
+    other = torch.tensor([[-2.0, 3.0, 7.0], [-2.0, 3.0, 7.0]])
+    assert all(torch.equal(a, b) for a, b in zip(without(z, onehot), without(other, onehot), strict=True))
+    assert not torch.equal(without(z, onehot)[0], without(z + torch.tensor([0.0, 0.0, 1.0]), onehot)[0])
 
 
 def test_factor_rank_is_bounded_by_the_latent_code_and_absent_in_old_model_files():
@@ -149,5 +154,9 @@ def test_factor_rank_is_bounded_by_the_latent_code_and_absent_in_old_model_files
     old = {k: v for k, v in ModelConfig(side=4, n_labels=2, latent_dim=3).to_dict().items() if k != "factor_rank"}
     generator = Generator(ModelConfig.from_dict(old))
     assert generator.factors is None and not any("factors" in k for k in generator.state_dict())
+    # files written before the factors were private had learned paths that saw them: they still do
+    before = {k: v for k, v in ModelConfig(side=4, n_labels=2, latent_dim=3, factor_rank=2).to_dict().items()
+              if k != "private_factors"}
+    assert not ModelConfig.from_dict(before).private_factors and ModelConfig(side=4, n_labels=2, latent_dim=3).private_factors
     with pytest.raises(ValueError, match="no factor loadings"):
         generator.init_factors(torch.zeros(2, 1, 4, 4), torch.zeros(2, 1, 4, 4))

@@ -83,6 +83,10 @@ class ModelConfig:
         Training cells per label whose factor scores the generator keeps and draws its first
         ``factor_rank`` latent coordinates from (:meth:`Generator.latent`; 0: they are drawn
         from a standard normal, as in model files written before the bank existed).
+    private_factors
+        The first ``factor_rank`` latent coordinates drive the factor loadings only; the
+        learned paths see the other coordinates (``False`` in model files written before,
+        whose learned paths saw them all).
     """
 
     side: int
@@ -98,6 +102,7 @@ class ModelConfig:
     depth_input: bool = False
     factor_rank: int = 0
     score_bank: int = 0
+    private_factors: bool = True
 
     def __post_init__(self) -> None:
         if self.side < 1 or self.n_labels < 1 or self.latent_dim < 1:
@@ -135,7 +140,7 @@ class ModelConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise InputError(f"model config has unknown key(s): {', '.join(unknown)}")
-        return cls(**{"level_noise": False, **values})
+        return cls(**{"level_noise": False, "private_factors": False, **values})
 
 
 #: Image side up to which batch and epoch sizes are used as given (see :func:`pixel_scaled`).
@@ -310,7 +315,8 @@ class Generator(nn.Module):
       much easier to express as gene loadings than through 3x3 convolutions.
 
     A third, linear path adds per-label *factor loadings* times the first ``factor_rank``
-    latent coordinates to both logits (:mod:`scmaskgan.method.factors`).
+    latent coordinates to both logits (:mod:`scmaskgan.method.factors`); those coordinates
+    reach no other path (``private_factors``).
 
     :meth:`init_label_bias` starts the bias at the training cells' label statistics,
     :meth:`init_factors` sets the loadings at what the label's cells share (kept fixed in
@@ -401,6 +407,11 @@ class Generator(nn.Module):
         if self.cfg.depth_input:
             parts.append(_depth_column(depth, self.depth_moments))
         s0, n = self.cfg.base_side, self.cfg.side
+        if self.factors is not None and self.cfg.private_factors:
+            # the learned paths do not see the factor coordinates: seeing them, training learned to cancel
+            # the measured structure the fixed loadings carry (docs/method.md)
+            r = self.cfg.factor_rank
+            parts[0] = torch.cat([torch.zeros_like(z[:, :r]), z[:, r:]], dim=1)
         inputs = torch.cat(parts, dim=1)
         h = self.project(inputs).view(z.shape[0], -1, s0, s0)
         h = self.attention(self.up(self.conv0(h)))
