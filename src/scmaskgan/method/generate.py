@@ -129,8 +129,7 @@ def sample_views(
         part = slice(start, start + batch_size)
         lab = labels_t[start:start + batch_size]
         z = torch.randn(len(lab), cfg.latent_dim, generator=gen)
-        if generator.factor_scores is not None:
-            z = generator.latent(z.to(device), lab.to(device), torch.rand(len(lab), generator=gen)).cpu()
+        pick = torch.rand(len(lab), generator=gen) if generator.factor_scores is not None else None
         uniform = torch.rand(len(lab), cfg.side, cfg.side, generator=gen)
         cond = None
         if cond_rows is not None:
@@ -141,6 +140,8 @@ def sample_views(
         normal = torch.randn(len(lab), cfg.side, cfg.side, generator=gen)
         onehot = F.one_hot(lab, cfg.n_labels).float().to(device)
         z, spread = z.to(device), generator.level_spread(onehot)
+        if pick is not None:  # the factor coordinates from the training cells' scores (Generator.latent)
+            z = generator.latent(z, lab.to(device), pick)
         if dropouts == "sample":
             level, logits = generator(z, onehot, cond, None if depth is None else depth[part])
             cells = observe(level, spread, normal.to(device)) * (uniform.to(device) < torch.sigmoid(logits)).float()
