@@ -76,16 +76,17 @@ def mcv_poisson(
 def score(
     train: np.ndarray | sp.spmatrix, test: np.ndarray | sp.spmatrix, denoised: np.ndarray | sp.spmatrix
 ) -> MCVScore:
-    """Both MCV scores of a denoised train matrix (cells x genes, any non-negative scale)."""
-    if denoised.shape != test.shape:
-        raise InputError(f"denoised shape {denoised.shape} differs from the counts' {test.shape}")
-    return MCVScore(mcv_mse(test, denoised), mcv_poisson(train, test, denoised))
+    """Both MCV scores of a denoised train matrix (cells x genes, any non-negative scale): the means of
+    :func:`cell_scores` (every cell has as many genes, so the mean of the cells' means)."""
+    mse, poisson = cell_scores(train, test, denoised)
+    return MCVScore(float(mse.mean()), float(poisson.mean()))
 
 
 def cell_scores(
     train: np.ndarray | sp.spmatrix, test: np.ndarray | sp.spmatrix, denoised: np.ndarray | sp.spmatrix
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Both MCV scores of every cell: ``(mse, poisson)``, each ``(cells,)``, whose means are :func:`score`'s.
+    """Both MCV scores of every cell: ``(mse, poisson)``, each ``(cells,)``, of :func:`mcv_mse` and
+    :func:`poisson_losses`.
 
     For paired comparisons of two outputs on the same cells (a bootstrap over cells of the
     difference, as ``benchmarks/bench_ablation.py`` reports): a difference of the means says
