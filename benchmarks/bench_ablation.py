@@ -346,7 +346,8 @@ def run_dataset(name: str, args: argparse.Namespace) -> Bench:
     impute = ImputeParams(n_trials=QUICK_TRIALS if args.quick else ImputeParams().n_trials, seed=args.seed)
     fit = {**(QUICK_FIT if args.quick else {}), "device": "cpu", "threads": args.threads,
            **({"dropouts": args.dropouts} if args.dropouts else {}),
-           **({"rec_loss": args.rec_loss} if args.rec_loss else {})}
+           **({"rec_loss": args.rec_loss} if args.rec_loss else {}),
+           **({"learned_latent": args.learned_latent} if args.learned_latent else {})}
     reference_rows(bench, magic=args.magic and METHODS["magic"].unavailable() is None)
     seeds = [int(s) for s in args.gan_seeds.split(",")] if args.gan_seeds else [args.seed]
     sources: dict[str, Callable[[], Candidates]] = {"(a) label mean": lambda: _real(bench, True, impute.k_max)}
@@ -477,6 +478,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="epochs of source (c); default: training's")
     parser.add_argument("--rec-loss", choices=("moments", "inpaint", "none"), default=None,
                         help="reconstruction term of (b) and (c) (TrainParams.rec_loss); default: training's")
+    parser.add_argument("--learned-latent", choices=("none", "free"), default=None,
+                        help="latent coordinates the generator's learned paths see, of (b) and (c) "
+                             "(TrainParams.learned_latent); default: training's")
     parser.add_argument("--fit-on", choices=("other", "all"), default="other",
                         help="cells the GAN is fitted on: the other half B (default) or all cells")
     parser.add_argument("--labels", choices=("types", "one"), default="types",

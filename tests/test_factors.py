@@ -141,11 +141,19 @@ def test_first_latent_coordinates_drive_the_loadings_and_the_level_noise_gives_w
     assert torch.allclose(spread[1], torch.full((4, 4), 0.5))
     # measured from the data and kept through training, as the level noise is: the optimiser never sees them
     assert all(p is not generator.factors for p in generator.parameters())
-    # the factor coordinates reach the output through the loadings only, so that the learned paths cannot
-    # learn to cancel them: without loadings they change nothing
-    other = torch.tensor([[-2.0, 3.0, 7.0], [-2.0, 3.0, 7.0]])
+    # the latent code reaches the output through the loadings only (learned_latent='none'), so that the
+    # learned paths can neither cancel the factors nor add variation of their own: without loadings it
+    # changes nothing, the other coordinate included
+    other = torch.tensor([[-2.0, 3.0, -4.0], [-2.0, 3.0, -4.0]])
     assert all(torch.equal(a, b) for a, b in zip(without(z, onehot), without(other, onehot), strict=True))
-    assert not torch.equal(without(z, onehot)[0], without(z + torch.tensor([0.0, 0.0, 1.0]), onehot)[0])
+    # with 'free' the learned paths see the coordinates beyond the factors' (and still not the factors')
+    free = Generator(ModelConfig(side=4, n_labels=2, latent_dim=3, factor_rank=2, learned_latent="free")).eval()
+    with torch.no_grad():
+        free.factors.zero_()
+    last = torch.tensor([0.0, 0.0, 1.0])
+    assert all(torch.equal(a, b) for a, b in zip(free(z, onehot), free(z + torch.tensor([2.0, -1.0, 0.0]), onehot),
+                                                  strict=True))
+    assert not torch.equal(free(z, onehot)[0], free(z + last, onehot)[0])
 
 
 def test_factor_rank_is_bounded_by_the_latent_code_and_absent_in_old_model_files():
@@ -154,9 +162,15 @@ def test_factor_rank_is_bounded_by_the_latent_code_and_absent_in_old_model_files
     old = {k: v for k, v in ModelConfig(side=4, n_labels=2, latent_dim=3).to_dict().items() if k != "factor_rank"}
     generator = Generator(ModelConfig.from_dict(old))
     assert generator.factors is None and not any("factors" in k for k in generator.state_dict())
-    # files written before the factors were private had learned paths that saw them: they still do
-    before = {k: v for k, v in ModelConfig(side=4, n_labels=2, latent_dim=3, factor_rank=2).to_dict().items()
-              if k != "private_factors"}
-    assert not ModelConfig.from_dict(before).private_factors and ModelConfig(side=4, n_labels=2, latent_dim=3).private_factors
+    # files written before the factors were private had learned paths that saw every coordinate, files with
+    # private factors the free ones: they still do
+    current = ModelConfig(side=4, n_labels=2, latent_dim=3, factor_rank=2).to_dict()
+    assert current["learned_latent"] == "none"
+    before = {k: v for k, v in current.items() if k != "learned_latent"}
+    assert ModelConfig.from_dict(before).learned_latent == "all"
+    assert ModelConfig.from_dict({**before, "private_factors": True}).learned_latent == "free"
+    assert ModelConfig.from_dict({**before, "private_factors": False}).learned_latent == "all"
+    with pytest.raises(InputError, match="learned_latent"):
+        ModelConfig(side=4, n_labels=2, latent_dim=3, learned_latent="some")
     with pytest.raises(ValueError, match="no factor loadings"):
         generator.init_factors(torch.zeros(2, 1, 4, 4), torch.zeros(2, 1, 4, 4))

@@ -186,6 +186,15 @@ class TrainParams(_Validated):
         "other paths train, and are drawn from the training cells' own scores on them (docs/method.md); 0 disables. "
         "At most latent_dim.", ge=0,
     )
+    learned_latent: str = _p(
+        "none",
+        "Latent coordinates the generator's convolutional and whole-cell paths see when it has factor "
+        "loadings: 'none' (the label and depth only: a candidate's shared variation is the measured factors, "
+        "and training learns each label's profile and its dependence on depth) or 'free' (also the coordinates "
+        "beyond the factors', so that training may add variation the factors miss; on samples of 300-1,500 "
+        "cells it added variation no real state has, docs/method.md). The factor coordinates reach the "
+        "loadings only, in both.", ("none", "free"),
+    )
     patience: int = _p(
         6, "Early stopping: epochs without improvement of the smoothed held-out candidate quality.", ge=1,
     )

@@ -39,6 +39,9 @@ from torch.nn.utils.parametrizations import spectral_norm
 from scmaskgan.errors import InputError
 from scmaskgan.method.depth import standardise
 
+#: Values of :attr:`ModelConfig.learned_latent`.
+LEARNED_LATENT = ("none", "free", "all")
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -83,10 +86,13 @@ class ModelConfig:
         Training cells per label whose factor scores the generator keeps and draws its first
         ``factor_rank`` latent coordinates from (:meth:`Generator.latent`; 0: they are drawn
         from a standard normal, as in model files written before the bank existed).
-    private_factors
-        The first ``factor_rank`` latent coordinates drive the factor loadings only; the
-        learned paths see the other coordinates (``False`` in model files written before,
-        whose learned paths saw them all).
+    learned_latent
+        Latent coordinates the learned (convolutional and whole-cell) paths see when there are
+        factor loadings: ``'none'`` (the label and depth only; the factor coordinates drive the
+        loadings, the other coordinates nothing), ``'free'`` (those beyond the first
+        ``factor_rank``) or ``'all'`` (model files written before the factor coordinates were kept
+        from the learned paths, which :meth:`from_dict` reads as such). Without factor loadings
+        the learned paths see every coordinate.
     """
 
     side: int
@@ -102,7 +108,7 @@ class ModelConfig:
     depth_input: bool = False
     factor_rank: int = 0
     score_bank: int = 0
-    private_factors: bool = True
+    learned_latent: str = "none"
 
     def __post_init__(self) -> None:
         if self.side < 1 or self.n_labels < 1 or self.latent_dim < 1:
@@ -113,6 +119,8 @@ class ModelConfig:
             raise InputError(f"factor_rank={self.factor_rank} must be between 0 and latent_dim={self.latent_dim}")
         if self.base_channels < 4:
             raise InputError(f"base_channels={self.base_channels} must be at least 4")
+        if self.learned_latent not in LEARNED_LATENT:
+            raise InputError(f"learned_latent={self.learned_latent!r} is not one of {', '.join(LEARNED_LATENT)}")
 
     @property
     def base_side(self) -> int:
@@ -135,12 +143,16 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an :class:`InputError`."""
+        """Inverse of :meth:`to_dict`; unknown keys are an :class:`InputError`. Files written before a
+        field existed get the wiring they were trained with (their ``private_factors`` flag: ``'free'``)."""
+        values = dict(values)
+        if "private_factors" in values:
+            values.setdefault("learned_latent", "free" if values.pop("private_factors") else "all")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise InputError(f"model config has unknown key(s): {', '.join(unknown)}")
-        return cls(**{"level_noise": False, "private_factors": False, **values})
+        return cls(**{"level_noise": False, "learned_latent": "all", **values})
 
 
 #: Image side up to which batch and epoch sizes are used as given (see :func:`pixel_scaled`).
@@ -316,7 +328,9 @@ class Generator(nn.Module):
 
     A third, linear path adds per-label *factor loadings* times the first ``factor_rank``
     latent coordinates to both logits (:mod:`scmaskgan.method.factors`); those coordinates
-    reach no other path (``private_factors``).
+    reach no other path, and by default neither do the others (``learned_latent``): the
+    learned paths then see the label and depth only, so that a candidate's shared variation is
+    what the factors measured and training cannot add directions no real cell varies along.
 
     :meth:`init_label_bias` starts the bias at the training cells' label statistics,
     :meth:`init_factors` sets the loadings at what the label's cells share (kept fixed in
@@ -407,11 +421,11 @@ class Generator(nn.Module):
         if self.cfg.depth_input:
             parts.append(_depth_column(depth, self.depth_moments))
         s0, n = self.cfg.base_side, self.cfg.side
-        if self.factors is not None and self.cfg.private_factors:
-            # the learned paths do not see the factor coordinates: seeing them, training learned to cancel
-            # the measured structure the fixed loadings carry (docs/method.md)
-            r = self.cfg.factor_rank
-            parts[0] = torch.cat([torch.zeros_like(z[:, :r]), z[:, r:]], dim=1)
+        if self.factors is not None and self.cfg.learned_latent != "all":
+            # seeing the factor coordinates, training learned to cancel the measured structure the fixed
+            # loadings carry; seeing the others, it added variation no real state has (docs/method.md)
+            hidden = self.cfg.factor_rank if self.cfg.learned_latent == "free" else z.shape[1]
+            parts[0] = torch.cat([torch.zeros_like(z[:, :hidden]), z[:, hidden:]], dim=1)
         inputs = torch.cat(parts, dim=1)
         h = self.project(inputs).view(z.shape[0], -1, s0, s0)
         h = self.attention(self.up(self.conv0(h)))

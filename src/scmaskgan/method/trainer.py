@@ -51,6 +51,7 @@ def model_config(params: TrainParams, encoding: Encoding, n_labels: int) -> Mode
         depth_input=encoding.input_scale == "counts",  # log-normalised input has no library sizes
         factor_rank=min(params.factor_rank, latent),
         score_bank=FACTOR_CELLS if params.factor_rank else 0,
+        learned_latent=params.learned_latent,
     )
 
 
