@@ -22,8 +22,10 @@ as a factor model in the generator's own terms:
 The generator adds ``loadings @ u`` to its level and detection logits, ``u`` being the first
 ``rank`` coordinates of its latent code (:class:`~scmaskgan.method.model.Generator`); the
 loadings are kept through training, as the level noise is (trained, the adversarial term wore
-the hidden structure they carry down, ``docs/method.md``), the generator's other paths learn
-around them, and the level noise keeps the variance the factors do not explain.
+the hidden structure they carry down, ``docs/method.md``), the generator's other paths see
+neither ``u`` nor, by default, any other latent coordinate (``learned_latent``), so the
+factors are all the shared variation its candidates have, and the level noise keeps the
+variance the factors do not explain.
 """
 
 from __future__ import annotations
