@@ -106,7 +106,7 @@ import datasets  # noqa: E402
 from harness import machine, machine_markdown, markdown_table  # noqa: E402
 from methods import METHODS, fit_scmaskgan_with_types  # noqa: E402
 
-from scmaskgan.core.config import ImputeParams  # noqa: E402
+from scmaskgan.core.config import GenerateParams, ImputeParams, TrainParams  # noqa: E402
 from scmaskgan.io.atomic import write_text_atomic  # noqa: E402
 from scmaskgan.method.encode import Encoding, fit_encoding, to_unit  # noqa: E402
 from scmaskgan.method.imputation import impute_matrix  # noqa: E402
@@ -121,6 +121,11 @@ SUMMARY_SCORES = ["mse", "poisson", "within_signal", "truth_mse", "truth_signal"
 STRUCTURE_SCORES = ["along_truth", "off_truth"]
 COLUMNS = ["dataset", "source", "mode", "mse", "poisson", "within_signal", "truth_mse", "truth_signal", "k",
            "theta_sigma", "fit_s", "impute_s", "seconds", "note"]
+def choices(params: type, name: str) -> tuple[str, ...]:
+    """The allowed values of the pipeline parameter ``name`` of ``params`` (its field's ``choices``)."""
+    return next(f.metadata["choices"] for f in dataclasses.fields(params) if f.name == name)
+
+
 #: Settings of ``--quick``: GAN and tuning.
 QUICK_FIT = {"epochs": 3, "min_epochs": 1, "cells_per_epoch": 512}
 QUICK_TRIALS = 5
@@ -473,12 +478,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--outdir", type=Path, default=Path(__file__).resolve().parent / "results")
     parser.add_argument("--modes", default="zeros,denoise,posterior", help="imputation modes")
     parser.add_argument("--sources", default="a,b,c,d,e", help="candidate sources, of a,b,c,d,e (e: the simulation only)")
-    parser.add_argument("--dropouts", choices=("sample", "expected"), default=None,
+    parser.add_argument("--dropouts", choices=choices(GenerateParams, "dropouts"), default=None,
                         help="GENERATE's dropouts for (b) and (c); default: the pipeline's")
     parser.add_argument("--epochs", type=int, default=None, help="epochs of source (c); default: training's")
-    parser.add_argument("--rec-loss", choices=("moments", "inpaint", "none"), default=None,
+    parser.add_argument("--rec-loss", choices=choices(TrainParams, "rec_loss"), default=None,
                         help="reconstruction term of (b) and (c) (TrainParams.rec_loss); default: training's")
-    parser.add_argument("--learned-latent", choices=("none", "free"), default=None,
+    parser.add_argument("--learned-latent", choices=choices(TrainParams, "learned_latent"), default=None,
                         help="latent coordinates the generator's learned paths see, of (b) and (c) "
                              "(TrainParams.learned_latent); default: training's")
     parser.add_argument("--fit-on", choices=("other", "all"), default="other",
