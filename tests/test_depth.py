@@ -47,8 +47,6 @@ def test_a_depth_conditioned_network_needs_the_depth_and_uses_it():
     values = torch.rand(2, 6, 6)
     assert not torch.equal(disc(values, values > 0, onehot, torch.full((2,), 6.0)),
                            disc(values, values > 0, onehot, torch.full((2,), 9.0)))
-    old = {k: v for k, v in cfg.to_dict().items() if k != "depth_input"}  # a model file from before the covariate
-    assert not ModelConfig.from_dict(old).depth_input
 
 
 def test_candidates_take_real_depths_and_their_expected_values_one_depth_per_label():

@@ -156,21 +156,20 @@ def test_first_latent_coordinates_drive_the_loadings_and_the_level_noise_gives_w
     assert not torch.equal(free(z, onehot)[0], free(z + last, onehot)[0])
 
 
-def test_factor_rank_is_bounded_by_the_latent_code_and_absent_in_old_model_files():
+def test_factor_rank_is_bounded_and_hidden_latent_coordinates_cost_no_weights():
     with pytest.raises(InputError, match="factor_rank"):
         ModelConfig(side=4, n_labels=2, latent_dim=3, factor_rank=4)
-    old = {k: v for k, v in ModelConfig(side=4, n_labels=2, latent_dim=3).to_dict().items() if k != "factor_rank"}
-    generator = Generator(ModelConfig.from_dict(old))
-    assert generator.factors is None and not any("factors" in k for k in generator.state_dict())
-    # files written before the factors were private had learned paths that saw every coordinate, files with
-    # private factors the free ones: they still do
-    current = ModelConfig(side=4, n_labels=2, latent_dim=3, factor_rank=2).to_dict()
-    assert current["learned_latent"] == "none"
-    before = {k: v for k, v in current.items() if k != "learned_latent"}
-    assert ModelConfig.from_dict(before).learned_latent == "all"
-    assert ModelConfig.from_dict({**before, "private_factors": True}).learned_latent == "free"
-    assert ModelConfig.from_dict({**before, "private_factors": False}).learned_latent == "all"
     with pytest.raises(InputError, match="learned_latent"):
         ModelConfig(side=4, n_labels=2, latent_dim=3, learned_latent="some")
+    # the learned paths' input layers take the coordinates they see, the label and the depth only
+    seen = {value: ModelConfig(side=4, n_labels=2, latent_dim=5, factor_rank=2, depth_input=True,
+                               learned_latent=value) for value in ("none", "free", "all")}
+    assert [cfg.seen_latent for cfg in seen.values()] == [0, 3, 5]
+    for cfg in seen.values():
+        generator = Generator(cfg)
+        assert generator.project[0].in_features == generator.whole[0].in_features == cfg.seen_latent + 2 + 1
+    generator = Generator(ModelConfig(side=4, n_labels=2, latent_dim=3))  # no factors: every coordinate
+    assert generator.factors is None and not any("factors" in k for k in generator.state_dict())
+    assert generator.project[0].in_features == 3 + 2
     with pytest.raises(ValueError, match="no factor loadings"):
         generator.init_factors(torch.zeros(2, 1, 4, 4), torch.zeros(2, 1, 4, 4))

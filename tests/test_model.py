@@ -136,18 +136,10 @@ def test_config_round_trip_and_bad_values():
     assert (cfg.base_side, cfg.work_side, cfg.code_dim) == (3, 12, 2)
     with pytest.raises(InputError, match="unknown key"):
         ModelConfig.from_dict({**cfg.to_dict(), "depth": 3})
+    with pytest.raises(InputError, match=r"lacks \['factor_rank'\]"):  # a file of another format would
+        ModelConfig.from_dict({k: v for k, v in cfg.to_dict().items() if k != "factor_rank"})
     with pytest.raises(InputError):
         ModelConfig(side=0, n_labels=2, latent_dim=4)
-
-
-def test_model_files_from_before_the_level_noise_load_without_it():
-    old = {k: v for k, v in ModelConfig(side=6, n_labels=2, latent_dim=4).to_dict().items() if k != "level_noise"}
-    cfg = ModelConfig.from_dict(old)
-    assert not cfg.level_noise
-    generator = Generator(cfg)
-    assert "log_spread" not in generator.state_dict()
-    assert torch.equal(generator.level_spread(torch.eye(2)), torch.zeros(2, 6, 6))
-    assert "log_spread" in Generator(ModelConfig(side=6, n_labels=2, latent_dim=4)).state_dict()
 
 
 def test_level_noise_is_the_labels_spread_and_not_trained():

@@ -24,7 +24,7 @@ from scmaskgan.method.images_h5 import ImageStore
 from scmaskgan.method.model import Generator, ModelConfig
 from scmaskgan.method.trainer import GanTrainer
 
-MODEL_FORMAT = 2
+MODEL_FORMAT = 3
 
 
 @dataclass

@@ -72,27 +72,23 @@ class ModelConfig:
         factor model of expression.
     inpaint
         The generator is also conditioned on a masked real cell (``rec_loss='inpaint'``).
-    level_noise
-        The generator draws per-entry level noise (``False`` only for model files written
-        before it existed, which :meth:`from_dict` reads as such).
     depth_input
         Both networks are given each cell's log depth (:mod:`scmaskgan.method.depth`); TRAIN
-        turns it on for count input (model files written before it existed have it off).
+        turns it on for count input.
     factor_rank
         Width of the generator's per-label factor loadings, driven by the first ``factor_rank``
-        latent coordinates (:mod:`scmaskgan.method.factors`; at most ``latent_dim``; 0: none,
-        as in model files written before they existed).
+        latent coordinates (:mod:`scmaskgan.method.factors`; at most ``latent_dim``; 0: none).
     score_bank
         Training cells per label whose factor scores the generator keeps and draws its first
         ``factor_rank`` latent coordinates from (:meth:`Generator.latent`; 0: they are drawn
-        from a standard normal, as in model files written before the bank existed).
+        from a standard normal).
     learned_latent
         Latent coordinates the learned (convolutional and whole-cell) paths see when there are
         factor loadings: ``'none'`` (the label and depth only; the factor coordinates drive the
         loadings, the other coordinates nothing), ``'free'`` (those beyond the first
-        ``factor_rank``) or ``'all'`` (model files written before the factor coordinates were kept
-        from the learned paths, which :meth:`from_dict` reads as such). Without factor loadings
-        the learned paths see every coordinate.
+        ``factor_rank``) or ``'all'``. Without factor loadings the learned paths see every
+        coordinate. The paths' input layers are built for the coordinates they see
+        (:attr:`seen_latent`), so hidden ones cost no weights.
     """
 
     side: int
@@ -104,7 +100,6 @@ class ModelConfig:
     global_hidden: int = 256
     global_rank: int = 64
     inpaint: bool = False
-    level_noise: bool = True
     depth_input: bool = False
     factor_rank: int = 0
     score_bank: int = 0
@@ -133,6 +128,13 @@ class ModelConfig:
         return 4 * self.base_side
 
     @property
+    def seen_latent(self) -> int:
+        """How many latent coordinates, the last ones, the learned paths see (``learned_latent``)."""
+        if not self.factor_rank or self.learned_latent == "all":
+            return self.latent_dim
+        return self.latent_dim - self.factor_rank if self.learned_latent == "free" else 0
+
+    @property
     def code_dim(self) -> int:
         """Size of the masked-cell code in inpainting mode (0 otherwise)."""
         return max(self.latent_dim // 2, 1) if self.inpaint else 0
@@ -143,16 +145,12 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an :class:`InputError`. Files written before a
-        field existed get the wiring they were trained with (their ``private_factors`` flag: ``'free'``)."""
-        values = dict(values)
-        if "private_factors" in values:
-            values.setdefault("learned_latent", "free" if values.pop("private_factors") else "all")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise InputError(f"model config has unknown key(s): {', '.join(unknown)}")
-        return cls(**{"level_noise": False, "learned_latent": "all", **values})
+        """Inverse of :meth:`to_dict`; unknown or missing keys are an :class:`InputError`."""
+        names = {f.name for f in fields(cls)}
+        unknown, missing = sorted(set(values) - names), sorted(names - set(values))
+        if unknown or missing:
+            raise InputError(f"model config has unknown key(s) {unknown} and lacks {missing}")
+        return cls(**values)
 
 
 #: Image side up to which batch and epoch sizes are used as given (see :func:`pixel_scaled`).
@@ -345,7 +343,7 @@ class Generator(nn.Module):
         c1 = cfg.base_channels
         c2 = max(c1 // 2, 4)
         s0, s = cfg.base_side, cfg.work_side
-        n_in = cfg.latent_dim + cfg.n_labels + cfg.code_dim + int(cfg.depth_input)
+        n_in = cfg.seen_latent + cfg.n_labels + cfg.code_dim + int(cfg.depth_input)
         self.project = nn.Sequential(
             nn.Linear(n_in, c1 * s0 * s0),
             nn.BatchNorm1d(c1 * s0 * s0),
@@ -382,9 +380,9 @@ class Generator(nn.Module):
         banked = cfg.factor_rank and cfg.score_bank
         self.register_buffer("factor_scores", torch.zeros(cfg.n_labels, cfg.score_bank, cfg.factor_rank) if banked else None)
         self.register_buffer("factor_cells", torch.zeros(cfg.n_labels, cfg.factor_rank, dtype=torch.long) if banked else None)
-        self.log_spread: torch.Tensor | None
+        self.log_spread: torch.Tensor
         # a buffer, not a parameter: the level noise is measured from the data (init_label_bias), not learned
-        self.register_buffer("log_spread", torch.full((cfg.n_labels, s, s), -30.0) if cfg.level_noise else None)
+        self.register_buffer("log_spread", torch.full((cfg.n_labels, s, s), -30.0))
         self.encoder = CellEncoder(cfg) if cfg.inpaint else None
         self.depth_moments: torch.Tensor
         self.register_buffer("depth_moments", torch.tensor([0.0, 1.0]))  # (mean, sd) of the training log depths
@@ -411,7 +409,9 @@ class Generator(nn.Module):
             ``(B,)`` log depth of each cell to generate (:func:`~scmaskgan.method.depth.log_depth`);
             required exactly when the model was built with ``depth_input=True``.
         """
-        parts = [z, onehot]
+        # seeing the factor coordinates, training learned to cancel the measured structure the fixed loadings
+        # carry; seeing the others, it added variation no real state has (docs/method.md): learned_latent
+        parts = [z[:, z.shape[1] - self.cfg.seen_latent:], onehot]
         if self.encoder is not None:
             if cond is None:
                 raise ValueError("an inpainting generator needs the masked cells (cond)")
@@ -421,11 +421,6 @@ class Generator(nn.Module):
         if self.cfg.depth_input:
             parts.append(_depth_column(depth, self.depth_moments))
         s0, n = self.cfg.base_side, self.cfg.side
-        if self.factors is not None and self.cfg.learned_latent != "all":
-            # seeing the factor coordinates, training learned to cancel the measured structure the fixed
-            # loadings carry; seeing the others, it added variation no real state has (docs/method.md)
-            hidden = self.cfg.factor_rank if self.cfg.learned_latent == "free" else z.shape[1]
-            parts[0] = torch.cat([torch.zeros_like(z[:, :hidden]), z[:, hidden:]], dim=1)
         inputs = torch.cat(parts, dim=1)
         h = self.project(inputs).view(z.shape[0], -1, s0, s0)
         h = self.attention(self.up(self.conv0(h)))
@@ -459,10 +454,8 @@ class Generator(nn.Module):
         return torch.cat([torch.where(cells > 0, drawn, z[:, :r]), z[:, r:]], dim=1)
 
     def level_spread(self, onehot: torch.Tensor) -> torch.Tensor:
-        """``(B, N, N)`` SD of the per-entry level noise (logit scale) of each cell's label (0 without it)."""
+        """``(B, N, N)`` SD of the per-entry level noise (logit scale) of each cell's label."""
         n = self.cfg.side
-        if self.log_spread is None:
-            return onehot.new_zeros(onehot.shape[0], n, n)
         spread = torch.exp(self.log_spread[:, :n, :n])
         return (onehot @ spread.flatten(1)).view(-1, n, n)
 
@@ -477,14 +470,14 @@ class Generator(nn.Module):
         detection
             ``(L, N, N)`` detection probability of each label and gene, in (0, 1).
         spread
-            ``(L, N, N)`` positive SD of the level noise (logit scale), kept through training;
-            ignored by a generator without level noise.
+            ``(L, N, N)`` positive SD of the level noise (logit scale), kept through training
+            (``None``: none, about ``exp(-30)``).
         """
         n = self.cfg.side
         self.label_bias.zero_()
         self.label_bias[:, 0, :n, :n] = torch.logit(level)
         self.label_bias[:, 1, :n, :n] = torch.logit(detection)
-        if self.log_spread is not None and spread is not None:
+        if spread is not None:
             self.log_spread[:, :n, :n] = torch.log(spread)
 
     @torch.no_grad()
@@ -514,10 +507,9 @@ class Generator(nn.Module):
             used = level.flatten(2).abs().amax(2) + detection.flatten(2).abs().amax(2) > 0  # (L, r)
             self.factor_cells.zero_()
             self.factor_cells[:, :r] = torch.where(used, cells.clamp_max(rows)[:, None], 0)
-        if self.log_spread is not None:
-            spread = torch.exp(self.log_spread[:, :n, :n])
-            explained = (level[..., :n, :n] ** 2).sum(1)
-            self.log_spread[:, :n, :n] = 0.5 * torch.log((spread**2 - explained).clamp_min((0.5 * spread) ** 2))
+        spread = torch.exp(self.log_spread[:, :n, :n])
+        explained = (level[..., :n, :n] ** 2).sum(1)
+        self.log_spread[:, :n, :n] = 0.5 * torch.log((spread**2 - explained).clamp_min((0.5 * spread) ** 2))
 
 
 def _depth_column(depth: torch.Tensor | None, centre_sd: torch.Tensor) -> torch.Tensor:
