@@ -155,6 +155,10 @@ def test_cli_impute_writes_the_imputed_h5ad(sample, tmp_path: Path, capsys) -> N
     result = ad.read_h5ad(out)
     assert result.shape == sample.shape
     assert result.uns["scmaskgan"]["mode"] == "denoise" and result.uns["scmaskgan"]["n_observed_changed"] > 0
+    # fitted in three processes (scmaskgan.fit_process), handing over files: the API's one-process result
+    in_process = scmaskgan.ScMaskGAN(0, label_key="cell_type", mode="denoise", epochs=1, min_epochs=1,
+                                     base_channels=8, device="cpu", impute_n_trials=3).fit_transform(sample)
+    np.testing.assert_array_equal(np.asarray(result.X), np.asarray(in_process.X))
     assert main(["impute", str(src), "-o", str(out), "--label-key", "nope"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("scmaskgan: error:") and "nope" in err[0]

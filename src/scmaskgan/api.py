@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -52,6 +53,36 @@ _ALIASES = {"seed": "random_state", "impute_mode": "mode"}
 PIPELINE_DEFAULTS: dict[str, Any] = {
     name: f.default for name, (_, f) in flat_fields(IMPUTE_CHAIN).items() if name not in _ALIASES
 }
+
+
+@dataclasses.dataclass(frozen=True)
+class FitState:
+    """What :meth:`ScMaskGAN.fit` carries between its phases: the input's names, the cells and genes
+    it used, the steps' files and seconds. Plain JSON (:meth:`to_json`), so that a phase can run in
+    another process."""
+
+    genes: list[str]
+    cells: list[str]
+    used_genes: np.ndarray
+    used_cells: np.ndarray
+    label_source: str
+    files: dict[str, str]
+    seconds: dict[str, float]
+    flat: dict[str, Any]
+
+    def to_json(self) -> str:
+        """The state as JSON (boolean masks as lists)."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        fields.update(used_genes=self.used_genes.tolist(), used_cells=self.used_cells.tolist())
+        return json.dumps(fields)
+
+    @classmethod
+    def from_json(cls, text: str) -> FitState:
+        """The state :meth:`to_json` wrote."""
+        fields = json.loads(text)
+        fields.update(used_genes=np.asarray(fields["used_genes"], dtype=bool),
+                      used_cells=np.asarray(fields["used_cells"], dtype=bool))
+        return cls(**fields)
 
 
 class NotFittedError(SklearnNotFittedError, InputError):
@@ -186,20 +217,29 @@ class ScMaskGAN(BaseEstimator):
         release_input
             Replace the counts in ``adata`` (``X``, or ``layer``) by an empty matrix as soon as
             they are copied to the steps' working file, so that they are not held through
-            training (``scmaskgan impute``'s fitting process, which read them for this alone:
-            48 MB at 10,000 x 2,000). ``adata`` keeps its names and annotations.
+            training (48 MB at 10,000 x 2,000). ``adata`` keeps its names and annotations.
 
         Returns
         -------
         ``self``.
         """
-        import torch
+        with tempfile.TemporaryDirectory(prefix="scmaskgan-") as tmp:
+            folder = Path(tmp)
+            state = self.fit_start(adata, folder, release_input=release_input)
+            for step in FIT_STEPS:
+                state = self.fit_step(step, folder, state)
+            self.fit_finish(folder, state)
+        return self
 
+    def fit_start(self, adata: ad.AnnData, folder: Path, *, release_input: bool = False) -> FitState:
+        """The first phase of :meth:`fit`: check ``adata`` and write the steps' input file into ``folder``.
+
+        :meth:`fit` is ``fit_start``, :meth:`fit_step` for each of :data:`FIT_STEPS` and
+        :meth:`fit_finish`; the phases exchange files in ``folder`` and a :class:`FitState`, so
+        that each can run in a process of its own (``scmaskgan impute``, :mod:`scmaskgan.fit_process`).
+        """
         from scmaskgan.io.counts import LABEL_COLUMN, attach_labels
         from scmaskgan.io.h5ad import write_h5ad
-        from scmaskgan.method.generate import read_candidates
-        from scmaskgan.method.images_h5 import ImageStore
-        from scmaskgan.pipeline import steps
 
         flat = self._flat()
         x = _checked_matrix(adata, self.input_scale, self.layer)
@@ -225,43 +265,61 @@ class ScMaskGAN(BaseEstimator):
             label_source = attach_labels(labelled, self.label_key)
             work.obs[LABEL_COLUMN] = labelled.obs[LABEL_COLUMN].to_numpy()[used_cells]
         work.uns["scmaskgan_qc"] = {"input_scale": self.input_scale, "label_source": label_source}
+        qc_h5ad = write_h5ad(work, folder / f"{_SAMPLE}.qc.h5ad")
+        del work
+        release_memory()
+        return FitState(
+            genes=[str(g) for g in adata.var_names], cells=[str(c) for c in adata.obs_names],
+            used_genes=used_genes, used_cells=used_cells, label_source=label_source,
+            files={"qc": str(qc_h5ad)}, seconds={}, flat=flat,
+        )
 
-        with tempfile.TemporaryDirectory(prefix="scmaskgan-") as tmp:
-            folder = Path(tmp)
-            qc_h5ad = write_h5ad(work, folder / f"{_SAMPLE}.qc.h5ad")
-            del work
-            release_memory()
-            seconds: dict[str, float] = {}
+    def fit_step(self, step: str, folder: Path, state: FitState) -> FitState:
+        """One of :data:`FIT_STEPS` on ``folder``'s files, timed; the state with its output added."""
+        from scmaskgan.pipeline import steps
 
-            def run(name: str, step: Callable[..., dict[str, Any]], *inputs: Path) -> dict[str, Any]:
-                """One step on the working folder, timed; its garbage freed after it."""
-                start = time.perf_counter()
-                out = step(*inputs, folder, _SAMPLE, step_params_from_flat(name, flat))
-                seconds[name] = round(time.perf_counter() - start, 2)
-                release_memory()
-                return out
+        calls: dict[str, tuple[Callable[..., dict[str, Any]], tuple[str, ...], str]] = {
+            "prepare": (steps.prepare, ("qc",), "images"),
+            "train": (steps.train, ("images",), "model"),
+            "generate": (steps.generate, ("model", "images"), "candidates"),
+            "filter": (steps.filter_candidates, ("candidates",), "filtered"),
+        }
+        function, inputs, output = calls[step]
+        start = time.perf_counter()
+        out = function(*(Path(state.files[name]) for name in inputs), folder, _SAMPLE,
+                       step_params_from_flat(step, state.flat))
+        release_memory()
+        return dataclasses.replace(
+            state, files={**state.files, output: str(out[output])},
+            seconds={**state.seconds, step: round(time.perf_counter() - start, 2)},
+        )
 
-            images = run("prepare", steps.prepare, qc_h5ad)["images"]
-            model = run("train", steps.train, images)["model"]
-            candidates = run("generate", steps.generate, model, images)["candidates"]
-            filtered = run("filter", steps.filter_candidates, candidates)["filtered"]
-            self.step_seconds_ = seconds
-            with ImageStore(images) as store:
-                labels = store.labels.copy()
-                self.label_names_ = list(store.label_names)
-                self.encoding_ = store.encoding
-                self.label_source_ = str(store.attrs.get("label_source", label_source))
-            kept = read_candidates(filtered, expected=uses_expected_values(step_params_from_flat("impute", flat).mode))
-            self.train_record_ = dict(torch.load(model, map_location="cpu", weights_only=True)["train"])
-        self.genes_ = [str(g) for g in adata.var_names]
-        self.used_genes_ = used_genes
-        self.cells_ = [str(c) for c in adata.obs_names]
-        self.labels_ = np.full(adata.n_obs, -1, dtype=np.int64)
-        self.labels_[used_cells] = labels
+    def fit_finish(self, folder: Path, state: FitState) -> ScMaskGAN:
+        """The last phase of :meth:`fit`: keep what imputation needs from ``folder``'s files; ``self``."""
+        import torch
+
+        from scmaskgan.method.generate import read_candidates
+        from scmaskgan.method.images_h5 import ImageStore
+
+        with ImageStore(Path(state.files["images"])) as store:
+            labels = store.labels.copy()
+            self.label_names_ = list(store.label_names)
+            self.encoding_ = store.encoding
+            self.label_source_ = str(store.attrs.get("label_source", state.label_source))
+        expected = uses_expected_values(step_params_from_flat("impute", state.flat).mode)
+        kept = read_candidates(Path(state.files["filtered"]), expected=expected)
+        model = torch.load(Path(state.files["model"]), map_location="cpu", weights_only=True)
+        self.train_record_ = dict(model["train"])
+        self.step_seconds_ = dict(state.seconds)
+        self.genes_ = list(state.genes)
+        self.used_genes_ = state.used_genes
+        self.cells_ = list(state.cells)
+        self.labels_ = np.full(len(state.cells), -1, dtype=np.int64)
+        self.labels_[state.used_cells] = labels
         self.candidates_ = np.asarray(kept.values, dtype=np.float32)
         self.candidate_labels_ = np.asarray(kept.labels, dtype=np.int64)
         self.expected_candidates_ = None if kept.expected is None else np.asarray(kept.expected, dtype=np.float32)
-        self.flat_params_ = flat
+        self.flat_params_ = dict(state.flat)
         release_memory()  # the last steps' garbage, before the caller imputes in this process
         return self
 

@@ -1,12 +1,16 @@
-"""``scmaskgan impute``'s fitting half (PREPARE to FILTER) in a process of its own.
+"""``scmaskgan impute``'s fitting half (PREPARE to FILTER) in processes of their own.
 
 In one process the imputation's peak sat on top of everything the fitting half left
 behind: the libraries it loaded, TRAIN's retained heap, freed pages glibc keeps
-(``docs/method.md``, "Profiled with memray"). At 10,000 cells x 2,000 genes the one process
-peaked at 1.10 GB; a process that only loads the fitted model and writes the output peaks
-at 0.84 GB. The fitting process reads the input itself and saves the fitted estimator
-(:meth:`scmaskgan.api.ScMaskGAN.save`); the calling process waits without holding data,
-then loads it and imputes. The Python API stays in one process.
+(``docs/method.md``, "Profiled with memray"). At 10,000 cells x 2,000 genes one process
+peaked at 1.10 GB, and one fitting process beside the waiting caller at 1.13 GB: the
+fitting steps' garbage piles up in a process that runs them all, although no step alone
+needs more than 0.69 GB. So the fit's phases (:meth:`scmaskgan.api.ScMaskGAN.fit_start`,
+``fit_step``, ``fit_finish``) run in three processes, one after the other: reading the input
+and PREPARE; TRAIN; GENERATE, FILTER and saving the fitted estimator
+(:meth:`~scmaskgan.api.ScMaskGAN.save`). They hand over files and a
+:class:`~scmaskgan.api.FitState` in a working folder. The calling process waits without
+holding data, then loads the estimator and imputes. The Python API stays in one process.
 """
 
 from __future__ import annotations
@@ -20,11 +24,14 @@ from typing import Any
 
 from scmaskgan.errors import PassedOnError, error_line
 
+#: The fit's phases, grouped into processes: TRAIN alone, the others beside the light steps.
+PROCESS_PHASES: tuple[tuple[str, ...], ...] = (("start", "prepare"), ("train",), ("generate", "filter", "finish"))
+
 
 def fit_in_own_process(
     input_path: Path, read: dict[str, Any], estimator: dict[str, Any], model_path: Path
 ) -> Path:
-    """Fit :class:`~scmaskgan.api.ScMaskGAN` on ``input_path`` in a child process and save it.
+    """Fit :class:`~scmaskgan.api.ScMaskGAN` on ``input_path`` in child processes and save it.
 
     Parameters
     ----------
@@ -35,8 +42,8 @@ def fit_in_own_process(
     estimator
         Keyword arguments of :class:`~scmaskgan.api.ScMaskGAN` (plain JSON types).
     model_path
-        Where the fitted estimator is saved; the process's job description and any error
-        are written beside it.
+        Where the fitted estimator is saved; the steps' files, the processes' job description
+        and any error are written into a folder beside it.
 
     Returns
     -------
@@ -45,15 +52,19 @@ def fit_in_own_process(
     Raises
     ------
     PassedOnError
-        With the child's one-line message and exit status when it failed.
+        With a child's one-line message and exit status when it failed.
     """
-    job, error = model_path.with_suffix(".job.json"), model_path.with_suffix(".error.json")
-    job.write_text(json.dumps({
-        "input_path": str(input_path), "read": read, "estimator": estimator, "model": str(model_path),
-        "error": str(error),
-    }))
-    done = subprocess.run([sys.executable, "-m", "scmaskgan.fit_process", str(job)], check=False)
-    if done.returncode != 0:
+    folder = model_path.with_suffix(".steps")
+    folder.mkdir(exist_ok=True)
+    job, error = folder / "job.json", folder / "error.json"
+    for phases in PROCESS_PHASES:
+        job.write_text(json.dumps({
+            "input_path": str(input_path), "read": read, "estimator": estimator, "model": str(model_path),
+            "folder": str(folder), "error": str(error), "phases": list(phases),
+        }))
+        done = subprocess.run([sys.executable, "-m", "scmaskgan.fit_process", str(job)], check=False)
+        if done.returncode == 0:
+            continue
         if error.exists():
             failure = json.loads(error.read_text())
             raise PassedOnError(failure["message"], int(failure["exit_code"]))
@@ -65,20 +76,36 @@ def fit_in_own_process(
     return model_path
 
 
-def _fit(job: dict[str, Any]) -> None:
-    from scmaskgan.api import ScMaskGAN
-    from scmaskgan.io.counts import read_counts
+def _run_phases(job: dict[str, Any]) -> None:
+    """The job's phases of :meth:`~scmaskgan.api.ScMaskGAN.fit`, the state handed on in ``state.json``."""
+    from scmaskgan.api import FitState, ScMaskGAN
 
-    adata = read_counts(job["input_path"], orientation=job["read"]["orientation"],
-                        input_scale=job["read"]["input_scale"])
-    ScMaskGAN(**job["estimator"]).fit(adata, release_input=True).save(job["model"])
+    estimator, folder = ScMaskGAN(**job["estimator"]), Path(job["folder"])
+    state_file = folder / "state.json"
+    phases = list(job["phases"])
+    if phases[0] == "start":
+        from scmaskgan.io.counts import read_counts
+
+        adata = read_counts(job["input_path"], orientation=job["read"]["orientation"],
+                            input_scale=job["read"]["input_scale"])
+        state = estimator.fit_start(adata, folder, release_input=True)
+        del adata
+        phases.pop(0)
+    else:
+        state = FitState.from_json(state_file.read_text())
+    for phase in phases:
+        if phase == "finish":
+            estimator.fit_finish(folder, state).save(job["model"])
+        else:
+            state = estimator.fit_step(phase, folder, state)
+    state_file.write_text(state.to_json())
 
 
 def _main(job_path: str) -> int:
     """Run one job; on failure write its one-line message and exit status for the caller."""
     job = json.loads(Path(job_path).read_text())
     try:
-        _fit(job)
+        _run_phases(job)
     except Exception as exc:
         if os.environ.get("SCMASKGAN_DEBUG"):
             raise
