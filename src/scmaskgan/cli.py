@@ -163,16 +163,16 @@ def impute_command(**kwargs: Any) -> None:
     """Impute one counts file: PREPARE, TRAIN, GENERATE, FILTER and IMPUTE (no QC) into one .h5ad."""
     import tempfile
 
-    from scmaskgan.fit_process import fit_in_own_process
+    from scmaskgan.fit_process import fit_in_child_processes
 
     input_path, output = kwargs.pop("input_path"), kwargs.pop("output")
     read = {name: kwargs.pop(name) for name in IMPUTE_READ_FIELDS}
     estimator = {"random_state": kwargs.pop("seed"), "label_key": read["label_key"], "mode": kwargs.pop("impute_mode"),
                  "input_scale": read["input_scale"], **kwargs}
     with tempfile.TemporaryDirectory(prefix="scmaskgan-fit-") as tmp:
-        # scmaskgan.impute in two halves: fitted in a process of its own (scmaskgan.fit_process),
+        # scmaskgan.impute in two halves: fitted in processes of their own (scmaskgan.fit_process),
         # while this one waits holding nothing (torch, scanpy and the data are imported and read after)
-        saved = fit_in_own_process(Path(input_path), read, estimator, Path(tmp) / "fitted.pt")
+        saved = fit_in_child_processes(Path(input_path), read, estimator, Path(tmp) / "fitted.pt")
         from scmaskgan.api import ScMaskGAN
         from scmaskgan.io.counts import read_counts
         from scmaskgan.pipeline.memory import return_large_blocks_to_the_system

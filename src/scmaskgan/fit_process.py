@@ -28,7 +28,7 @@ from scmaskgan.errors import PassedOnError, error_line
 PROCESS_PHASES: tuple[tuple[str, ...], ...] = (("start", "prepare"), ("train",), ("generate", "filter", "finish"))
 
 
-def fit_in_own_process(
+def fit_in_child_processes(
     input_path: Path, read: dict[str, Any], estimator: dict[str, Any], model_path: Path
 ) -> Path:
     """Fit :class:`~scmaskgan.api.ScMaskGAN` on ``input_path`` in child processes and save it.

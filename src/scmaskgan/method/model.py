@@ -149,7 +149,9 @@ class ModelConfig:
         names = {f.name for f in fields(cls)}
         unknown, missing = sorted(set(values) - names), sorted(names - set(values))
         if unknown or missing:
-            raise InputError(f"model config has unknown key(s) {unknown} and lacks {missing}")
+            problems = ([f"has unknown key(s) {', '.join(unknown)}"] if unknown else []) + (
+                [f"lacks {', '.join(missing)}"] if missing else [])
+            raise InputError(f"model config {' and '.join(problems)} (a model file of another version?)")
         return cls(**values)
 
 
