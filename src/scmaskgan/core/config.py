@@ -162,6 +162,14 @@ class TrainParams(_Validated):
         "against 0.75 with 0.5, three seeds; docs/method.md).", ge=0, lt=1,
     )
     beta2: float = _p(0.99, "Adam beta2 (0.99, as in StyleGAN2).", ge=0, lt=1)
+    ema_decay: float = _p(
+        0.99,
+        "The generator that is validated, early-stopped and saved is an exponential moving average of the "
+        "trained one's weights, moved by 1 - ema_decay at every step (0.99: about the last 100 steps, 3 epochs; "
+        "0: the trained generator itself). GAN training circles rather than settles; on Zeisel's mouse brain "
+        "the held-out energy gap of the average fell smoothly 0.036 -> 0.010 where the generator's own jumped "
+        "between 0.004 and 0.054 from epoch to epoch (docs/method.md).", ge=0, lt=1,
+    )
     lambda_rec: float = _p(10.0, "Weight of the masked reconstruction loss.", ge=0)
     rec_loss: str = _p(
         "moments",

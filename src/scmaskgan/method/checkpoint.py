@@ -51,7 +51,7 @@ def save_model(
     ``weights`` (``generator``/``discriminator`` state_dicts) replaces the trainer's
     current weights, e.g. with the best epoch's.
     """
-    weights = weights or {"generator": trainer.generator.state_dict(), "discriminator": trainer.discriminator.state_dict()}
+    weights = weights or cpu_weights(trainer)
     payload = {
         "format_version": MODEL_FORMAT,
         "kind": "scmaskgan-model",
@@ -240,5 +240,6 @@ def save_checkpoint(trainer: GanTrainer, state: TrainState, params: TrainParams,
 
 
 def cpu_weights(trainer: GanTrainer) -> dict[str, Any]:
-    """Copies of the generator's and discriminator's weights on the CPU."""
-    return {"generator": _cpu(trainer.generator.state_dict()), "discriminator": _cpu(trainer.discriminator.state_dict())}
+    """Copies of the weights of the generator whose candidates count (its weight average, when
+    training keeps one) and of the discriminator, on the CPU."""
+    return {"generator": _cpu(trainer.candidate_generator.state_dict()), "discriminator": _cpu(trainer.discriminator.state_dict())}

@@ -123,7 +123,7 @@ def fit(
         if factors is not None:
             state.factor_ranks = factors.ranks
         if validator is not None and not state.initial:
-            state.initial = _overall(validator(trainer.generator, trainer.discriminator, trainer.device, trainer.augment_p))
+            state.initial = _overall(validator(trainer.candidate_generator, trainer.discriminator, trainer.device, trainer.augment_p))
         _run_epochs(trainer, cells, validator, state, paths, sample_id, params, progress)
     meta = _train_meta(params, state, trainer, len(cells), int(val_mask.sum()))
     if state.factor_ranks:
@@ -237,7 +237,7 @@ def _early_stopping(
     """
     if validator is None:
         return False
-    scores = validator(trainer.generator, trainer.discriminator, trainer.device, trainer.augment_p)
+    scores = validator(trainer.candidate_generator, trainer.discriminator, trainer.device, trainer.augment_p)
     value = scores["val_score"]
     smoothed = value if state.smoothed is None else SMOOTHING * value + (1 - SMOOTHING) * state.smoothed
     state.smoothed = smoothed

@@ -32,6 +32,7 @@ from scmaskgan.method.losses import (
 )
 from scmaskgan.method.model import Discriminator, Generator, ModelConfig, gene_mask, observe
 from scmaskgan.method.train_data import CellTensors, LabelStats
+from scmaskgan.method.weight_average import WeightAverage
 
 #: Discriminator steps between two updates of the augmentation strength (ADA's interval).
 AUGMENT_INTERVAL = 4
@@ -107,6 +108,8 @@ class GanTrainer:
         betas = (params.beta1, params.beta2)
         self.opt_g = adam(self.generator.parameters(), params.lr_g, betas, device)
         self.opt_d = adam(self.discriminator.parameters(), params.lr_d, betas, device)
+        # made after .to(device): it holds the generator's tensors themselves
+        self.average = WeightAverage(self.generator, params.ema_decay) if params.ema_decay > 0 else None
         self.amp = amp_enabled(device, params.amp)
         self.scaler_g, self.scaler_d = grad_scaler(device, self.amp), grad_scaler(device, self.amp)
         self.genes = gene_mask(cfg.side, n_genes, device)
@@ -115,10 +118,17 @@ class GanTrainer:
         self.augment_p = 0.0
         self._signs = [0.0, 0]  # sum of sign(D(real training cell)) and cells since the last update of p
 
+    @property
+    def candidate_generator(self) -> Generator:
+        """The generator whose candidates are validated and saved: the average of the trained one's
+        weights (``ema_decay`` > 0), or the trained one itself."""
+        return self.generator if self.average is None else self.average.module
+
     def state_dict(self) -> dict[str, Any]:
-        """Networks, optimisers and loss scalers (plain types and tensors)."""
+        """Networks, their weight average, optimisers and loss scalers (plain types and tensors)."""
         return {
             "generator": self.generator.state_dict(),
+            "generator_average": None if self.average is None else self.average.state_dict(),
             "discriminator": self.discriminator.state_dict(),
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
@@ -132,6 +142,9 @@ class GanTrainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
         self.generator.load_state_dict(state["generator"])
+        if self.average is not None:  # a checkpoint of a version without the average starts it at its generator
+            average = state.get("generator_average")
+            self.average.load_state_dict(state["generator"] if average is None else average)
         self.discriminator.load_state_dict(state["discriminator"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
@@ -252,6 +265,8 @@ class GanTrainer:
             adv = self.generator_adversarial(out.fake)
             loss_g = adv + self.params.lambda_rec * out.rec
             self._update(loss_g, self.opt_g, self.scaler_g, self.generator)
+            if self.average is not None:
+                self.average.update()
         finally:
             self.discriminator.requires_grad_(True)
         losses = {"loss_d": float(out.loss_d.detach()), "loss_g_adv": float(adv.detach()), "loss_rec": float(out.rec.detach())}
