@@ -95,12 +95,16 @@ def reference_sets(unit: np.ndarray, labels: np.ndarray, per_label: int,
 
 def gan_candidates(counts: sp.csr_matrix, names: np.ndarray, epochs: int | None, threads: int,
                    seed: int) -> tuple[np.ndarray, np.ndarray, float, str]:
-    """Candidates of ScMaskGAN fitted on ``counts`` (labels ``names``): values, label names, seconds, note."""
+    """Candidates of ScMaskGAN fitted on ``counts`` (labels ``names``), on all its genes: values, label names,
+    seconds, note."""
     params: dict[str, object] = {"threads": threads, "device": "cpu"}
     if epochs is not None:
         params["epochs"] = epochs
     model, seconds, note = fit_scmaskgan_with_types(counts, names, seed, **params)
-    return model.candidates_, np.asarray(model.label_names_)[model.candidate_labels_], seconds, note
+    # the model leaves out genes without a count in its cells: they are 0 in its candidates
+    values = np.zeros((len(model.candidates_), counts.shape[1]), dtype=np.float32)
+    values[:, model.used_genes_] = model.candidates_
+    return values, np.asarray(model.label_names_)[model.candidate_labels_], seconds, note
 
 
 def rows_for(name: str, per_label: int, threads: int, seed: int) -> list[dict[str, object]]:
