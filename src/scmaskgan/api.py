@@ -21,7 +21,6 @@ import inspect
 import json
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 
 from scmaskgan.core.config import IMPUTE_CHAIN, all_flat_names, flat_fields, step_params_from_flat
 from scmaskgan.errors import InputError
+from scmaskgan.io.layout import input_files, output_paths
 from scmaskgan.method.encode import Encoding
 from scmaskgan.method.imputation import Imputation, ImputeSummary, uses_expected_values
 from scmaskgan.method.neighbours import encode_rows
@@ -58,15 +58,15 @@ PIPELINE_DEFAULTS: dict[str, Any] = {
 @dataclasses.dataclass(frozen=True)
 class FitState:
     """What :meth:`ScMaskGAN.fit` carries between its phases: the input's names, the cells and genes
-    it used, the steps' files and seconds. Plain JSON (:meth:`to_json`), so that a phase can run in
-    another process."""
+    it used, the steps' seconds and parameters (the steps' files are in the phases' folder, under
+    :func:`~scmaskgan.io.layout.output_paths`). Plain JSON (:meth:`to_json`), so that a phase can run
+    in another process."""
 
     genes: list[str]
     cells: list[str]
     used_genes: np.ndarray
     used_cells: np.ndarray
     label_source: str
-    files: dict[str, str]
     seconds: dict[str, float]
     flat: dict[str, Any]
 
@@ -265,34 +265,25 @@ class ScMaskGAN(BaseEstimator):
             label_source = attach_labels(labelled, self.label_key)
             work.obs[LABEL_COLUMN] = labelled.obs[LABEL_COLUMN].to_numpy()[used_cells]
         work.uns["scmaskgan_qc"] = {"input_scale": self.input_scale, "label_source": label_source}
-        qc_h5ad = write_h5ad(work, folder / f"{_SAMPLE}.qc.h5ad")
+        write_h5ad(work, output_paths("qc", folder, _SAMPLE)["h5ad"])
         del work
         release_memory()
         return FitState(
             genes=[str(g) for g in adata.var_names], cells=[str(c) for c in adata.obs_names],
-            used_genes=used_genes, used_cells=used_cells, label_source=label_source,
-            files={"qc": str(qc_h5ad)}, seconds={}, flat=flat,
+            used_genes=used_genes, used_cells=used_cells, label_source=label_source, seconds={}, flat=flat,
         )
 
     def fit_step(self, step: str, folder: Path, state: FitState) -> FitState:
-        """One of :data:`FIT_STEPS` on ``folder``'s files, timed; the state with its output added."""
+        """One of :data:`FIT_STEPS` on ``folder``'s files (wired as the pipeline wires them), timed; the
+        state with its seconds added."""
         from scmaskgan.pipeline import steps
 
-        calls: dict[str, tuple[Callable[..., dict[str, Any]], tuple[str, ...], str]] = {
-            "prepare": (steps.prepare, ("qc",), "images"),
-            "train": (steps.train, ("images",), "model"),
-            "generate": (steps.generate, ("model", "images"), "candidates"),
-            "filter": (steps.filter_candidates, ("candidates",), "filtered"),
-        }
-        function, inputs, output = calls[step]
+        function = getattr(steps, steps.SAMPLE_STEP_FUNCTIONS[step])
         start = time.perf_counter()
-        out = function(*(Path(state.files[name]) for name in inputs), folder, _SAMPLE,
-                       step_params_from_flat(step, state.flat))
+        function(**input_files(step, lambda _: folder, _SAMPLE), outdir=folder, sample_id=_SAMPLE,
+                 params=step_params_from_flat(step, state.flat))
         release_memory()
-        return dataclasses.replace(
-            state, files={**state.files, output: str(out[output])},
-            seconds={**state.seconds, step: round(time.perf_counter() - start, 2)},
-        )
+        return dataclasses.replace(state, seconds={**state.seconds, step: round(time.perf_counter() - start, 2)})
 
     def fit_finish(self, folder: Path, state: FitState) -> ScMaskGAN:
         """The last phase of :meth:`fit`: keep what imputation needs from ``folder``'s files; ``self``."""
@@ -301,14 +292,15 @@ class ScMaskGAN(BaseEstimator):
         from scmaskgan.method.generate import read_candidates
         from scmaskgan.method.images_h5 import ImageStore
 
-        with ImageStore(Path(state.files["images"])) as store:
+        files = {step: output_paths(step, folder, _SAMPLE) for step in FIT_STEPS}
+        with ImageStore(files["prepare"]["images"]) as store:
             labels = store.labels.copy()
             self.label_names_ = list(store.label_names)
             self.encoding_ = store.encoding
             self.label_source_ = str(store.attrs.get("label_source", state.label_source))
         expected = uses_expected_values(step_params_from_flat("impute", state.flat).mode)
-        kept = read_candidates(Path(state.files["filtered"]), expected=expected)
-        model = torch.load(Path(state.files["model"]), map_location="cpu", weights_only=True)
+        kept = read_candidates(files["filter"]["filtered"], expected=expected)
+        model = torch.load(files["train"]["model"], map_location="cpu", weights_only=True)
         self.train_record_ = dict(model["train"])
         self.step_seconds_ = dict(state.seconds)
         self.genes_ = list(state.genes)

@@ -5,6 +5,7 @@ integration, the report and the Nextflow contract test (which checks
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,3 +103,14 @@ def output_paths(step: str, outdir: str | Path, sample_id: str) -> dict[str, Pat
         The sample id from the samplesheet.
     """
     return {k: Path(outdir) / v.format(id=sample_id) for k, v in SAMPLE_OUTPUTS[step].items()}
+
+
+def input_files(step: str, folder_of: Callable[[str], Path], sample_id: str) -> dict[str, Path]:
+    """The upstream files a per-sample step's function takes (argument -> path, by :data:`STEP_INPUTS`),
+    each upstream step's outputs in ``folder_of(upstream step)``."""
+    files: dict[str, Path] = {}
+    for entry in STEP_INPUTS[step]:
+        for up, output in entry.sources:
+            assert entry.argument is not None, (step, entry)
+            files[entry.argument] = output_paths(up, folder_of(up), sample_id)[output]
+    return files

@@ -34,14 +34,12 @@ from scmaskgan.core.config import STEP_PARAMS, step_params_from_flat
 from scmaskgan.core.versions import package_versions
 from scmaskgan.errors import InputError, ScMaskGANError, StepError
 from scmaskgan.io.atomic import write_text_atomic
-from scmaskgan.io.layout import SAMPLE_STEPS, STEP_INPUTS, output_paths
+from scmaskgan.io.layout import SAMPLE_STEPS, input_files, output_paths
 from scmaskgan.io.samplesheet import Sample, labels_file, read_samplesheet
 from scmaskgan.pipeline import steps
 
 log = logging.getLogger("scmaskgan.pipeline.runner")
 
-#: The :mod:`scmaskgan.pipeline.steps` function of every per-sample step (looked up when called).
-_STEP_FUNCTIONS = {step: step for step in SAMPLE_STEPS} | {"filter": "filter_candidates"}
 
 
 @dataclass
@@ -118,11 +116,8 @@ def _sample_step_call(
     if step == "qc":  # the samplesheet's files; the labels file comes as label_key
         params = dataclasses.replace(params, label_key=_label_key(sample, flat))
         files["input_path"] = Path(sample.path)
-    for entry in STEP_INPUTS[step]:
-        for up, output in entry.sources:
-            assert entry.argument is not None, (step, entry)
-            files[entry.argument] = output_paths(up, outdir / up, sample.sample)[output]
-    return getattr(steps, _STEP_FUNCTIONS[step]), files, params
+    files.update(input_files(step, lambda up: outdir / up, sample.sample))
+    return getattr(steps, steps.SAMPLE_STEP_FUNCTIONS[step]), files, params
 
 
 def run_sample_step(

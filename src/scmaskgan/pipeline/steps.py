@@ -20,7 +20,11 @@ from scmaskgan.core.config import (
     QCParams,
     TrainParams,
 )
-from scmaskgan.io.layout import EVALUATE_MAX_CELLS, output_paths
+from scmaskgan.io.layout import EVALUATE_MAX_CELLS, SAMPLE_STEPS, output_paths
+
+#: The name of every per-sample step's function in this module (looked up when called, so that a
+#: test can replace the function).
+SAMPLE_STEP_FUNCTIONS: dict[str, str] = {step: step for step in SAMPLE_STEPS} | {"filter": "filter_candidates"}
 
 
 def qc(input_path: Path, outdir: Path, sample_id: str, params: QCParams | None = None) -> dict[str, Path]:
