@@ -286,3 +286,10 @@ def test_the_api_leaves_the_callers_process_alone(fitted, sample, tmp_path: Path
     train._plot_log(tmp_path / "loss.png", [{"epoch": 1, "loss_d": 1.0, "val_energy": 0.5}], "s")
     assert (tmp_path / "loss.png").stat().st_size > 0
     assert "mallopt" not in asked
+
+
+def test_the_fitting_processes_run_every_fit_step_once_in_order() -> None:
+    from scmaskgan.api import FIT_STEPS
+    from scmaskgan.fit_process import PROCESS_PHASES
+
+    assert [phase for group in PROCESS_PHASES for phase in group] == ["start", *FIT_STEPS, "finish"]
