@@ -177,6 +177,12 @@ def null(mode: str, seed: int = 0) -> tuple[Halves, ImputeResult]:
     return halves, halves.impute(mode=mode, n_trials=TRIALS)
 
 
+#: How much more within-label signal against the truth than the raw counts an imputation must keep (measured
+#: 1.36-2.6x), and how much better it must recover the hidden structure (measured +0.09 to +0.18): margins,
+#: so that an imputation returning its input unchanged fails.
+SIGNAL_MARGIN, RECOVERY_MARGIN = 1.2, 0.04
+
+
 # --- 1. hidden structure: kept, recovered, and the error against the truth -------------------------
 
 
@@ -185,15 +191,16 @@ def test_denoise_keeps_at_least_the_raw_within_label_signal_against_the_truth(st
     halves, result = structured(structure)
     raw = within_label_signal(halves.truth, halves.x, halves.labels)
     ours = within_label_signal(halves.truth, result.values, halves.labels)
-    # measured: substates 0.611 vs raw 0.217; trajectory 0.505 vs 0.192 (MAGIC 0.916, 0.808)
-    assert ours >= raw
+    # measured: substates 0.342 vs raw 0.217; trajectory 0.261 vs 0.192 (MAGIC 0.916, 0.808); an output that
+    # only copied the counts would score the raw level, so a margin is asserted
+    assert ours > SIGNAL_MARGIN * raw
 
 
 @pytest.mark.parametrize("structure", ["substates", "trajectory"])
 def test_denoise_recovers_the_hidden_structure_at_least_as_well_as_raw_counts(structure: str) -> None:
     halves, result = structured(structure)
-    # measured: sub-state AUC 0.996 vs raw 0.914 (MAGIC 1.000); trajectory |rho| 0.855 vs 0.763 (MAGIC 0.931)
-    assert hidden_structure(halves, result.values) >= hidden_structure(halves, halves.x)
+    # measured: sub-state AUC 1.000 vs raw 0.914 (MAGIC 1.000); trajectory |rho| 0.947 vs 0.763 (MAGIC 0.931)
+    assert hidden_structure(halves, result.values) > hidden_structure(halves, halves.x) + RECOVERY_MARGIN
 
 
 def test_the_nearest_candidates_of_a_cell_come_from_its_own_substate() -> None:
@@ -234,10 +241,11 @@ def test_posterior_error_against_the_truth_is_below_magic(structure: str) -> Non
 @pytest.mark.parametrize("structure", ["substates", "trajectory"])
 def test_posterior_keeps_and_recovers_the_hidden_structure(structure: str) -> None:
     halves, result = structured_posterior(structure)
-    assert within_label_signal(halves.truth, result.values, halves.labels) >= within_label_signal(
+    # measured: signal 0.563 / 0.459 (raw 0.217 / 0.192); recovery 0.999 / 0.938 (raw 0.914 / 0.763)
+    assert within_label_signal(halves.truth, result.values, halves.labels) > SIGNAL_MARGIN * within_label_signal(
         halves.truth, halves.x, halves.labels
     )
-    assert hidden_structure(halves, result.values) >= hidden_structure(halves, halves.x)
+    assert hidden_structure(halves, result.values) > hidden_structure(halves, halves.x) + RECOVERY_MARGIN
 
 
 def test_the_posterior_prior_holds_the_cells_molecules_label_by_label() -> None:
@@ -313,8 +321,8 @@ def test_denoise_with_too_coarse_labels_keeps_at_least_the_raw_within_label_sign
     halves, result = coarse("denoise")
     raw = within_label_signal(halves.truth, halves.x, halves.labels)
     ours = within_label_signal(halves.truth, result.values, halves.labels)
-    # measured: 0.761 vs raw 0.426 (the merged types are part of both)
-    assert ours >= raw
+    # measured: 0.629 vs raw 0.426 (the merged types are part of both)
+    assert ours > SIGNAL_MARGIN * raw
 
 
 def test_zeros_mode_keeps_every_observed_count_bit_identical() -> None:
@@ -406,11 +414,14 @@ def test_the_tuning_record_holds_every_trials_values_and_scores(mode: str) -> No
     assert per_label.shape == (2,) and np.all((per_label >= 1) & (per_label <= result.k))
 
 
-@pytest.mark.parametrize("case", list(TUNED))
-def test_the_chosen_trial_keeps_the_raw_signal_when_any_trial_reaches_it(case: str) -> None:
-    _, result = TUNED[case]()
-    if any(t["signal"] >= result.raw_signal for t in result.tuning):
-        assert _chosen(result)["signal"] >= result.raw_signal
+def test_the_chosen_trial_keeps_the_raw_signal_when_any_trial_reaches_it() -> None:
+    checked = 0
+    for make in TUNED.values():
+        _, result = make()
+        if any(t["signal"] >= result.raw_signal for t in result.tuning):
+            assert _chosen(result)["signal"] >= result.raw_signal
+            checked += 1
+    assert checked >= 2  # the guard was tested on tunings that could keep the signal, not skipped
 
 
 def test_a_trial_that_loses_within_label_signal_pays_for_it_in_the_objective() -> None:

@@ -260,8 +260,8 @@ def test_denoise_estimates_from_expected_values_on_neighbours_found_among_the_sa
         ).values
         for mode in ("zeros", "denoise") for given in (False, True)
     }
-    assert all(found is cand for found in searched)  # neighbours: always among the sampled candidates
-    assert any(used is expected for used in estimated)
+    assert searched and all(found is cand for found in searched)  # neighbours: always among the sampled candidates
+    assert estimated and any(used is expected for used in estimated)
     assert np.array_equal(out["zeros", True], out["zeros", False])  # zeros mode fills from the samples
     assert out["denoise", True].mean() > 1.02 * out["denoise", False].mean()
     with pytest.raises(InputError, match="expected values"):
