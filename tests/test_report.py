@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from scmaskgan.cli import main
 from scmaskgan.method.encode import Encoding, image_side
 from scmaskgan.method.generate import write_candidates
+from scmaskgan.method.train import LOG_COLUMNS
 from scmaskgan.pipeline import steps
 from scmaskgan.pipeline.report import SECTIONS, build_report, write_report
 
@@ -65,10 +66,12 @@ def make_results(root: Path, pbmc: ad.AnnData) -> dict[str, float]:
         _png(root / "qc" / f"{sid}.qc.png", f"{sid} QC")
     epochs = np.arange(1, 31)
     (root / "train").mkdir()
-    pd.DataFrame({
-        "epoch": epochs, "loss_d": 1 / epochs + 0.5, "loss_g": np.log(epochs + 1), "loss_rec": 2 / epochs,
-        "val_loss": np.r_[np.linspace(0.5, numbers["val"], 20), np.full(10, 0.1)], "seconds": np.full(30, 0.5),
-    }).to_csv(root / "train" / "s1.train_log.csv", index=False)
+    log = pd.DataFrame({column: np.linspace(0.2, 0.6, 30) for column in LOG_COLUMNS})  # TRAIN's columns
+    log["epoch"] = epochs
+    # the early-stopping signal (smoothed) is the one reported, not the noisier raw score
+    log["val_smoothed"] = np.r_[np.linspace(0.5, numbers["val"], 20), np.full(10, 0.1)]
+    log["val_score"] = log["val_smoothed"] - 0.05
+    log.to_csv(root / "train" / "s1.train_log.csv", index=False)
     # FILTER's summary, written by the FILTER step from real candidates
     rng = np.random.default_rng(0)
     candidates = root / "generate" / "s1.candidates.h5"
@@ -78,8 +81,10 @@ def make_results(root: Path, pbmc: ad.AnnData) -> dict[str, float]:
     steps.filter_candidates(candidates, root / "filter", "s1")
     numbers["tau"] = json.loads((root / "filter" / "s1.filter.json").read_text())["tau"][0]
     ks, thetas = [1, 3, 7, 15, 40, 7, 9], [0.0, 2.0, 1.25, -1.0, 0.5, 2.5, 1.0]
-    trials = {"k": ks, "theta_sigma": thetas,
-              "mse": [0.2 + 0.01 * abs(k - 7) + 0.01 * abs(t - 1.25) for k, t in zip(ks, thetas, strict=True)]}
+    # IMPUTE's trial records: the chosen trial (k 7, theta 1.25) has the lowest objective, not the lowest mse
+    objective = [2.0 + 0.01 * abs(k - 7) + 0.01 * abs(t - 1.25) for k, t in zip(ks, thetas, strict=True)]
+    trials = [{"k": k, "theta_sigma": t, "mse": 3.5 - 0.01 * k, "poisson": 0.2, "signal": 0.1, "objective": o}
+              for k, t, o in zip(ks, thetas, objective, strict=True)]
     summary = {"mode": "zeros", "k": numbers["k"], "theta_sigma": numbers["theta_sigma"], "tuning": trials,
                "validation": "molecules", "fraction_zeros_filled": numbers["filled"], "n_observed_changed": 0,
                "label_source": "obs:cell_type", "seed": 0, "params": {"mode": "zeros", "k": None, "n_trials": 7},
@@ -141,11 +146,12 @@ def test_report_shows_every_section_and_key_numbers(pbmc_counts, tmp_path):
     assert "945" in summary  # cells after QC, both samples (612 + 333)
     qc = _section(html, "qc")
     assert str(numbers["cells_after"]) in qc and "333" in qc and "RECORD-KEY" not in html
-    assert "0.08765" in _section(html, "training")  # lowest validation loss
+    assert "lowest val_smoothed" in _section(html, "training") and "0.08765" in _section(html, "training")
     filtering = _section(html, "filtering")
     assert f"{numbers['tau']:.4g}" in filtering and "NK" in filtering and "<td class=\"num\">100</td>" in filtering
     tuning = _section(html, "tuning")
     assert "<td class=\"num\">7</td>" in tuning and "1.25" in tuning and "molecules" in tuning
+    assert "best validation objective" in tuning and '<td class="num">2</td>' in tuning  # the chosen trial's
     assert "B 6.5, T 7, NK 3.25" in tuning  # neighbours used per label
     imputation = _section(html, "imputation")
     assert "0.4321" in imputation and '<td class="num">200</td>' in imputation  # cells, from the json

@@ -233,17 +233,24 @@ def _filtering(ctx: ReportContext) -> str:
     return "".join(f"<h3>{esc(sid)}</h3>" + guarded(partial(_filter_sample, sid, p), p.name) for sid, p in files.items())
 
 
+def _tuning_score(trials: pd.DataFrame) -> str | None:
+    """The trial column IMPUTE chose by: ``objective`` (held-out MSE and Poisson loss relative to the seen
+    counts', plus the within-label signal penalty), or ``mse`` in summaries written before it existed."""
+    return next((name for name in ("objective", "mse") if name in trials), None)
+
+
 def _tuning_png(sid: str, trials: pd.DataFrame, k: Any, theta: Any) -> str:
     return png_figure(
         _tuning_figure(sid, trials, k, theta),
-        f"{sid}: validation MSE of every Optuna trial against k (left) and the search history (right)",
+        f"{sid}: validation {_tuning_score(trials)} of every Optuna trial against k (left) and the search history "
+        "(right)",
     )
 
 
 def _tuning_figure(sid: str, trials: pd.DataFrame, k: Any, theta: Any) -> Figure:
     fig = Figure(figsize=(10, 3.4), layout="constrained")
     ax_k, ax_hist = fig.subplots(1, 2)
-    score = "mse" if "mse" in trials else trials.select_dtypes("number").columns[-1]
+    score = _tuning_score(trials) or trials.select_dtypes("number").columns[-1]
     colour = trials["theta_sigma"] if "theta_sigma" in trials else None
     points = ax_k.scatter(trials["k"], trials[score], c=colour, cmap="viridis", s=22)
     if colour is not None:
@@ -267,12 +274,12 @@ def _tuning(ctx: ReportContext) -> str:
     rows, figures = [], []
     for sid, s in ctx.impute.items():
         trials = pd.DataFrame(s.get("tuning") or [])
-        score = "mse" if "mse" in trials else None
+        score = _tuning_score(trials)
         used = s.get("neighbours_per_label") or {}
         per_label = dict(zip(used.get("label", []), used.get("mean_neighbours", []), strict=True))
         rows.append({"sample": sid, "k": s.get("k"), "theta_sigma": s.get("theta_sigma"),
                      "validation": s.get("validation"), "trials": len(trials),
-                     "best validation mse": float(trials[score].min()) if score else None,
+                     f"best validation {score or 'score'}": float(trials[score].min()) if score else None,
                      "neighbours used per label (mean)": ", ".join(f"{name} {n:g}" for name, n in per_label.items())})
         if not trials.empty and "k" in trials:
             figures.append(guarded(partial(
