@@ -46,8 +46,13 @@ def test_flat_params_reach_the_right_step():
 def test_bad_choice_and_unknown_key_are_input_errors():
     with pytest.raises(InputError, match="impute_mode|mode='everything'"):
         config.step_params_from_flat("impute", {"impute_mode": "everything"})
-    with pytest.raises(InputError, match="unknown TrainParams parameter"):
-        config.params_from_dict(config.TrainParams, {"epoch": 3})
+
+
+def test_params_no_step_reads_are_named_with_the_nearest_parameter():
+    flat = {"epoch": 3, "epochs": 2, "impute_mod": "zeros", "max_cpus": 4, "seed": 1}
+    assert config.unread_params(flat) == ["epoch (did you mean epochs?)", "impute_mod (did you mean impute_mode?)",
+                                          "max_cpus"]
+    assert config.unread_params({"epochs": 2, "seed": 1}) == []
 
 
 def test_cli_exposes_every_step_parameter(capsys):

@@ -222,11 +222,15 @@ def run_command(
     resume: Annotated[bool, typer.Option(help="Skip steps whose outputs are complete and up to date.")] = True,
 ) -> None:
     """Run the whole pipeline (all samples, integration, report) without Nextflow."""
+    from scmaskgan.core.config import unread_params
     from scmaskgan.pipeline.runner import load_params_file, run_pipeline
 
+    params = load_params_file(params_file)
+    unread = unread_params(params)
+    if unread:
+        typer.echo(f"warning: {params_file}: not read by any step (defaults apply): {', '.join(unread)}", err=True)
     records = run_pipeline(
-        input, outdir, load_params_file(params_file), max_workers=max_workers, resume=resume,
-        show_progress=sys.stderr.isatty(),
+        input, outdir, params, max_workers=max_workers, resume=resume, show_progress=sys.stderr.isatty(),
     )
     cached = sum(r.status == "cached" for r in records)
     typer.echo(f"{len(records)} steps ({cached} reused from a previous run); results in {outdir}")

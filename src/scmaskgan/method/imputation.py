@@ -80,8 +80,8 @@ class ImputeSummary:
     shrinkage_per_gene
         (n_genes,) the ``alpha`` every gene was denoised with (empty in zeros mode).
     tuning
-        One dict per Optuna trial (``k``, ``theta_sigma``, ``shrinkage``, ``mse``, ``signal``,
-        ``objective``); empty when not tuned.
+        One dict per Optuna trial (``k``, ``theta_sigma``, ``shrinkage``, ``mse``, ``poisson`` (molecules
+        only), ``signal``, ``objective``); empty when not tuned.
     raw_signal
         Within-label signal of the seen counts in the tuning fold (the level a trial must keep).
     validation
@@ -460,7 +460,7 @@ def tune(
     -------
     ``(chosen, trials, validation kind, shrinkage per gene)``: ``chosen`` holds ``k``, ``theta_sigma``
     and ``shrinkage`` (given, or the median over genes of the chosen trial's estimates); every
-    trial's values, ``mse``, ``signal`` and ``objective``; the chosen trial's ``alpha`` of every
+    trial's values, ``mse``, ``poisson`` (molecules only), ``signal`` and ``objective``; the chosen trial's ``alpha`` of every
     gene (empty in zeros mode).
     """
     import optuna

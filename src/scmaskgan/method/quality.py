@@ -81,13 +81,15 @@ def pairwise_distances(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray
     return d
 
 
-def energy_distance(a: np.ndarray, b: np.ndarray) -> float:
+def energy_distance(a: np.ndarray, b: np.ndarray, within_a: float | None = None) -> float:
     """Energy distance ``2 E|A-B| - E|A-A'| - E|B-B'|`` between two samples (rows).
 
     Within-sample means exclude each cell's distance to itself (U-statistics), so the
     distance is unbiased: about 0 for two samples of one distribution at any size.
+    ``within_a``: ``E|A-A'|`` when the caller has it already (a reference scored against many sets).
     """
-    return float(2.0 * pairwise_distances(a, b).mean() - _within(a) - _within(b))
+    within = _within(a) if within_a is None else within_a
+    return float(2.0 * pairwise_distances(a, b).mean() - within - _within(b))
 
 
 def _within(x: np.ndarray) -> float:
@@ -340,9 +342,8 @@ class QualityReference:
         self, lab: _Label, fake: np.ndarray, fake_pcs: np.ndarray, balanced: np.ndarray
     ) -> dict[str, float]:
         """One label's scores of ``fake`` (cells x genes, PCA scores ``fake_pcs``); k-NN scores on the ``balanced`` rows."""
-        energy = 2.0 * pairwise_distances(lab.pcs, fake_pcs).mean() - lab.within - _within(fake_pcs)
         return {
-            "energy": float(energy) if len(lab.pcs) > 1 else float("nan"),
+            "energy": energy_distance(lab.pcs, fake_pcs, lab.within) if len(lab.pcs) > 1 else float("nan"),
             **prdc(lab.pcs, fake_pcs[balanced], self.k),
             **gene_ratios(lab.genes, fake),
             "corr_agreement": correlation_similarity(lab.corr, _corr(fake[:, self.genes_])),

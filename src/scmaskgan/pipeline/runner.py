@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scmaskgan.core.config import STEP_PARAMS, step_params_from_flat
+from scmaskgan.core.config import STEP_PARAMS, step_params_from_flat, unread_params
 from scmaskgan.core.versions import package_versions
 from scmaskgan.errors import InputError, ScMaskGANError, StepError
 from scmaskgan.io.atomic import write_text_atomic
@@ -281,6 +281,9 @@ def run_pipeline(
     samples = read_samplesheet(samplesheet)
     info = outdir / "pipeline_info"
     handler = _setup_logging(info)
+    unread = unread_params(flat)
+    if unread:
+        log.warning("params not read by any step (defaults apply): %s", ", ".join(unread))
     started = time.time()
     try:
         write_text_atomic(info / "params.json", json.dumps(
