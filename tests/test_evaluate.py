@@ -7,6 +7,7 @@ import math
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 
@@ -274,7 +275,7 @@ def test_mcv_split_keeps_every_count(pbmc_counts):
 
 
 def _knn_smooth(adata: ad.AnnData, *, mode: str, label_key: str | None, seed: int, k: int = 15) -> ad.AnnData:
-    """kNN smoothing of log-normalised counts (EVALUATION.md's peer), as a stand-in imputer."""
+    """kNN smoothing of log-normalised counts (docs/evaluation.md's peer), as a stand-in imputer."""
     from sklearn.decomposition import PCA
     from sklearn.neighbors import NearestNeighbors
 
@@ -291,9 +292,9 @@ def test_mcv_controls_rank_and_reference_numbers(pbmc_counts):
     none, perfect = rows["no denoising"], rows["perfect (test counts)"]
     assert perfect["mse"] == 0 and perfect["mse"] < none["mse"]
     assert perfect["poisson"] < none["poisson"]
-    # EVALUATION.md's reference numbers on the same data and split
+    # docs/evaluation.md's reference numbers on the same data and split
     assert none["mse"] == pytest.approx(3.408, abs=1e-3) and none["poisson"] == pytest.approx(0.379, abs=1e-3)
-    # kNN smoothing beats no denoising on Poisson (0.197 in EVALUATION.md's table)
+    # kNN smoothing beats no denoising on Poisson (0.197 in docs/evaluation.md's table)
     assert rows["scMASKGAN (denoise)"]["poisson"] < none["poisson"]
     assert rows["scMASKGAN (denoise)"]["seconds"] > 0
 
@@ -334,4 +335,12 @@ def test_cli_mcv_writes_json_and_csv(pbmc_counts, tmp_path, monkeypatch):
     record = json.loads((out / "pbmc.mcv.json").read_text())
     assert [r["method"] for r in record["mcv"]] == ["no denoising", "scMASKGAN (zeros)", "perfect (test counts)"]
     assert record["p_train"] == 0.9
-    assert (out / "pbmc.mcv.csv").read_text().startswith("method,mse,poisson,seconds")
+    assert (out / "pbmc.mcv.csv").read_text().startswith("method,mse,poisson,seconds\n")
+    # with labels, the csv carries the within-label signal the json has (the label-mean baseline: 0)
+    labelled = tmp_path / "labelled"
+    assert main(["evaluate", "--mcv", str(tmp_path / "pbmc.h5ad"), "--modes", "zeros", "--label-key", "cell_type",
+                 "--outdir", str(labelled)]) == 0
+    table = pd.read_csv(labelled / "pbmc.mcv.csv").set_index("method")
+    assert list(table.columns) == ["mse", "poisson", "seconds", "within_label_signal"]
+    assert table.loc["label-mean baseline", "within_label_signal"] == pytest.approx(0.0, abs=1e-6)
+    assert table.loc["no denoising", "within_label_signal"] > 0.05

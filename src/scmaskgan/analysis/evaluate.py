@@ -373,13 +373,15 @@ def run_mcv(
 
 
 def write_mcv(rows: list[dict[str, Any]], outdir: str | Path, name: str, info: dict[str, Any]) -> dict[str, Path]:
-    """Write ``{name}.mcv.json`` (rows, info, versions) and ``{name}.mcv.csv``; returns the paths."""
+    """Write ``{name}.mcv.json`` (rows, info, versions) and ``{name}.mcv.csv`` (the rows' columns, with
+    ``within_label_signal`` when labels were given: empty for the rows without one); returns the paths."""
     outdir = Path(outdir)
     paths = {"json": outdir / f"{name}.mcv.json", "csv": outdir / f"{name}.mcv.csv"}
     record = {"sample": name, "mcv": rows, **info, "versions": package_versions()}
     write_text_atomic(paths["json"], json.dumps(record, indent=2))
     header = ["method", "mse", "poisson", "seconds"]
-    _write_csv(paths["csv"], header, [[row[h] for h in header] for row in rows])
+    header += [h for h in ("within_label_signal",) if any(h in row for row in rows)]
+    _write_csv(paths["csv"], header, [[row.get(h) for h in header] for row in rows])
     return paths
 
 
