@@ -49,7 +49,7 @@ keep the known types (results in ``results/ablation_one_label/``).
 generator then saw A's train molecules too), (a) and (d) still use B only.
 
 Reference rows, scored on the same cells A: no denoising (the train counts), the
-label-mean baseline of ``EVALUATION.md`` (each cell's label's mean frequencies over the
+label-mean baseline of ``docs/evaluation.md`` (each cell's label's mean frequencies over the
 candidate cells times its own library size), MAGIC (``benchmarks/methods.py`` settings,
 run on all cells' train counts; when ``magic-impute`` is installed) and, on the
 simulation, the truth itself.

@@ -3,10 +3,10 @@
 Data: scanpy's ``pbmc68k_reduced`` as counts (700 cells x 765 genes, 10 cell types).
 Every count is split binomially (``scmaskgan.method.mcv.split_counts``, seed 0); methods see
 the train part, scores are the MSE of log-normalised values and the Poisson loss on
-the held-out part (``EVALUATION.md``). Three tables:
+the held-out part (``docs/evaluation.md``). Three tables:
 
 1. **Peers** (each in its own process, see ``harness.py``; p_train = 0.9): no
-   denoising, kNN smoothing and MAGIC with ``EVALUATION.md``'s settings.
+   denoising, kNN smoothing and MAGIC with ``docs/evaluation.md``'s settings.
 2. **scMASKGAN, the whole pipeline** with the known cell types (``label_key='cell_type'``;
    ``--leiden`` lets PREPARE find Leiden labels instead): one fit of PREPARE, TRAIN,
    GENERATE, FILTER with the defaults, then IMPUTE in both modes, in one measured
@@ -19,7 +19,7 @@ the held-out part (``EVALUATION.md``). Three tables:
    shipped algorithm in both modes (k and theta tuned), and ablations at fixed k:
    the zero-fill rule (Poisson posterior given the zero, the neighbours' plain mean,
    keep the zero) and the distance (all genes, the cell's observed genes only).
-   p_train = 0.9 (``EVALUATION.md``) and 0.5 (the held-out half is then a replicate
+   p_train = 0.9 (``docs/evaluation.md``) and 0.5 (the held-out half is then a replicate
    of the seen half at the same depth).
 
 Writes ``mcv_pbmc.csv`` and ``mcv_pbmc.md`` to ``--outdir``.
@@ -184,7 +184,7 @@ def write_results(rows: list[dict[str, object]], outdir: Path, info: dict[str, s
     text = "\n\n".join([
         "# Molecular cross-validation on real PBMCs (scanpy's pbmc68k_reduced, 700 x 765 counts)",
         (__doc__ or "").split("Writes ")[0].strip(),
-        "Lower is better for both scores. EVALUATION.md's reference rows (same split): no denoising "
+        "Lower is better for both scores. docs/evaluation.md's reference rows (same split): no denoising "
         "3.408 / 0.379, kNN smoothing 3.939 / 0.197, MAGIC 3.137 / 0.205. `wall_s` of table 2 includes "
         "the GAN's training; table 3 rows without a time are ablations computed at fixed k = "
         f"{ABLATION_K} without tuning. `peak_rss_mb` is measured for the tables' separate processes only. "

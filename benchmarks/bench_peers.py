@@ -2,7 +2,7 @@
 
 Every method runs in its own process on the MCV train part of the counts (binomial
 split, p = 0.9, seed 0) and is scored on the held-out test part (MCV MSE and Poisson,
-as in ``EVALUATION.md``); its output is also clustered (log-normalise, PCA-50,
+as in ``docs/evaluation.md``); its output is also clustered (log-normalise, PCA-50,
 15 neighbours, Leiden at resolution 1) and compared with the known ``cell_type``
 (ARI, NMI). Wall time is the method call alone; peak RSS is the whole process's.
 

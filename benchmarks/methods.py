@@ -3,7 +3,7 @@
 Every runner takes an AnnData whose X holds integer counts (cells x genes, CSR) and
 returns a dense float array of the same shape on the count scale (a cell's values
 summing to about its library size), so that MCV and clustering treat all methods
-alike (optionally with a dict of what the method reported about itself). Settings follow ``/work/shared/EVALUATION.md``:
+alike (optionally with a dict of what the method reported about itself). Settings follow ``docs/evaluation.md``:
 
 * ``none``: the counts as they are (the "no denoising" control).
 * ``knn``: kNN smoothing written here: PCA-50 of log-normalised counts (target sum

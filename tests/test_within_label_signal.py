@@ -1,4 +1,4 @@
-"""Within-label signal (EVALUATION.md): what each cell keeps beyond its label's average."""
+"""Within-label signal (docs/evaluation.md): what each cell keeps beyond its label's average."""
 
 from __future__ import annotations
 

@@ -13,9 +13,10 @@ gene's noise leaves a near-constant gene, and dividing every gene of a cell by t
 own total (dominated by the few genes that keep their counts) gives all such genes one shared
 factor: |r| rises with no change in the estimates. scMASKGAN's outputs are compared through
 their ``layers['imputed_lognorm']``, normalised by the cell's observed library size
-(:data:`~scmaskgan.core.matrix.IMPUTED_LOGNORM`); on null data with the default training the
-posterior mode's 95th percentile |r| is 0.084 there and 0.165 after renormalising by the
-output's totals (seed 1, ``docs/method.md``). On real data, denoising may legitimately strengthen true correlations;
+(:data:`~scmaskgan.core.matrix.IMPUTED_LOGNORM`); on null data with the default training (seed 1)
+the posterior mode's 95th percentile |r| is 0.081 there (``benchmarks/results/null.md``; the counts
+0.091), and was 0.165 after renormalising by the output's totals when last measured (2026-11-30,
+``docs/method.md``). On real data, denoising may legitimately strengthen true correlations;
 read the numbers beside the other metrics.
 """
 

@@ -141,6 +141,8 @@ def plot_qc(obs: pd.DataFrame, params: QCParams, summary: dict[str, Any], path: 
         The thresholds and :func:`run_qc`'s summary (for the caption).
     path
         PNG file to write.
+    title
+        Start of the heading above the panels (the sample's name).
     """
     from matplotlib.figure import Figure
 

@@ -5,7 +5,7 @@ does not; a denoised train part is scored against the test part with a
 log-normalised MSE and a Poisson loss. No ground truth is needed.
 
 :func:`within_label_signal` checks what MCV cannot see: how much of each cell's own
-signal, beyond its label's average, the output keeps (``EVALUATION.md``).
+signal, beyond its label's average, the output keeps (``docs/evaluation.md``).
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ def within_label_signal(
 
 
 def label_mean_baseline(counts: np.ndarray | sp.spmatrix, labels: np.ndarray) -> np.ndarray:
-    """Each cell replaced by its label's mean frequencies times its own library size (``EVALUATION.md``)."""
+    """Each cell replaced by its label's mean frequencies times its own library size (``docs/evaluation.md``)."""
     x = dense(counts).astype(np.float64)
     library = x.sum(axis=1, keepdims=True)
     frequencies = x / np.maximum(library, 1.0)
