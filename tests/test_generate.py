@@ -81,7 +81,7 @@ def test_generate_writes_counts_per_label_reproducibly(trained: tuple[Path, Path
     record = json.loads(h5py.File(out["candidates"], "r").attrs["params_json"])
     assert record["calibration"] == {cand.label_names[k]: f for k, f in calibration.record().items()}
     assert record["calibration_cells"] == dict.fromkeys(cand.label_names, "held-out")
-    filtered = read_candidates(steps.filter_candidates(out["candidates"], tmp_path / "a", "sim", FilterParams())["filtered"])
+    filtered = read_candidates(steps.filter_candidates(out["candidates"], images, tmp_path / "a", "sim", FilterParams())["filtered"])
     kept = filtered.expected
     assert kept is not None and kept.shape == filtered.values.shape
     rows = [int(np.flatnonzero((cand.values == v).all(1))[0]) for v in filtered.values[:5]]

@@ -310,7 +310,7 @@ def test_impute_step_writes_the_contract_files(tmp_path) -> None:  # noqa: ANN00
         enc, names, genes, labels = store.encoding, store.label_names, store.genes, store.labels
     cand = np.clip(unit + 0.02, 0, 1).astype(np.float32)
     write_candidates(tmp_path / "s.candidates.h5", cand, labels, names, genes, enc, {})
-    filtered = steps.filter_candidates(tmp_path / "s.candidates.h5", tmp_path, "s", FilterParams(n_estimators=20))
+    filtered = steps.filter_candidates(tmp_path / "s.candidates.h5", images, tmp_path, "s", FilterParams(n_estimators=20))
     out = steps.impute(qc_path, images, filtered["filtered"], tmp_path, "s", ImputeParams(n_trials=3))
 
     result = ad.read_h5ad(out["h5ad"])
@@ -326,6 +326,10 @@ def test_impute_step_writes_the_contract_files(tmp_path) -> None:  # noqa: ANN00
 
     other_genes = [f"OTHER{j}" for j in range(len(genes))]
     write_candidates(tmp_path / "t.candidates.h5", cand, labels, names, other_genes, enc, {})
-    wrong = steps.filter_candidates(tmp_path / "t.candidates.h5", tmp_path, "t", FilterParams(n_estimators=20))
+    with pytest.raises(InputError, match="not the candidates'"):  # FILTER checks the images are the candidates'
+        steps.filter_candidates(tmp_path / "t.candidates.h5", images, tmp_path, "t", FilterParams(n_estimators=20))
+    wrong = steps.filter_candidates(
+        tmp_path / "t.candidates.h5", None, tmp_path, "t", FilterParams(n_estimators=20, reference="candidates")
+    )
     with pytest.raises(InputError, match="was not made from"):
         steps.impute(qc_path, images, wrong["filtered"], tmp_path, "s", ImputeParams(n_trials=3))

@@ -62,7 +62,7 @@ SYNTAX_AND_NAMES = [
 ]
 TYPES = [
     # an output the process does not emit
-    ("workflows/scmaskgan.nf", "    FILTER(GENERATE.out.candidates)", "    FILTER(GENERATE.out.candidate)",
+    ("workflows/scmaskgan.nf", "    FILTER(GENERATE.out.candidates.join(", "    FILTER(GENERATE.out.candidate.join(",
      "Unrecognized output `candidate` for process `GENERATE`"),
     # a process called with the wrong number of channels
     ("workflows/scmaskgan.nf", "    TRAIN(PREPARE.out.images)", "    TRAIN(PREPARE.out.images, QC.out.h5ad)",

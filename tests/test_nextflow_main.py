@@ -18,6 +18,8 @@ import pytest
 pytest.importorskip("jsonschema")
 from nfharness import REPO, main_functions, nf_schema_errors  # noqa: E402  (needs jsonschema)
 
+from scmaskgan.io.layout import SAMPLE_STEPS, STEP_INPUTS  # noqa: E402
+
 SCHEMA = json.loads((REPO / "nextflow_schema.json").read_text())
 PROPERTIES = {name: entry for g in SCHEMA["$defs"].values() for name, entry in g["properties"].items()}
 TEST_SHEET = REPO / "assets" / "test" / "samplesheet.csv"
@@ -91,7 +93,9 @@ def test_resolved_samplesheet_is_written_once_for_resume(tmp_path: Path) -> None
 def test_per_sample_joins_fail_on_a_missing_or_repeated_sample() -> None:
     text = (REPO / "workflows" / "scmaskgan.nf").read_text()
     joins = re.findall(r"\.join\(([^()]*)\)", text)
-    assert len(joins) == 3
+    # one join per extra upstream input of a per-sample step (GENERATE 1, FILTER 1, IMPUTE 2)
+    extra_inputs = sum(len(STEP_INPUTS[step]) - 1 for step in SAMPLE_STEPS if step != "qc")
+    assert len(joins) == extra_inputs == 4
     for args in joins:
         assert "failOnMismatch: true" in args and "failOnDuplicate: true" in args, args
 

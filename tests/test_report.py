@@ -20,6 +20,7 @@ import scipy.sparse as sp
 from matplotlib.figure import Figure
 
 from scmaskgan.cli import main
+from scmaskgan.core.config import FilterParams
 from scmaskgan.method.encode import Encoding, image_side
 from scmaskgan.method.generate import write_candidates
 from scmaskgan.method.train import LOG_COLUMNS
@@ -78,7 +79,7 @@ def make_results(root: Path, pbmc: ad.AnnData) -> dict[str, float]:
     candidates.parent.mkdir()
     write_candidates(candidates, rng.random((300, 20)).astype(np.float32), np.repeat(np.arange(3), 100),
                      ["B", "T", "NK"], [f"g{i}" for i in range(20)], Encoding(20, image_side(20), 1e4, 1.0, "counts"), {})
-    steps.filter_candidates(candidates, root / "filter", "s1")
+    steps.filter_candidates(candidates, None, root / "filter", "s1", FilterParams(reference="candidates"))
     numbers["tau"] = json.loads((root / "filter" / "s1.filter.json").read_text())["tau"][0]
     ks, thetas = [1, 3, 7, 15, 40, 7, 9], [0.0, 2.0, 1.25, -1.0, 0.5, 2.5, 1.0]
     # IMPUTE's trial records: the chosen trial (k 7, theta 1.25) has the lowest objective, not the lowest mse

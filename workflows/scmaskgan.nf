@@ -23,7 +23,7 @@ workflow SCMASKGAN {
     // per-sample joins fail loudly on a missing or repeated sample id instead of dropping it
     TRAIN(PREPARE.out.images)
     GENERATE(TRAIN.out.model.join(PREPARE.out.images, failOnMismatch: true, failOnDuplicate: true))
-    FILTER(GENERATE.out.candidates)
+    FILTER(GENERATE.out.candidates.join(PREPARE.out.images, failOnMismatch: true, failOnDuplicate: true))
     IMPUTE(
         QC.out.h5ad
             .join(PREPARE.out.images, failOnMismatch: true, failOnDuplicate: true)

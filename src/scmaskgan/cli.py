@@ -134,8 +134,9 @@ register_step(
 )
 register_step(
     "filter", steps.filter_candidates,
-    [_argument("candidates_h5", "The GENERATE step's {id}.candidates.h5.")],
-    "filter", "FILTER: drop anomalous candidates (IsolationForest).",
+    [_argument("candidates_h5", "The GENERATE step's {id}.candidates.h5."),
+     _argument("images_h5", "The PREPARE step's {id}.images.h5 (the real cells candidates are judged against).")],
+    "filter", "FILTER: drop candidates more anomalous than the real cells (IsolationForest).",
     [OUTDIR, SAMPLE_ID],
 )
 register_step(

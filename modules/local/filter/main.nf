@@ -6,7 +6,7 @@ process FILTER {
     container 'ghcr.io/scmaskgan/scmaskgan:0.1.0'
 
     input:
-    tuple val(meta), path(candidates)
+    tuple val(meta), path(candidates), path(images)
 
     output:
     tuple val(meta), path("${meta.id}.candidates.filtered.h5"), emit: filtered
@@ -16,7 +16,7 @@ process FILTER {
     script:
     def args = task.ext.args ?: ''
     """
-    scmaskgan-filter '${candidates}' --outdir . --sample-id '${meta.id}' ${args}
+    scmaskgan-filter '${candidates}' '${images}' --outdir . --sample-id '${meta.id}' ${args}
 
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":

@@ -270,10 +270,17 @@ class GenerateParams(_Validated):
 class FilterParams(_Validated):
     """Dropping anomalous candidates with IsolationForest (FILTER step)."""
 
+    reference: str = _p(
+        "cells",
+        "What a candidate must not be more anomalous than: 'cells' (an IsolationForest per label fitted on half "
+        "of the label's real cells; tau is the highest score among the other half, so a generator that drew "
+        "cells exactly like the real ones would lose almost none) or 'candidates' (the paper: fitted on the "
+        "label's candidates, tau the Tukey fence Q3 + 1.5 IQR of their scores, which drops the tails of "
+        "any candidate set, a faithful one included; docs/method.md).", ("cells", "candidates"),
+    )
     tau: float | None = _p(
         None,
-        "Anomaly-score threshold: candidates with s(x) > tau are dropped. Unset: "
-        "tau = Q3 + 1.5 IQR of the label's scores (Tukey fence).",
+        "Anomaly-score threshold: candidates with s(x) > tau are dropped. Unset: set by reference.",
     )
     n_estimators: int = _p(
         100, "Trees per IsolationForest (100: Liu et al. 2008's recommendation and scikit-learn's default).", ge=1
@@ -390,6 +397,7 @@ FLAT_NAME_OVERRIDES: dict[tuple[str, str], str] = {
     ("prepare", "leiden_resolution"): "label_leiden_resolution",
     ("prepare", "n_pcs"): "label_n_pcs",
     ("generate", "batch_size"): "generate_batch_size",
+    ("filter", "reference"): "filter_reference",
     ("impute", "mode"): "impute_mode",
     ("impute", "k"): "impute_k",
     ("impute", "n_trials"): "impute_n_trials",

@@ -70,7 +70,10 @@ STEP_INPUTS: dict[str, tuple[StepInput, ...]] = {
         StepInput("model", "model_pt", _from("train", "model")),
         StepInput("images", "images_h5", _from("prepare", "images")),
     ),
-    "filter": (StepInput("candidates", "candidates_h5", _from("generate", "candidates")),),
+    "filter": (
+        StepInput("candidates", "candidates_h5", _from("generate", "candidates")),
+        StepInput("images", "images_h5", _from("prepare", "images")),
+    ),
     "impute": (
         StepInput("qc_h5ad", "qc_h5ad", _from("qc", "h5ad")),
         StepInput("images", "images_h5", _from("prepare", "images")),

@@ -133,9 +133,12 @@ def generate(
 
 
 def filter_candidates(
-    candidates_h5: Path, outdir: Path, sample_id: str, params: FilterParams | None = None
+    candidates_h5: Path, images_h5: Path | None, outdir: Path, sample_id: str, params: FilterParams | None = None
 ) -> dict[str, Path]:
     """FILTER: IsolationForest per label; keeps scores and the threshold tau.
+
+    ``images_h5`` (PREPARE's real cells) is the reference of ``params.reference='cells'`` (the default);
+    ``None`` is accepted with ``reference='candidates'`` only.
 
     ``{id}.filter.json`` holds what the report shows without the candidates: label names,
     tau per label, and label, anomaly score and kept flag of every candidate.
@@ -149,7 +152,7 @@ def filter_candidates(
 
     params = params or FilterParams()
     paths = output_paths("filter", outdir, sample_id)
-    run_filter(Path(candidates_h5), paths["filtered"], params)
+    run_filter(Path(candidates_h5), paths["filtered"], params, None if images_h5 is None else Path(images_h5))
     with h5py.File(paths["filtered"], "r") as f:
         summary = {
             "sample": sample_id,
