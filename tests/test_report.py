@@ -150,6 +150,7 @@ def test_report_shows_every_section_and_key_numbers(pbmc_counts, tmp_path):
     assert "lowest val_smoothed" in _section(html, "training") and "0.08765" in _section(html, "training")
     filtering = _section(html, "filtering")
     assert f"{numbers['tau']:.4g}" in filtering and "NK" in filtering and "<td class=\"num\">100</td>" in filtering
+    assert "the Tukey fence of their scores" in filtering  # the rule FILTER ran with
     tuning = _section(html, "tuning")
     assert "<td class=\"num\">7</td>" in tuning and "1.25" in tuning and "molecules" in tuning
     assert "best validation objective" in tuning and '<td class="num">2</td>' in tuning  # the chosen trial's

@@ -220,6 +220,9 @@ def _filter_sample(sid: str, path: Path) -> str:
         ax.set_visible(False)
     fig.supxlabel("anomaly score s(x)", fontsize=9)
     caption = f"{sid}: anomaly scores of the generated candidates per label; candidates right of τ are dropped"
+    caption += {"cells": " (the forest fitted on half of the label's real cells, τ the highest score of the other half)",
+                "candidates": " (the forest fitted on the candidates, τ the Tukey fence of their scores)"}.get(
+        str(record.get("reference")), "")
     if len(present) > len(shown):
         caption += f" (first {len(shown)} of {len(present)} labels shown)"
     summary = cards([("candidates", len(scores)), ("kept", int(kept.sum())), ("fraction kept", float(kept.mean()))])

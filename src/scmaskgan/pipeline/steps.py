@@ -140,7 +140,7 @@ def filter_candidates(
     ``images_h5`` (PREPARE's real cells) is the reference of ``params.reference='cells'`` (the default);
     ``None`` is accepted with ``reference='candidates'`` only.
 
-    ``{id}.filter.json`` holds what the report shows without the candidates: label names,
+    ``{id}.filter.json`` holds what the report shows without the candidates: the reference, label names,
     tau per label, and label, anomaly score and kept flag of every candidate.
     """
     import json
@@ -156,6 +156,7 @@ def filter_candidates(
     with h5py.File(paths["filtered"], "r") as f:
         summary = {
             "sample": sample_id,
+            "reference": params.reference,
             "label_names": [n.decode() if isinstance(n, bytes) else str(n) for n in f["label_names"][:]],
             "tau": [float(v) for v in f["tau"][:]],
             "labels": f["labels"][:].tolist(),
