@@ -326,7 +326,7 @@ def test_impute_step_writes_the_contract_files(tmp_path) -> None:  # noqa: ANN00
 
     other_genes = [f"OTHER{j}" for j in range(len(genes))]
     write_candidates(tmp_path / "t.candidates.h5", cand, labels, names, other_genes, enc, {})
-    with pytest.raises(InputError, match="not the candidates'"):  # FILTER checks the images are the candidates'
+    with pytest.raises(InputError, match="was not made from"):  # FILTER checks the images are the candidates'
         steps.filter_candidates(tmp_path / "t.candidates.h5", images, tmp_path, "t", FilterParams(n_estimators=20))
     wrong = steps.filter_candidates(
         tmp_path / "t.candidates.h5", None, tmp_path, "t", FilterParams(n_estimators=20, reference="candidates")

@@ -380,7 +380,8 @@ def write_mcv(rows: list[dict[str, Any]], outdir: str | Path, name: str, info: d
     record = {"sample": name, "mcv": rows, **info, "versions": package_versions()}
     write_text_atomic(paths["json"], json.dumps(record, indent=2))
     header = ["method", "mse", "poisson", "seconds"]
-    header += [h for h in ("within_label_signal",) if any(h in row for row in rows)]
+    if any("within_label_signal" in row for row in rows):
+        header.append("within_label_signal")
     _write_csv(paths["csv"], header, [[row.get(h) for h in header] for row in rows])
     return paths
 

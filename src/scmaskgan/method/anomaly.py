@@ -50,6 +50,9 @@ class FilterResult:
 
 #: Fewest real cells of a label that ``reference='cells'`` fits a forest on (two halves of at least 2).
 MIN_REFERENCE_CELLS = 4
+#: Real cells of a label that ``reference='cells'`` reads (a seeded subsample of larger labels): half fit
+#: the forest (each tree draws 256 of them), half set the threshold; memory stays one label's cells.
+REFERENCE_CELLS = 1000
 
 
 def _forest(fit_on: np.ndarray, params: FilterParams) -> IsolationForest:
@@ -149,8 +152,7 @@ def filter_candidates(
     n_labels = len(cand.label_names)
     if params.reference == "cells" and images_h5 is not None:
         with ImageStore(images_h5) as store:
-            if list(store.label_names) != list(cand.label_names) or list(store.genes) != list(cand.genes):
-                raise InputError(f"{images_h5}: its labels or genes are not the candidates' (another sample's images?)")
+            cand.check_made_from(candidates_h5, images_h5, store.label_names, store.genes)
             result = filter_labels(cand.values, cand.labels, n_labels, params, partial(image_cells, store, seed=params.seed))
     else:
         result = filter_labels(cand.values, cand.labels, n_labels, params)
@@ -168,12 +170,6 @@ def filter_candidates(
     total = np.bincount(cand.labels, minlength=n_labels)
     kept = np.bincount(cand.labels[result.kept], minlength=n_labels)
     return {name: {"candidates": int(t), "kept": int(k)} for name, t, k in zip(cand.label_names, total, kept, strict=True)}
-
-
-
-#: Real cells of a label that ``reference='cells'`` reads (a seeded subsample of larger labels): half fit
-#: the forest (each tree draws 256 of them), half set the threshold; memory stays one label's cells.
-REFERENCE_CELLS = 1000
 
 
 def image_cells(store: ImageStore, label: int, seed: int) -> np.ndarray:

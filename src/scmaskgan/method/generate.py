@@ -286,6 +286,12 @@ class Candidates:
     tau: np.ndarray | None = None
     expected: np.ndarray | None = None
 
+    def check_made_from(self, path: Path, images_h5: Path, label_names: list[str], genes: list[str]) -> None:
+        """Raise :class:`InputError` unless these candidates (read from ``path``) have the labels and genes
+        of ``images_h5`` (``label_names``, ``genes``): one sample's run, not two."""
+        if list(self.genes) != list(genes) or list(self.label_names) != list(label_names):
+            raise InputError(f"{path} was not made from {images_h5} (genes or labels differ)")
+
 
 def _strings(ds: h5py.Dataset) -> list[str]:
     return [s.decode() if isinstance(s, bytes) else str(s) for s in ds[:]]

@@ -206,8 +206,7 @@ def impute(
     kept = read_candidates(Path(filtered_h5), expected=uses_expected_values(params.mode))
     if [str(c) for c in adata.obs_names] != cells or [str(g) for g in adata.var_names] != genes:
         raise InputError(f"{qc_h5ad} and {images_h5} hold different cells or genes (not from one sample run)")
-    if list(kept.genes) != genes or list(kept.label_names) != label_names:
-        raise InputError(f"{filtered_h5} was not made from {images_h5} (genes or labels differ)")
+    kept.check_made_from(Path(filtered_h5), Path(images_h5), label_names, genes)
     return_large_blocks_to_the_system()  # a step process's own setting (see scmaskgan.pipeline.memory); never the API's
     result = impute_matrix(adata.X, labels, kept.values, kept.labels, enc, params, kept.expected)
     record = imputation_record(
