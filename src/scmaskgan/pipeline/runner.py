@@ -41,7 +41,6 @@ from scmaskgan.pipeline import steps
 log = logging.getLogger("scmaskgan.pipeline.runner")
 
 
-
 @dataclass
 class StepRecord:
     """What happened to one step of one sample (a row of ``trace.tsv``)."""
